@@ -1,0 +1,104 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "tokend",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tokend", targets: ["tokend"]),
+        .library(name: "TokendCore", targets: ["TokendCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+    ],
+    targets: [
+        // PURE: configuration, templating, OAuth 2 request/response, refresh policy. No I/O, clocks or env.
+        .target(
+            name: "TokendCore",
+            dependencies: [
+                .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        // libsystemd through a shim header (sd-daemon.h).
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        // ADAPTERS: token endpoint (AsyncHTTPClient), file cache, config directory, socket server (NIO), systemd.
+        .target(
+            name: "TokendIO",
+            dependencies: [
+                "TokendCore",
+                "CSystemd",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // WIRING: the Dispatch scheduler queue, reload, signals, startup and shutdown order.
+        .target(
+            name: "TokendDaemon",
+            dependencies: [
+                "TokendCore",
+                "TokendIO",
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "tokend",
+            dependencies: [
+                "TokendCore",
+                "TokendIO",
+                "TokendDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Hand-written fakes and a local OAuth 2 token endpoint for tests and the demo.
+        .target(
+            name: "TokendTestSupport",
+            dependencies: [
+                "TokendCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
+        .executableTarget(
+            name: "tokend-example-endpoint",
+            dependencies: ["TokendTestSupport"]
+        ),
+        .testTarget(name: "TokendCoreTests", dependencies: ["TokendCore"]),
+        .testTarget(
+            name: "TokendIOTests",
+            dependencies: ["TokendIO", "TokendCore", "TokendTestSupport"]
+        ),
+        .testTarget(
+            name: "TokendEndToEndTests",
+            dependencies: [
+                "TokendCore",
+                "TokendTestSupport",
+                "tokend",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+    ]
+)
+
+for target in package.targets where target.type != .system {
+    target.swiftSettings = (target.swiftSettings ?? []) + [
+        .enableUpcomingFeature("ExistentialAny"),
+        .enableUpcomingFeature("MemberImportVisibility"),
+    ]
+}

@@ -1,0 +1,153 @@
+import Foundation
+
+/// One request to the socket API, reduced to what the router looks at.
+public struct APIRequest: Sendable, Hashable {
+    public var method: String
+    /// The path without the query (`/v1/tokens/acme`).
+    public var path: String
+    public var query: [String: String]
+    public var accept: String?
+
+    public init(method: String, path: String, query: [String: String] = [:], accept: String? = nil) {
+        self.method = method
+        self.path = path
+        self.query = query
+        self.accept = accept
+    }
+
+    /// Splits a request target (`/v1/tokens/a?format=raw`) into path and decoded query.
+    public init(method: String, target: String, accept: String? = nil) {
+        let parts = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        var query: [String: String] = [:]
+        if parts.count > 1 {
+            for field in FormURLEncoding.decodeFields(parts[1]) where query[field.name] == nil {
+                query[field.name] = field.value
+            }
+        }
+        self.init(method: method, path: String(parts.first ?? ""), query: query, accept: accept)
+    }
+}
+
+/// An answer of the socket API.
+public struct APIResponse: Sendable, Hashable {
+    public var status: Int
+    public var contentType: String
+    public var body: [UInt8]
+    public var headers: [TokenRequest.Header]
+
+    public init(status: Int, contentType: String, body: [UInt8], headers: [TokenRequest.Header] = []) {
+        self.status = status
+        self.contentType = contentType
+        self.body = body
+        self.headers = headers
+    }
+}
+
+/// What the router may read of the running instances: a snapshot published by the scheduler.
+public protocol InstanceDirectory: Sendable {
+    func instance(named name: String) -> InstanceStateMachine?
+    func allInstances() -> [(name: String, machine: InstanceStateMachine)]
+}
+
+/// Maps socket API requests to answers (SPEC §8). Pure: the instances and `now` are passed in.
+public struct APIRouter: Sendable {
+    public init() {}
+
+    public func respond(to request: APIRequest, instances: some InstanceDirectory, now: Date) -> APIResponse {
+        let segments = request.path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
+        let isTokens = segments.count == 3 && segments[0] == "v1" && segments[1] == "tokens" && !segments[2].isEmpty
+        let isInstances = segments == ["v1", "instances"]
+        let isHealth = segments == ["v1", "health"]
+        guard isTokens || isInstances || isHealth else {
+            return error(404, "not_found", "no such endpoint")
+        }
+        guard request.method == "GET" else {
+            return error(405, "method_not_allowed", "\(request.method) is not allowed here")
+        }
+        if isTokens {
+            return token(named: segments[2], request: request, instances: instances, now: now)
+        }
+        if isInstances {
+            let all = instances.allInstances().sorted { $0.name < $1.name }
+            return json(200, API.InstancesBody(instances: all.map { status(name: $0.name, machine: $0.machine, now: now) }))
+        }
+        var reasons: [String: String] = [:]
+        for (name, machine) in instances.allInstances() where machine.servableToken(at: now) == nil {
+            reasons[name] = machine.lastFailure?.code ?? machine.state(at: now).rawValue
+        }
+        return json(
+            reasons.isEmpty ? 200 : 503,
+            API.HealthBody(status: reasons.isEmpty ? "ok" : "degraded", reasons: reasons)
+        )
+    }
+
+    func token(named name: String, request: APIRequest, instances: some InstanceDirectory, now: Date) -> APIResponse {
+        guard let machine = instances.instance(named: name) else {
+            return error(404, "unknown_instance", "no instance named '\(String(name.prefix(100)))'", instance: nil)
+        }
+        guard let token = machine.servableToken(at: now) else {
+            let retry = machine.nextAttempt.map { max(1, Int($0.timeIntervalSince(now).rounded(.up))) } ?? 1
+            var response = error(
+                503,
+                "no_valid_token",
+                machine.lastFailure.map { "no valid token: \($0.message)" } ?? "no valid token yet",
+                instance: name,
+                lastError: machine.lastFailure?.code
+            )
+            response.headers.append(.init("Retry-After", String(retry)))
+            return response
+        }
+        let format = request.query["format"] ?? (request.accept?.hasPrefix("text/plain") == true ? "raw" : "json")
+        switch format {
+        case "raw":
+            return APIResponse(status: 200, contentType: "text/plain; charset=utf-8", body: Array(token.accessToken.revealed.utf8))
+        case "header":
+            return APIResponse(
+                status: 200,
+                contentType: "text/plain; charset=utf-8",
+                body: Array("\(token.tokenType) \(token.accessToken.revealed)".utf8)
+            )
+        case "json":
+            let body = API.TokenBody(
+                instance: name,
+                access_token: token.accessToken.revealed,
+                token_type: token.tokenType,
+                expires_at: Int(token.expiresAt.timeIntervalSince1970),
+                expires_in: max(0, Int(token.expiresAt.timeIntervalSince(now))),
+                scope: token.scope
+            )
+            return json(200, body)
+        default:
+            return error(400, "bad_format", "format must be json, raw or header")
+        }
+    }
+
+    func status(name: String, machine: InstanceStateMachine, now: Date) -> API.InstanceStatus {
+        let token = machine.servableToken(at: now)
+        return API.InstanceStatus(
+            name: name,
+            state: machine.state(at: now).rawValue,
+            token_fingerprint: token?.fingerprint,
+            expires_at: token.map { Int($0.expiresAt.timeIntervalSince1970) },
+            next_refresh: machine.nextAttempt.map { Int($0.timeIntervalSince1970) },
+            outage_budget_seconds: Int(machine.outageBudget(at: now)),
+            consecutive_failures: machine.consecutiveFailures,
+            last_error: machine.lastFailure.map {
+                API.LastError(code: $0.code, message: $0.message, kind: $0.kind.rawValue)
+            }
+        )
+    }
+
+    func json(_ status: Int, _ value: some Encodable) -> APIResponse {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let body = (try? encoder.encode(value)).map { Array($0) + [UInt8(ascii: "\n")] } ?? []
+        return APIResponse(status: status, contentType: "application/json", body: body)
+    }
+
+    func error(_ status: Int, _ code: String, _ message: String, instance: String? = nil, lastError: String? = nil)
+        -> APIResponse
+    {
+        json(status, API.ErrorBody(error: code, message: message, instance: instance, last_error: lastError))
+    }
+}

@@ -1,0 +1,125 @@
+/// Assembles a whole config directory from file texts: parses every file, reads secrets through an injected
+/// reader, renders each instance's request. Pure: the caller supplies the texts and the secret reader.
+public enum ConfigLoader {
+    /// One file of the directory, as read.
+    public struct File: Sendable, Hashable {
+        public var path: String
+        public var text: String
+
+        public init(path: String, text: String) {
+            self.path = path
+            self.text = text
+        }
+    }
+
+    /// The directory's contents. An instance file whose text could not be read carries the reason instead.
+    public struct Input: Sendable {
+        public var settings: File?
+        public var instances: [(name: String, file: Result<File, ConfigDiagnostic>)]
+
+        public init(settings: File?, instances: [(name: String, file: Result<File, ConfigDiagnostic>)]) {
+            self.settings = settings
+            self.instances = instances
+        }
+    }
+
+    /// What came out: the settings, every good instance, and the names of instances whose files failed.
+    public struct Loaded: Sendable {
+        /// nil when `tokend.toml` has an error: a reload must then change nothing.
+        public var settings: DaemonSettings?
+        public var instances: [String: ResolvedInstance]
+        /// Instances defined by a file that failed validation: what they ran before keeps running.
+        public var failedInstances: Set<String>
+        /// Errors and warnings, in file order.
+        public var diagnostics: [ConfigDiagnostic]
+
+        public var errors: [ConfigDiagnostic] { diagnostics.filter { $0.severity == .error } }
+    }
+
+    /// Reads a secret source; the message of a failure must not contain the secret.
+    public typealias SecretReader = @Sendable (VariableSource) -> Result<String, SecretReadError>
+
+    public struct SecretReadError: Error, Sendable, Hashable {
+        public var message: String
+
+        public init(_ message: String) {
+            self.message = message
+        }
+    }
+
+    public static func load(_ input: Input, readSecret: SecretReader) -> Loaded {
+        var diagnostics: [ConfigDiagnostic] = []
+        var settings: DaemonSettings? = DaemonSettings()
+        if let file = input.settings {
+            let (parsed, errors) = ConfigParser.parseSettings(file: file.path, text: file.text)
+            settings = parsed
+            diagnostics += errors
+        }
+        var instances: [String: ResolvedInstance] = [:]
+        var failed: Set<String> = []
+        for (name, file) in input.instances {
+            let text: File
+            switch file {
+            case .success(let read): text = read
+            case .failure(let diagnostic):
+                diagnostics.append(diagnostic)
+                failed.insert(name)
+                continue
+            }
+            let (definition, found) = ConfigParser.parseInstance(name: name, file: text.path, text: text.text)
+            diagnostics += found
+            guard let definition else {
+                failed.insert(name)
+                continue
+            }
+            let (resolved, errors) = resolve(definition, readSecret: readSecret)
+            diagnostics += errors
+            if let resolved {
+                instances[name] = resolved
+            } else {
+                failed.insert(name)
+            }
+        }
+        return Loaded(settings: settings, instances: instances, failedInstances: failed, diagnostics: diagnostics)
+    }
+
+    /// Reads the instance's secret sources and renders its request.
+    public static func resolve(
+        _ definition: InstanceDefinition,
+        readSecret: SecretReader
+    ) -> (resolved: ResolvedInstance?, errors: [ConfigDiagnostic]) {
+        var values: [String: Secret] = [:]
+        var errors: [ConfigDiagnostic] = []
+        for (name, source) in definition.variables.sorted(by: { $0.key < $1.key }) {
+            switch source {
+            case .literal(let text):
+                values[name] = Secret(text)
+            case .file, .credential:
+                switch readSecret(source) {
+                case .success(let text):
+                    values[name] = Secret(trimmingOneNewline(text))
+                case .failure(let error):
+                    errors.append(
+                        ConfigDiagnostic(
+                            file: definition.file,
+                            line: definition.variableLines[name],
+                            key: "variables.\(name)",
+                            message: error.message
+                        )
+                    )
+                }
+            }
+        }
+        guard errors.isEmpty else { return (nil, errors) }
+        switch TokenRequestBuilder.resolve(definition, values: values) {
+        case .success(let resolved): return (resolved, [])
+        case .failure(let error): return (nil, [error])
+        }
+    }
+
+    static func trimmingOneNewline(_ text: String) -> String {
+        if text.hasSuffix("\r\n") { return String(text.dropLast(2)) }
+        if text.hasSuffix("\n") { return String(text.dropLast()) }
+        return text
+    }
+}

@@ -1,0 +1,62 @@
+/// `tokend.toml`: settings for the whole daemon, all optional.
+public struct DaemonSettings: Sendable, Hashable {
+    public var socketMode: UInt16 = 0o660
+    public var socketGroup: String?
+    public var logLevel: String = "info"
+    /// `READY=1` is sent no later than this after start, even if some first fetches are still failing.
+    public var startupTimeout: Double = 30
+    public var refresh = RefreshSettings()
+    public var connectTimeout: Double = 10
+    public var requestTimeout: Double = 30
+
+    public init() {}
+
+    public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+}
+
+/// When to refresh and how to retry; SPEC §5's `[refresh]` table.
+public struct RefreshSettings: Sendable, Hashable {
+    /// Refresh once this fraction of the token's lifetime has passed ...
+    public var ratio: Double = 0.75
+    /// ... and never later than this before expiry (seconds).
+    public var minLead: Double = 60
+    /// ± fraction of the lead time.
+    public var jitter: Double = 0.10
+    /// Never fetch the same instance more often than this (seconds).
+    public var minInterval: Double = 30
+    public var retryInitial: Double = 1
+    public var retryMax: Double = 300
+    public var permanentRetry: Double = 600
+    /// Token requests in flight, all instances together.
+    public var maxConcurrent = 64
+    /// Token requests in flight to one token endpoint host.
+    public var perEndpointConcurrent = 8
+
+    public init() {}
+
+    /// The subset an instance may override; nil keeps the daemon's value.
+    public struct Overrides: Sendable, Hashable {
+        public var ratio: Double?
+        public var minLead: Double?
+        public var jitter: Double?
+        public var minInterval: Double?
+        public var retryInitial: Double?
+        public var retryMax: Double?
+        public var permanentRetry: Double?
+
+        public init() {}
+    }
+
+    /// These settings with an instance's overrides applied.
+    public func applying(_ overrides: Overrides) -> RefreshSettings {
+        var result = self
+        if let value = overrides.ratio { result.ratio = value }
+        if let value = overrides.minLead { result.minLead = value }
+        if let value = overrides.jitter { result.jitter = value }
+        if let value = overrides.minInterval { result.minInterval = value }
+        if let value = overrides.retryInitial { result.retryInitial = value }
+        if let value = overrides.retryMax { result.retryMax = value }
+        if let value = overrides.permanentRetry { result.permanentRetry = value }
+        return result
+    }
+}

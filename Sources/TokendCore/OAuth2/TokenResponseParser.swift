@@ -1,0 +1,182 @@
+import Foundation
+
+/// Reads a token endpoint's answer: the token and its lifetime on success (RFC 6749 §5.1), a classified
+/// failure otherwise (§5.2).
+public enum TokenResponseParser {
+    /// The RFC 6749 §5.2 codes after which retrying soon cannot help.
+    public static let permanentErrorCodes: Set<String> = [
+        "invalid_client", "unauthorized_client", "invalid_scope", "unsupported_grant_type", "invalid_request",
+    ]
+
+    public struct Shape: Sendable, Hashable {
+        public var tokenKey: String
+        public var tokenTypeKey: String
+        public var expiresInKey: String
+        public var expiresAtKey: String?
+        public var defaultTTL: Double?
+
+        public init(
+            tokenKey: String = "access_token",
+            tokenTypeKey: String = "token_type",
+            expiresInKey: String = "expires_in",
+            expiresAtKey: String? = nil,
+            defaultTTL: Double? = nil
+        ) {
+            self.tokenKey = tokenKey
+            self.tokenTypeKey = tokenTypeKey
+            self.expiresInKey = expiresInKey
+            self.expiresAtKey = expiresAtKey
+            self.defaultTTL = defaultTTL
+        }
+
+        public init(_ definition: InstanceDefinition) {
+            self.init(
+                tokenKey: definition.tokenKey,
+                tokenTypeKey: definition.tokenTypeKey,
+                expiresInKey: definition.expiresInKey,
+                expiresAtKey: definition.expiresAtKey,
+                defaultTTL: definition.defaultTTL
+            )
+        }
+    }
+
+    /// Parses one response. `retryAfter` is the raw `Retry-After` header, if any.
+    public static func parse(
+        status: Int,
+        body: [UInt8],
+        retryAfter: String? = nil,
+        shape: Shape,
+        now: Date
+    ) -> Result<IssuedToken, FetchFailure> {
+        var json = JSONValue.parse(body)
+        if case .object = json {} else { json = nil }
+        guard (200..<300).contains(status) else {
+            return .failure(classifyError(status: status, json: json, body: body, retryAfter: retryAfter, now: now))
+        }
+        guard let json else {
+            return .failure(
+                FetchFailure(
+                    kind: .transient,
+                    code: "invalid_response",
+                    message: "HTTP \(status) with a body that is not a JSON object: \(snippet(body))"
+                )
+            )
+        }
+        guard let token = json.value(at: shape.tokenKey)?.stringValue, !token.isEmpty else {
+            return .failure(
+                FetchFailure(
+                    kind: .transient,
+                    code: "invalid_response",
+                    message: "HTTP \(status) response has no string at '\(shape.tokenKey)' (keys: \(json.objectKeys.prefix(10).joined(separator: ", ")))"
+                )
+            )
+        }
+        let tokenType = json.value(at: shape.tokenTypeKey)?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
+        let scope = json.value(at: "scope")?.stringValue
+        let lifetime: Double
+        switch lifetimeOf(json: json, token: token, shape: shape, now: now) {
+        case .success(let seconds): lifetime = seconds
+        case .failure(let failure): return .failure(failure)
+        }
+        return .success(
+            IssuedToken(
+                accessToken: Secret(token),
+                tokenType: tokenType ?? "Bearer",
+                scope: scope,
+                obtainedAt: now,
+                expiresAt: now.addingTimeInterval(lifetime)
+            )
+        )
+    }
+
+    static func lifetimeOf(json: JSONValue, token: String, shape: Shape, now: Date) -> Result<Double, FetchFailure> {
+        if let raw = json.value(at: shape.expiresInKey) {
+            guard let seconds = raw.numberValue, seconds.isFinite else {
+                return .failure(invalid("'\(shape.expiresInKey)' is not a number of seconds"))
+            }
+            guard seconds > 0 else {
+                return .failure(invalid("'\(shape.expiresInKey)' is \(seconds); expected a lifetime above zero"))
+            }
+            return .success(seconds)
+        }
+        if let key = shape.expiresAtKey, let raw = json.value(at: key) {
+            guard let expiresAt = date(raw) else {
+                return .failure(invalid("'\(key)' is neither epoch seconds nor an RFC 3339 time"))
+            }
+            let seconds = expiresAt.timeIntervalSince(now)
+            guard seconds > 0 else { return .failure(invalid("'\(key)' lies in the past")) }
+            return .success(seconds)
+        }
+        if let exp = JWTClaims.expiry(of: token) {
+            let seconds = exp.timeIntervalSince(now)
+            guard seconds > 0 else { return .failure(invalid("the token's JWT 'exp' lies in the past")) }
+            return .success(seconds)
+        }
+        if let ttl = shape.defaultTTL {
+            return .success(ttl)
+        }
+        return .failure(
+            FetchFailure(
+                kind: .permanent,
+                code: "no_lifetime",
+                message: "the response gives no lifetime ('\(shape.expiresInKey)' absent, the token is not a JWT "
+                    + "with 'exp'); set expires_in_key, expires_at_key or default_ttl"
+            )
+        )
+    }
+
+    static func classifyError(
+        status: Int,
+        json: JSONValue?,
+        body: [UInt8],
+        retryAfter: String?,
+        now: Date
+    ) -> FetchFailure {
+        let wait = retryAfter.flatMap { RetryAfter.seconds(from: $0, now: now) }
+        let oauthCode = json?.value(at: "error")?.stringValue.flatMap(boundedCode)
+        let oauthDescription = json?.value(at: "error_description")?.stringValue.map { String($0.prefix(200)) }
+        if let oauthCode, permanentErrorCodes.contains(oauthCode) {
+            var message = "HTTP \(status): \(oauthCode)"
+            if let oauthDescription { message += " (\(oauthDescription))" }
+            return FetchFailure(kind: .permanent, code: oauthCode, message: message, retryAfter: wait)
+        }
+        let detail: String
+        if let oauthCode {
+            detail = oauthCode + (oauthDescription.map { " (\($0))" } ?? "")
+        } else {
+            detail = body.isEmpty ? "empty body" : snippet(body)
+        }
+        let message = "HTTP \(status): \(detail)"
+        if status == 401 || status == 403 {
+            return FetchFailure(kind: .permanent, code: oauthCode ?? "http_\(status)", message: message, retryAfter: wait)
+        }
+        return FetchFailure(kind: .transient, code: oauthCode ?? "http_\(status)", message: message, retryAfter: wait)
+    }
+
+    /// An error code from the server, kept only when it looks like one (so labels and logs stay bounded).
+    static func boundedCode(_ code: String) -> String? {
+        guard !code.isEmpty, code.utf8.count <= 64,
+            code.unicodeScalars.allSatisfy({ $0.isASCIIAlphanumeric || $0 == "_" || $0 == "-" || $0 == "." })
+        else { return nil }
+        return code
+    }
+
+    static func invalid(_ message: String) -> FetchFailure {
+        FetchFailure(kind: .transient, code: "invalid_response", message: message)
+    }
+
+    /// The first 200 characters of a body, on one line, for messages.
+    static func snippet(_ body: [UInt8]) -> String {
+        let text = String(decoding: body.prefix(800), as: UTF8.self)
+        let flat = text.map { $0.isNewline || $0 == "\t" ? " " : $0 }
+        let clipped = String(flat.prefix(200))
+        return "\"" + clipped + "\"" + (flat.count > 200 || body.count > 800 ? "…" : "")
+    }
+
+    static func date(_ raw: JSONValue) -> Date? {
+        if case .number(let seconds) = raw { return Date(timeIntervalSince1970: seconds) }
+        guard let text = raw.stringValue else { return nil }
+        if let seconds = Double(text) { return Date(timeIntervalSince1970: seconds) }
+        return RFC3339.parse(text)
+    }
+}

@@ -1,0 +1,578 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Dispatch
+import Foundation
+import HeapModule
+import Logging
+import TokendCore
+import TokendIO
+
+/// The running daemon: one serial Dispatch queue owns every instance's state, one timer drives the schedule,
+/// and watchdog pings come from that same queue, so a stuck scheduler stops them.
+///
+/// Threading: every `var` below is touched only on `queue` (checked with `dispatchPrecondition` where it
+/// matters). I/O happens elsewhere: token requests in tasks, cache and config files on `ioQueue`, socket
+/// requests on NIO's event loops reading `published`.
+public final class Daemon: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var paths: DaemonPaths
+        /// `--log-level`, which wins over `log_level` in `tokend.toml`.
+        public var logLevelOverride: String?
+
+        public init(paths: DaemonPaths, logLevelOverride: String? = nil) {
+            self.paths = paths
+            self.logLevelOverride = logLevelOverride
+        }
+    }
+
+    /// A failure that stops the daemon before it is ready; `errno` goes to systemd as `ERRNO=`.
+    public struct StartError: Error, CustomStringConvertible {
+        public var message: String
+        public var errno: Int32
+
+        public var description: String { message }
+    }
+
+    private struct RunningInstance {
+        var resolved: ResolvedInstance
+        var machine: InstanceStateMachine
+        var generation: Int
+    }
+
+    private let options: Options
+    private let logger: Logger
+    private let notifier: any ServiceNotifier
+    private let clock: any WallClock
+    private let endpoint: any TokenEndpoint
+    private let cache: FileTokenCache
+    private let configDirectory: ConfigDirectory
+    private let published = PublishedInstances()
+    private let router = APIRouter()
+
+    private let queue = DispatchQueue(label: "tokend.scheduler")
+    private let ioQueue = DispatchQueue(label: "tokend.io")
+
+    private var settings: DaemonSettings
+    private var instances: [String: RunningInstance] = [:]
+    private var schedule = Heap<ScheduleEntry>()
+    private var timer: (any DispatchSourceTimer)?
+    private var armedFor: Date?
+    private var watchdog: (any DispatchSourceTimer)?
+    private var signalSources: [any DispatchSourceSignal] = []
+    private var nextGeneration = 0
+    private var inFlight = 0
+    private var waiting: [String] = []
+    private var configErrorCount = 0
+    private var rejectedReload: String?
+    private var isReady = false
+    private var isStopping = false
+    private var lastStatus = ""
+    private var server: UnixSocketServer?
+    private var random = SystemRandomNumberGenerator()
+
+    private init(
+        options: Options,
+        settings: DaemonSettings,
+        logger: Logger,
+        notifier: any ServiceNotifier,
+        clock: any WallClock
+    ) {
+        self.options = options
+        self.settings = settings
+        self.logger = logger
+        self.notifier = notifier
+        self.clock = clock
+        self.endpoint = HTTPTokenEndpoint(
+            connectTimeout: settings.connectTimeout,
+            requestTimeout: settings.requestTimeout
+        )
+        self.cache = FileTokenCache(directory: options.paths.stateDirectory)
+        self.configDirectory = ConfigDirectory(
+            path: options.paths.configDirectory,
+            credentialsDirectory: options.paths.credentialsDirectory
+        )
+    }
+
+    /// Starts the daemon and never returns: on SIGTERM/SIGINT it exits 0, on a start error non-zero.
+    public static func run(options: Options, notifier: any ServiceNotifier = SystemdNotifier()) -> Never {
+        let journal = ProcessInfo.processInfo.environment["JOURNAL_STREAM"]?.isEmpty == false
+        var bootstrapLogger = Logger(label: "tokend") { label in
+            TokendLogHandler(label: label, level: .info, journal: journal)
+        }
+        let directory = ConfigDirectory(
+            path: options.paths.configDirectory,
+            credentialsDirectory: options.paths.credentialsDirectory
+        )
+        let loaded: ConfigLoader.Loaded
+        do {
+            loaded = try directory.load()
+        } catch {
+            fail(StartError(message: error.description, errno: error.errno), logger: bootstrapLogger, notifier: notifier)
+        }
+        guard let settings = loaded.settings else {
+            for diagnostic in loaded.errors {
+                bootstrapLogger.error("config error", metadata: ["error": "\(diagnostic)"])
+            }
+            fail(StartError(message: "tokend.toml is invalid", errno: EINVAL), logger: bootstrapLogger, notifier: notifier)
+        }
+        let levelName = options.logLevelOverride ?? settings.logLevel
+        let level = Logger.Level(rawValue: levelName) ?? .info
+        bootstrapLogger.logLevel = level
+        LoggingSystem.bootstrap { label in TokendLogHandler(label: label, level: level, journal: journal) }
+        var logger = Logger(label: "tokend")
+        logger.logLevel = level
+
+        let daemon = Daemon(
+            options: options,
+            settings: settings,
+            logger: logger,
+            notifier: notifier,
+            clock: SystemClock()
+        )
+        do {
+            try daemon.start(with: loaded)
+        } catch let error as StartError {
+            fail(error, logger: logger, notifier: notifier)
+        } catch {
+            fail(StartError(message: "\(error)", errno: EIO), logger: logger, notifier: notifier)
+        }
+        dispatchMain()
+    }
+
+    private static func fail(_ error: StartError, logger: Logger, notifier: any ServiceNotifier) -> Never {
+        logger.critical("cannot start", metadata: ["error": "\(error.message)"])
+        notifier.notify("STATUS=cannot start: \(error.message)\nERRNO=\(error.errno)")
+        exit(1)
+    }
+
+    // MARK: - Start-up
+
+    private func start(with loaded: ConfigLoader.Loaded) throws {
+        do {
+            try cache.prepare()
+        } catch {
+            throw StartError(message: "state directory: \(error)", errno: error.errno)
+        }
+        let names = Array(loaded.instances.keys)
+        var cached: [String: CacheLoadOutcome] = [:]
+        for name in names {
+            cached[name] = cache.load(instance: name)
+        }
+
+        let server: UnixSocketServer
+        do {
+            let published = self.published
+            let router = self.router
+            let clock = self.clock
+            let path = options.paths.socketPath
+            let mode = settings.socketMode
+            server = try Self.blocking {
+                try await UnixSocketServer.bind(path: path, mode: mode) { request in
+                    router.respond(to: request, instances: published, now: clock.now())
+                }
+            }
+        } catch let error as UnixSocketServer.SetupError {
+            throw StartError(message: "socket: \(error)", errno: error.errno)
+        } catch {
+            throw StartError(message: "socket \(options.paths.socketPath): \(error)", errno: EADDRNOTAVAIL)
+        }
+        logger.info("listening", metadata: ["socket": "\(options.paths.socketPath)"])
+
+        queue.sync {
+            self.server = server
+            self.installSignalHandlers()
+            self.installWatchdog()
+            let timer = DispatchSource.makeTimerSource(queue: self.queue)
+            timer.setEventHandler { [unowned self] in self.timerFired() }
+            timer.activate()
+            self.timer = timer
+            self.apply(loaded, cached: cached)
+            self.queue.asyncAfter(deadline: .now() + self.settings.startupTimeout) { [unowned self] in
+                self.becomeReady(force: true)
+            }
+            self.becomeReady(force: false)
+        }
+    }
+
+    /// Runs async work to completion from synchronous start-up code (before `dispatchMain`).
+    private static func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+        let semaphore = DispatchSemaphore(value: 0)
+        let box = ResultBox<T>()
+        Task {
+            do {
+                box.result = .success(try await body())
+            } catch {
+                box.result = .failure(error)
+            }
+            semaphore.signal()
+        }
+        semaphore.wait()
+        return try box.result!.get()
+    }
+
+    private final class ResultBox<T>: @unchecked Sendable {
+        var result: Result<T, any Error>?
+    }
+
+    private func installSignalHandlers() {
+        for signalNumber in [SIGHUP, SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
+            source.setEventHandler { [unowned self] in
+                if signalNumber == SIGHUP {
+                    self.reload()
+                } else {
+                    self.stop(signal: signalNumber)
+                }
+            }
+            source.activate()
+            signalSources.append(source)
+        }
+    }
+
+    private func installWatchdog() {
+        guard let interval = SystemdNotifier.watchdogPingInterval() else { return }
+        let source = DispatchSource.makeTimerSource(queue: queue)
+        source.schedule(deadline: .now(), repeating: interval, leeway: .milliseconds(50))
+        source.setEventHandler { [unowned self] in
+            self.notifier.notify("WATCHDOG=1")
+        }
+        source.activate()
+        watchdog = source
+        logger.debug("watchdog enabled", metadata: ["interval_s": "\(interval)"])
+    }
+
+    private func becomeReady(force: Bool) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard !isReady, !isStopping else { return }
+        let unsettled = instances.values.filter { !$0.machine.hasSettled }.count
+        guard force || unsettled == 0 else { return }
+        isReady = true
+        lastStatus = statusLine()
+        notifier.notify("READY=1\nSTATUS=\(lastStatus)")
+        logger.info(
+            "ready",
+            metadata: ["instances": "\(instances.count)", "unsettled": "\(unsettled)", "status": "\(lastStatus)"]
+        )
+    }
+
+    // MARK: - Configuration
+
+    /// Applies a loaded directory: new instances start, removed ones stop and lose their cache file, changed ones
+    /// refetch, unchanged ones keep their token and schedule; instances of failed files keep their last good run.
+    private func apply(_ loaded: ConfigLoader.Loaded, cached: [String: CacheLoadOutcome]) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        let now = clock.now()
+        for diagnostic in loaded.diagnostics {
+            if diagnostic.severity == .error {
+                logger.error("config error", metadata: ["error": "\(diagnostic)"])
+            } else {
+                logger.warning("config warning", metadata: ["warning": "\(diagnostic)"])
+            }
+        }
+        configErrorCount = loaded.errors.count
+        if let newSettings = loaded.settings {
+            settings = newSettings
+        }
+
+        for name in instances.keys.sorted()
+        where loaded.instances[name] == nil && !loaded.failedInstances.contains(name) {
+            instances.removeValue(forKey: name)
+            published.remove(name)
+            waiting.removeAll { $0 == name }
+            let cache = self.cache
+            ioQueue.async { cache.remove(instance: name) }
+            logger.info("instance removed", metadata: ["instance": "\(name)"])
+        }
+
+        for name in loaded.instances.keys.sorted() {
+            guard let resolved = loaded.instances[name] else { continue }
+            let policy = RefreshPolicy(settings.refresh.applying(resolved.definition.refresh))
+            if var running = instances[name], running.resolved.fingerprint == resolved.fingerprint {
+                running.resolved = resolved
+                running.machine.policyChanged(policy)
+                instances[name] = running
+                continue
+            }
+            let replacing = instances[name] != nil
+            var record: CacheRecord?
+            switch cached[name] {
+            case .loaded(let found)? where found.fingerprint == resolved.fingerprint && !replacing:
+                record = found
+            case .movedAside(let reason)?:
+                logger.warning("cache file moved aside", metadata: ["instance": "\(name)", "reason": "\(reason)"])
+            default:
+                break
+            }
+            if replacing {
+                let cache = self.cache
+                ioQueue.async { cache.remove(instance: name) }
+                waiting.removeAll { $0 == name }
+            }
+            nextGeneration += 1
+            instances[name] = RunningInstance(
+                resolved: resolved,
+                machine: InstanceStateMachine(policy: policy),
+                generation: nextGeneration
+            )
+            logger.info(
+                replacing ? "instance changed" : "instance added",
+                metadata: ["instance": "\(name)", "cached_token": "\(record != nil)"]
+            )
+            let actions = instances[name]!.machine.started(cached: record?.token, now: now, using: &random)
+            perform(actions, for: name)
+        }
+        updateStatus()
+    }
+
+    private func reload() {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard !isStopping else { return }
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let monotonicMicroseconds = UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1000
+        notifier.notify("RELOADING=1\nMONOTONIC_USEC=\(monotonicMicroseconds)")
+        logger.info("reloading", metadata: ["config_dir": "\(options.paths.configDirectory)"])
+        let directory = configDirectory
+        let cache = self.cache
+        ioQueue.async { [unowned self] in
+            let outcome: Result<ConfigLoader.Loaded, ConfigDirectory.Unreadable>
+            var cached: [String: CacheLoadOutcome] = [:]
+            do throws(ConfigDirectory.Unreadable) {
+                let loaded = try directory.load()
+                for name in loaded.instances.keys {
+                    cached[name] = cache.load(instance: name)
+                }
+                outcome = .success(loaded)
+            } catch {
+                outcome = .failure(error)
+            }
+            let loadedCache = cached
+            self.queue.async { self.finishReload(outcome, cached: loadedCache) }
+        }
+    }
+
+    private func finishReload(_ outcome: Result<ConfigLoader.Loaded, ConfigDirectory.Unreadable>, cached: [String: CacheLoadOutcome]) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard !isStopping else { return }
+        switch outcome {
+        case .failure(let error):
+            rejectedReload = error.description
+            logger.error("reload rejected", metadata: ["error": "\(error)"])
+        case .success(let loaded) where loaded.settings == nil:
+            rejectedReload = "tokend.toml is invalid"
+            for diagnostic in loaded.errors {
+                logger.error("config error", metadata: ["error": "\(diagnostic)"])
+            }
+            logger.error("reload rejected", metadata: ["error": "tokend.toml is invalid; old settings kept"])
+        case .success(let loaded):
+            rejectedReload = nil
+            apply(loaded, cached: cached)
+            logger.info("reloaded", metadata: ["instances": "\(instances.count)", "errors": "\(loaded.errors.count)"])
+        }
+        lastStatus = statusLine()
+        notifier.notify("READY=1\nSTATUS=\(lastStatus)")
+    }
+
+    // MARK: - Scheduling
+
+    private func perform(_ actions: [InstanceStateMachine.Action], for name: String) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard let running = instances[name] else { return }
+        for action in actions {
+            switch action {
+            case .fetch:
+                startFetch(name)
+            case .scheduleRefresh(let due):
+                push(ScheduleEntry(due: due, name: name, generation: running.generation, purpose: .attempt))
+            case .store(let token):
+                let record = CacheRecord(instance: name, token: token, fingerprint: running.resolved.fingerprint)
+                let cache = self.cache
+                let logger = self.logger
+                ioQueue.async {
+                    do {
+                        try cache.store(record)
+                    } catch {
+                        logger.error("cache write failed", metadata: ["instance": "\(name)", "error": "\(error)"])
+                    }
+                }
+                push(ScheduleEntry(due: token.serveUntil, name: name, generation: running.generation, purpose: .expiry))
+            }
+        }
+        published.publish(name, instances[name]!.machine)
+    }
+
+    private func push(_ entry: ScheduleEntry) {
+        schedule.insert(entry)
+        if armedFor.map({ entry.due < $0 }) ?? true {
+            arm()
+        }
+    }
+
+    /// Points the one timer at the earliest live entry.
+    private func arm() {
+        while let first = schedule.min, !isLive(first) {
+            schedule.removeMin()
+        }
+        guard let first = schedule.min, let timer else {
+            armedFor = nil
+            return
+        }
+        armedFor = first.due
+        let delay = max(0, first.due.timeIntervalSince(clock.now()))
+        timer.schedule(deadline: .now() + delay, leeway: .milliseconds(10))
+    }
+
+    private func isLive(_ entry: ScheduleEntry) -> Bool {
+        guard let running = instances[entry.name], running.generation == entry.generation else { return false }
+        switch entry.purpose {
+        case .attempt: return running.machine.nextAttempt == entry.due
+        case .expiry: return running.machine.token?.serveUntil == entry.due
+        }
+    }
+
+    private func timerFired() {
+        dispatchPrecondition(condition: .onQueue(queue))
+        armedFor = nil
+        let now = clock.now()
+        var expired = false
+        while let first = schedule.min, first.due <= now.addingTimeInterval(0.005) {
+            schedule.removeMin()
+            guard isLive(first) else { continue }
+            switch first.purpose {
+            case .attempt:
+                let actions = instances[first.name]!.machine.timerFired(now: max(now, first.due))
+                perform(actions, for: first.name)
+            case .expiry:
+                expired = true
+                logger.warning("token expired", metadata: ["instance": "\(first.name)"])
+            }
+        }
+        arm()
+        if expired { updateStatus() }
+    }
+
+    // MARK: - Fetching
+
+    private func startFetch(_ name: String) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard !isStopping, let running = instances[name] else { return }
+        guard inFlight < settings.refresh.maxConcurrent else {
+            if !waiting.contains(name) { waiting.append(name) }
+            return
+        }
+        inFlight += 1
+        let request = running.resolved.request
+        let generation = running.generation
+        let endpoint = self.endpoint
+        logger.debug("fetching token", metadata: ["instance": "\(name)", "endpoint": "\(request.endpointHost)"])
+        Task { [unowned self] in
+            let result = await endpoint.send(request)
+            self.queue.async { self.fetchFinished(name, generation: generation, result: result) }
+        }
+    }
+
+    private func fetchFinished(_ name: String, generation: Int, result: Result<TokenEndpointResponse, FetchFailure>) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        inFlight -= 1
+        while inFlight < settings.refresh.maxConcurrent, !waiting.isEmpty {
+            startFetch(waiting.removeFirst())
+        }
+        guard !isStopping, var running = instances[name], running.generation == generation else { return }
+        let now = clock.now()
+        let parsed = result.flatMap { response in
+            TokenResponseParser.parse(
+                status: response.status,
+                body: response.body,
+                retryAfter: response.retryAfter,
+                shape: .init(running.resolved.definition),
+                now: now
+            )
+        }
+        let actions: [InstanceStateMachine.Action]
+        switch parsed {
+        case .success(let token):
+            actions = running.machine.tokenReceived(token, now: now, using: &random)
+            logger.info(
+                "token refreshed",
+                metadata: [
+                    "instance": "\(name)",
+                    "token": "\(token.fingerprint)",
+                    "expires_in_s": "\(Int(token.lifetime))",
+                    "next_refresh_in_s": "\(Int((running.machine.nextAttempt ?? now).timeIntervalSince(now)))",
+                ]
+            )
+        case .failure(let failure):
+            actions = running.machine.fetchFailed(failure, now: now, using: &random)
+            logger.warning(
+                "token fetch failed",
+                metadata: [
+                    "instance": "\(name)",
+                    "oauth.error": "\(failure.code)",
+                    "kind": "\(failure.kind.rawValue)",
+                    "message": "\(failure.message)",
+                    "attempt": "\(running.machine.consecutiveFailures)",
+                    "retry_in_s": "\(Int((running.machine.nextAttempt ?? now).timeIntervalSince(now)))",
+                    "outage_budget_s": "\(Int(running.machine.outageBudget(at: now)))",
+                ]
+            )
+        }
+        instances[name] = running
+        perform(actions, for: name)
+        updateStatus()
+        becomeReady(force: false)
+    }
+
+    // MARK: - Status and shutdown
+
+    private func statusLine() -> String {
+        let now = clock.now()
+        let entries = instances.map { name, running in
+            StatusSummary.Entry(
+                name: name,
+                state: running.machine.state(at: now),
+                errorCode: running.machine.lastFailure?.code
+            )
+        }
+        var line = StatusSummary.line(entries, configErrors: configErrorCount)
+        if let rejectedReload { line += "; reload rejected: \(rejectedReload)" }
+        return line
+    }
+
+    private func updateStatus() {
+        dispatchPrecondition(condition: .onQueue(queue))
+        let line = statusLine()
+        guard line != lastStatus else { return }
+        lastStatus = line
+        notifier.notify("STATUS=\(line)")
+    }
+
+    private func stop(signal signalNumber: Int32) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard !isStopping else { return }
+        isStopping = true
+        notifier.notify("STOPPING=1\nSTATUS=stopping")
+        logger.info("stopping", metadata: ["signal": "\(signalNumber == SIGTERM ? "SIGTERM" : "SIGINT")"])
+        timer?.cancel()
+        watchdog?.cancel()
+        let server = self.server
+        let endpoint = self.endpoint
+        let ioQueue = self.ioQueue
+        let logger = self.logger
+        // A drain that hangs must not keep the unit in "deactivating" forever.
+        queue.asyncAfter(deadline: .now() + 10) {
+            logger.warning("shutdown took longer than 10 s; exiting")
+            exit(0)
+        }
+        Task {
+            await server?.close()
+            await endpoint.shutdown()
+            ioQueue.sync {}
+            logger.info("stopped")
+            exit(0)
+        }
+    }
+}

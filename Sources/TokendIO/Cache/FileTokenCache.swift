@@ -1,0 +1,138 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import TokendCore
+
+/// One JSON file per instance (`<dir>/<name>.json`, mode 0600, directory 0700), written crash-safely:
+/// temp file + fsync + rename + fsync of the directory. Symlinks are never followed.
+public struct FileTokenCache: TokenCache {
+    public let directory: String
+    /// Cache files larger than this are corrupt by definition.
+    static let maxFileBytes = 1 << 20
+
+    public init(directory: String) {
+        self.directory = directory
+    }
+
+    /// Creates the directory (0700) if needed, tightens its mode, and removes temp files a crash left behind.
+    public func prepare() throws(CacheError) {
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+            throw CacheError(operation: "mkdir", path: directory, errno: errno)
+        }
+        var info = stat()
+        guard lstat(directory, &info) == 0 else { throw CacheError(operation: "stat", path: directory, errno: errno) }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else {
+            throw CacheError(operation: "use as state directory", path: directory, errno: ENOTDIR)
+        }
+        if info.st_mode & 0o777 != 0o700, chmod(directory, 0o700) != 0 {
+            throw CacheError(operation: "chmod", path: directory, errno: errno)
+        }
+        for name in listDirectory() where name.hasPrefix(".") && name.contains(".tmp-") {
+            unlink(path(of: name))
+        }
+    }
+
+    public func load(instance: String) -> CacheLoadOutcome {
+        let file = path(of: "\(instance).json")
+        let fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+        if fd < 0 {
+            let error = errno
+            if error == ENOENT { return .missing }
+            if error == ELOOP { return moveAside(file, reason: "is a symlink") }
+            return moveAside(file, reason: "cannot be opened: \(String(cString: strerror(error)))")
+        }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            return moveAside(file, reason: "is not a regular file")
+        }
+        guard info.st_size <= Self.maxFileBytes else { return moveAside(file, reason: "is too large") }
+        var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
+        var offset = 0
+        while offset < bytes.count {
+            let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { break }
+            offset += count
+        }
+        bytes.removeLast(bytes.count - offset)
+        guard let record = CacheRecord.decode(bytes, instance: instance) else {
+            return moveAside(file, reason: bytes.isEmpty ? "is empty" : "is not a tokend cache record for this instance")
+        }
+        return .loaded(record)
+    }
+
+    public func store(_ record: CacheRecord) throws(CacheError) {
+        let final = path(of: "\(record.instance).json")
+        let temp = path(of: ".\(record.instance).json.tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw CacheError(operation: "create", path: temp, errno: errno) }
+        let bytes = record.encoded()
+        var offset = 0
+        var failure: CacheError?
+        while offset < bytes.count {
+            let count = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                failure = CacheError(operation: "write", path: temp, errno: errno)
+                break
+            }
+            offset += count
+        }
+        if failure == nil, fsync(fd) != 0 { failure = CacheError(operation: "fsync", path: temp, errno: errno) }
+        close(fd)
+        if failure == nil, rename(temp, final) != 0 { failure = CacheError(operation: "rename", path: final, errno: errno) }
+        if let failure {
+            unlink(temp)
+            throw failure
+        }
+        syncDirectory()
+    }
+
+    public func remove(instance: String) {
+        if unlink(path(of: "\(instance).json")) == 0 {
+            syncDirectory()
+        }
+    }
+
+    /// Instance names that have a cache file.
+    public func cachedInstances() -> [String] {
+        listDirectory().compactMap { name in
+            guard !name.hasPrefix("."), name.hasSuffix(".json") else { return nil }
+            return String(name.dropLast(5))
+        }
+    }
+
+    private func moveAside(_ file: String, reason: String) -> CacheLoadOutcome {
+        if rename(file, file + ".corrupt") != 0 {
+            unlink(file)
+        }
+        return .movedAside(reason: reason)
+    }
+
+    private func syncDirectory() {
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        fsync(fd)
+        close(fd)
+    }
+
+    private func path(of name: String) -> String {
+        directory.hasSuffix("/") ? directory + name : directory + "/" + name
+    }
+
+    private func listDirectory() -> [String] {
+        guard let handle = opendir(directory) else { return [] }
+        defer { closedir(handle) }
+        var names: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+}

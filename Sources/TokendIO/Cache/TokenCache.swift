@@ -1,0 +1,39 @@
+import TokendCore
+
+/// What loading one instance's cache file found.
+public enum CacheLoadOutcome: Sendable, Hashable {
+    case missing
+    case loaded(CacheRecord)
+    /// Unreadable, corrupt, foreign or a symlink: moved aside (`<name>.json.corrupt`); the reason is for the log.
+    case movedAside(reason: String)
+}
+
+/// Where tokens survive a restart. The real one is ``FileTokenCache``; tests use an in-memory twin.
+public protocol TokenCache: Sendable {
+    func load(instance: String) -> CacheLoadOutcome
+    func store(_ record: CacheRecord) throws(CacheError)
+    func remove(instance: String)
+}
+
+/// A cache operation that failed, with the errno that caused it.
+public struct CacheError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var operation: String
+    public var path: String
+    public var errno: Int32
+
+    public init(operation: String, path: String, errno: Int32) {
+        self.operation = operation
+        self.path = path
+        self.errno = errno
+    }
+
+    public var description: String {
+        "\(operation) \(path): \(String(cString: strerror(errno)))"
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

@@ -1,0 +1,106 @@
+import Foundation
+import TokendCore
+
+/// Reads a config directory (`tokend.toml`, `instances/*.toml`) and secret files, and hands the texts to the core.
+public struct ConfigDirectory: Sendable {
+    public let path: String
+    /// `$CREDENTIALS_DIRECTORY`, for `{ credential = "…" }` values.
+    public let credentialsDirectory: String?
+
+    /// Files larger than this are refused (a config file is a few KiB).
+    static let maxFileBytes = 1 << 20
+
+    public init(path: String, credentialsDirectory: String?) {
+        self.path = path
+        self.credentialsDirectory = credentialsDirectory
+    }
+
+    /// A failure to read the directory itself: fatal at start-up, a rejected reload later.
+    public struct Unreadable: Error, Sendable, CustomStringConvertible {
+        public var path: String
+        public var reason: String
+        public var errno: Int32
+
+        public var description: String { "\(path): \(reason)" }
+    }
+
+    /// Reads and validates the whole directory. Throws only when the directory itself cannot be read.
+    public func load() throws(Unreadable) -> ConfigLoader.Loaded {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw Unreadable(path: path, reason: "config directory does not exist or is not a directory", errno: ENOENT)
+        }
+        guard access(path, R_OK | X_OK) == 0 else {
+            throw Unreadable(path: path, reason: "config directory is not readable", errno: errno)
+        }
+        let settingsPath = Self.join(path, "tokend.toml")
+        var settings: ConfigLoader.File?
+        var instances: [(name: String, file: Result<ConfigLoader.File, ConfigDiagnostic>)] = []
+        if FileManager.default.fileExists(atPath: settingsPath) {
+            switch Self.readText(settingsPath) {
+            case .success(let text): settings = ConfigLoader.File(path: settingsPath, text: text)
+            case .failure(let diagnostic):
+                // An unreadable tokend.toml rejects the reload like a broken one: give the parser a file that fails.
+                settings = ConfigLoader.File(path: settingsPath, text: "\u{0}")
+                _ = diagnostic
+            }
+        }
+        let instancesPath = Self.join(path, "instances")
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: instancesPath)) ?? []
+        for fileName in names.sorted() where fileName.hasSuffix(".toml") && !fileName.hasPrefix(".") {
+            let filePath = Self.join(instancesPath, fileName)
+            let name = String(fileName.dropLast(5))
+            instances.append(
+                (name, Self.readText(filePath).map { ConfigLoader.File(path: filePath, text: $0) })
+            )
+        }
+        let input = ConfigLoader.Input(settings: settings, instances: instances)
+        let credentials = credentialsDirectory
+        return ConfigLoader.load(input) { source in
+            Self.readSecret(source, credentialsDirectory: credentials)
+        }
+    }
+
+    static func readSecret(
+        _ source: VariableSource,
+        credentialsDirectory: String?
+    ) -> Result<String, ConfigLoader.SecretReadError> {
+        let file: String
+        switch source {
+        case .literal(let text):
+            return .success(text)
+        case .file(let path):
+            file = path
+        case .credential(let name):
+            guard let directory = credentialsDirectory, !directory.isEmpty else {
+                return .failure(.init("credential '\(name)' requested but $CREDENTIALS_DIRECTORY is not set"))
+            }
+            file = join(directory, name)
+        }
+        switch readText(file) {
+        case .success(let text): return .success(text)
+        case .failure(let diagnostic): return .failure(.init(diagnostic.message))
+        }
+    }
+
+    /// Reads a UTF-8 text file of bounded size; the failure names the file and why.
+    static func readText(_ file: String) -> Result<String, ConfigDiagnostic> {
+        guard let handle = FileHandle(forReadingAtPath: file) else {
+            let reason = FileManager.default.fileExists(atPath: file) ? "cannot be read (permission denied?)" : "does not exist"
+            return .failure(ConfigDiagnostic(file: file, line: nil, message: "file \(file) \(reason)"))
+        }
+        defer { try? handle.close() }
+        let data = (try? handle.read(upToCount: maxFileBytes + 1)) ?? Data()
+        guard data.count <= maxFileBytes else {
+            return .failure(ConfigDiagnostic(file: file, line: nil, message: "file \(file) is larger than 1 MiB"))
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            return .failure(ConfigDiagnostic(file: file, line: nil, message: "file \(file) is not UTF-8 text"))
+        }
+        return .success(text)
+    }
+
+    static func join(_ directory: String, _ name: String) -> String {
+        directory.hasSuffix("/") ? directory + name : directory + "/" + name
+    }
+}

@@ -1,0 +1,176 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import TokendCore
+
+/// HTTP/1.1 with keep-alive on a Unix socket, through swift-nio. Each request is answered by `responder`, which
+/// must be quick and must not block (it reads a published snapshot, never the scheduler's state).
+public final class UnixSocketServer: Sendable {
+    public typealias Responder = @Sendable (APIRequest) -> APIResponse
+
+    /// Why the socket could not be set up.
+    public struct SetupError: Error, Sendable, CustomStringConvertible {
+        public var path: String
+        public var reason: String
+        public var errno: Int32
+
+        public var description: String { "\(path): \(reason)" }
+    }
+
+    private let channel: any Channel
+    public let path: String
+
+    private init(channel: any Channel, path: String) {
+        self.channel = channel
+        self.path = path
+    }
+
+    /// Binds `path` (replacing a stale socket file, refusing one a live process listens on) and starts serving.
+    public static func bind(path: String, mode: UInt16, responder: @escaping Responder) async throws -> UnixSocketServer {
+        try removeStaleSocket(at: path)
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 512)
+            .childChannelOption(.allowRemoteHalfClosure, value: false)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(APIChannelHandler(responder: responder))
+                }
+            }
+        let channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false).get()
+        guard chmod(path, mode_t(mode)) == 0 else {
+            let error = errno
+            try? await channel.close()
+            throw SetupError(path: path, reason: "chmod failed: \(String(cString: strerror(error)))", errno: error)
+        }
+        return UnixSocketServer(channel: channel, path: path)
+    }
+
+    /// Stops accepting, closes the listening socket and removes its file.
+    public func close() async {
+        try? await channel.close()
+        unlink(path)
+    }
+
+    /// A socket file nobody listens on is left over from a crash: remove it. One with a listener is another
+    /// daemon's: refuse.
+    static func removeStaleSocket(at path: String) throws {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        guard (info.st_mode & S_IFMT) == S_IFSOCK else {
+            throw SetupError(path: path, reason: "exists and is not a socket", errno: EEXIST)
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return }
+        defer { Glibc.close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard path.utf8.count < capacity else {
+            throw SetupError(path: path, reason: "socket path is longer than \(capacity - 1) bytes", errno: ENAMETOOLONG)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            buffer.copyBytes(from: path.utf8)
+            buffer[path.utf8.count] = 0
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if connected == 0 {
+            throw SetupError(path: path, reason: "another process (a running tokend?) is listening on this socket", errno: EADDRINUSE)
+        }
+        unlink(path)
+    }
+}
+
+/// Answers each HTTP request through the responder. Keep-alive and pipelining are handled by NIO's
+/// `HTTPServerPipelineHandler`; this handler closes the connection when the client asked for it.
+final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Request bodies are not used by any endpoint yet; anything larger than this is refused.
+    static let maxBodyBytes = 64 * 1024
+
+    private let responder: UnixSocketServer.Responder
+    private var head: HTTPRequestHead?
+    private var bodyBytes = 0
+
+    init(responder: @escaping UnixSocketServer.Responder) {
+        self.responder = responder
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let requestHead):
+            head = requestHead
+            bodyBytes = 0
+        case .body(let buffer):
+            bodyBytes += buffer.readableBytes
+        case .end:
+            guard let requestHead = head else { return }
+            head = nil
+            let response: APIResponse
+            if bodyBytes > Self.maxBodyBytes {
+                response = APIResponse(
+                    status: 413,
+                    contentType: "application/json",
+                    body: Array(#"{"error":"body_too_large","message":"request body too large"}"#.utf8)
+                )
+            } else {
+                let request = APIRequest(
+                    method: requestHead.method.rawValue,
+                    target: requestHead.uri,
+                    accept: requestHead.headers.first(name: "accept")
+                )
+                response = responder(request)
+            }
+            write(response, keepAlive: requestHead.isKeepAlive && bodyBytes <= Self.maxBodyBytes, context: context)
+        }
+    }
+
+    private func write(_ response: APIResponse, keepAlive: Bool, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(4 + response.headers.count)
+        headers.add(name: "Content-Type", value: response.contentType)
+        headers.add(name: "Content-Length", value: String(response.body.count))
+        headers.add(name: "Cache-Control", value: "no-store")
+        for header in response.headers {
+            headers.add(name: header.name, value: header.value)
+        }
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        let head = HTTPResponseHead(
+            version: .http1_1,
+            status: HTTPResponseStatus(statusCode: response.status),
+            headers: headers
+        )
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        var buffer = context.channel.allocator.buffer(capacity: response.body.count)
+        buffer.writeBytes(response.body)
+        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        let done = context.writeAndFlushPromise(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            let channel = context.channel
+            done.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+extension ChannelHandlerContext {
+    fileprivate func writeAndFlushPromise(_ data: NIOAny) -> EventLoopFuture<Void> {
+        let promise = eventLoop.makePromise(of: Void.self)
+        writeAndFlush(data, promise: promise)
+        return promise.futureResult
+    }
+}

@@ -1,0 +1,23 @@
+import TokendCore
+
+/// The raw answer of a token endpoint, before the core reads it.
+public struct TokenEndpointResponse: Sendable, Hashable {
+    public var status: Int
+    public var retryAfter: String?
+    public var body: [UInt8]
+
+    public init(status: Int, retryAfter: String? = nil, body: [UInt8]) {
+        self.status = status
+        self.retryAfter = retryAfter
+        self.body = body
+    }
+}
+
+/// Sends token requests. The real one is ``HTTPTokenEndpoint``; tests use a hand-written fake.
+public protocol TokenEndpoint: Sendable {
+    /// Sends `request`; transport failures come back as a transient ``FetchFailure``.
+    func send(_ request: TokenRequest) async -> Result<TokenEndpointResponse, FetchFailure>
+
+    /// Stops the client; no request may be sent afterwards.
+    func shutdown() async
+}

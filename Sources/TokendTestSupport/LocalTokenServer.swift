@@ -1,0 +1,195 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import TokendCore
+
+/// A small OAuth 2.0 token endpoint on 127.0.0.1 for tests and the demo. It records every request, issues
+/// distinct tokens with a configurable lifetime, can be told to answer otherwise, and can be stopped and
+/// started again on the same port.
+public final class LocalTokenServer: Sendable {
+    /// One request as it arrived.
+    public struct RecordedRequest: Sendable, Hashable {
+        public var method: String
+        public var uri: String
+        public var headers: [TokenRequest.Header]
+        public var body: [UInt8]
+        public var receivedAt: Date
+
+        public func header(_ name: String) -> String? {
+            headers.first { $0.name.lowercased() == name.lowercased() }?.value
+        }
+
+        public var bodyText: String { String(decoding: body, as: UTF8.self) }
+
+        /// The form fields of the body, decoded.
+        public var formFields: [String: String] {
+            var fields: [String: String] = [:]
+            for field in FormURLEncoding.decodeFields(bodyText[...]) { fields[field.name] = field.value }
+            return fields
+        }
+
+        /// The client id and secret, from `Authorization: Basic` (RFC 6749 §2.3.1 decoding) or the body.
+        public var clientCredentials: (id: String, secret: String)? {
+            if let authorization = header("authorization"), authorization.hasPrefix("Basic "),
+                let data = Data(base64Encoded: String(authorization.dropFirst(6))),
+                let pair = String(data: data, encoding: .utf8), let colon = pair.firstIndex(of: ":"),
+                let id = FormURLEncoding.decode(pair[..<colon]),
+                let secret = FormURLEncoding.decode(pair[pair.index(after: colon)...])
+            {
+                return (id, secret)
+            }
+            let fields = formFields
+            if let id = fields["client_id"], let secret = fields["client_secret"] { return (id, secret) }
+            return nil
+        }
+    }
+
+    /// How to answer the next request.
+    public enum Behavior: Sendable, Hashable {
+        /// Issue a new token with this lifetime (seconds).
+        case issue(lifetime: Int)
+        /// Answer with this status, headers and body.
+        case respond(status: Int, headers: [TokenRequest.Header], body: String)
+    }
+
+    private struct State {
+        var requests: [RecordedRequest] = []
+        var issued: [String] = []
+        var script: [Behavior] = []
+        var fallback: Behavior
+        var expectedClient: (id: String, secret: String)?
+        var channel: (any Channel)?
+        var port = 0
+    }
+
+    private let state: NIOLockedValueBox<State>
+    private let onIssue: (@Sendable (String, Int) -> Void)?
+
+    public init(lifetime: Int = 3600, onIssue: (@Sendable (_ token: String, _ lifetime: Int) -> Void)? = nil) {
+        self.state = NIOLockedValueBox(State(fallback: .issue(lifetime: lifetime)))
+        self.onIssue = onIssue
+    }
+
+    /// The bound port (0 before the first start).
+    public var port: Int { state.withLockedValue { $0.port } }
+
+    /// `http://127.0.0.1:<port>/token`.
+    public var tokenURL: String { "http://127.0.0.1:\(port)/token" }
+
+    public var requests: [RecordedRequest] { state.withLockedValue { $0.requests } }
+    public var requestCount: Int { state.withLockedValue { $0.requests.count } }
+    public var issuedTokens: [String] { state.withLockedValue { $0.issued } }
+
+    /// Answers every request not covered by a script this way.
+    public func setBehavior(_ behavior: Behavior) {
+        state.withLockedValue { $0.fallback = behavior }
+    }
+
+    /// Answers the next requests in this order, then falls back.
+    public func script(_ behaviors: [Behavior]) {
+        state.withLockedValue { $0.script += behaviors }
+    }
+
+    /// Requires these client credentials; others get 401 `invalid_client`.
+    public func expectClient(id: String, secret: String) {
+        state.withLockedValue { $0.expectedClient = (id, secret) }
+    }
+
+    /// Binds 127.0.0.1 (on the previous port when restarting, or on `port`; 0 picks a free one).
+    public func start(port requested: Int? = nil) async throws {
+        let port = requested ?? state.withLockedValue { $0.port }
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Handler(server: self))
+                }
+            }
+        let channel = try await bootstrap.bind(host: "127.0.0.1", port: port).get()
+        state.withLockedValue {
+            $0.channel = channel
+            $0.port = channel.localAddress?.port ?? port
+        }
+    }
+
+    /// Closes the listening socket; connections then get "connection refused".
+    public func stop() async {
+        let channel = state.withLockedValue { state -> (any Channel)? in
+            defer { state.channel = nil }
+            return state.channel
+        }
+        try? await channel?.close()
+    }
+
+    fileprivate func answer(_ request: RecordedRequest) -> (status: Int, headers: [TokenRequest.Header], body: String) {
+        let (behavior, expected, number) = state.withLockedValue { state in
+            state.requests.append(request)
+            let behavior = state.script.isEmpty ? state.fallback : state.script.removeFirst()
+            return (behavior, state.expectedClient, state.requests.count)
+        }
+        if let expected {
+            let presented = request.clientCredentials
+            if presented?.id != expected.id || presented?.secret != expected.secret {
+                return (401, [], #"{"error":"invalid_client","error_description":"client authentication failed"}"#)
+            }
+        }
+        switch behavior {
+        case .respond(let status, let headers, let body):
+            return (status, headers, body)
+        case .issue(let lifetime):
+            let token = "tok-\(number)-\(String(UInt64.random(in: 0...UInt64.max), radix: 36))"
+            state.withLockedValue { $0.issued.append(token) }
+            onIssue?(token, lifetime)
+            let body = #"{"access_token":"\#(token)","token_type":"Bearer","expires_in":\#(lifetime)}"#
+            return (200, [], body)
+        }
+    }
+
+    private final class Handler: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+
+        let server: LocalTokenServer
+        var head: HTTPRequestHead?
+        var body: [UInt8] = []
+
+        init(server: LocalTokenServer) {
+            self.server = server
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let requestHead):
+                head = requestHead
+                body = []
+            case .body(var buffer):
+                body += buffer.readBytes(length: buffer.readableBytes) ?? []
+            case .end:
+                guard let requestHead = head else { return }
+                let recorded = RecordedRequest(
+                    method: requestHead.method.rawValue,
+                    uri: requestHead.uri,
+                    headers: requestHead.headers.map { TokenRequest.Header($0.name, $0.value) },
+                    body: body,
+                    receivedAt: Date()
+                )
+                let answer = server.answer(recorded)
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Type", value: "application/json")
+                headers.add(name: "Content-Length", value: String(answer.body.utf8.count))
+                for header in answer.headers { headers.add(name: header.name, value: header.value) }
+                let responseHead = HTTPResponseHead(
+                    version: requestHead.version,
+                    status: HTTPResponseStatus(statusCode: answer.status),
+                    headers: headers
+                )
+                context.write(wrapOutboundOut(.head(responseHead)), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: answer.body)))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            }
+        }
+    }
+}

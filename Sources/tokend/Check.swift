@@ -1,0 +1,44 @@
+import ArgumentParser
+import Foundation
+import TokendCore
+import TokendIO
+
+/// `tokend check`: validates a config directory the way `run` and a reload would.
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate a config directory; prints `file:line: message` lines, exits 1 on any error."
+    )
+
+    @OptionGroup var paths: PathOptions
+
+    func run() throws {
+        let resolved = DaemonPaths.resolve(
+            configDirectory: paths.configDir,
+            stateDirectory: paths.stateDir,
+            socket: paths.socket,
+            environment: ProcessInfo.processInfo.environment
+        )
+        let directory = ConfigDirectory(
+            path: resolved.configDirectory,
+            credentialsDirectory: resolved.credentialsDirectory
+        )
+        let loaded: ConfigLoader.Loaded
+        do {
+            loaded = try directory.load()
+        } catch {
+            printError("\(error)")
+            throw ExitCode(1)
+        }
+        for diagnostic in loaded.diagnostics {
+            printError(diagnostic.description)
+        }
+        let errors = loaded.errors.count
+        let warnings = loaded.diagnostics.count - errors
+        print("\(resolved.configDirectory): \(loaded.instances.count) instance(s) valid, \(errors) error(s), \(warnings) warning(s)")
+        if errors > 0 { throw ExitCode(1) }
+    }
+
+    private func printError(_ line: String) {
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+}

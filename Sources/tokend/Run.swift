@@ -1,0 +1,30 @@
+import ArgumentParser
+import Foundation
+import TokendCore
+import TokendDaemon
+
+/// `tokend run`: the daemon.
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the daemon (systemd Type=notify).")
+
+    @OptionGroup var paths: PathOptions
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (overrides log_level).")
+    var logLevel: String?
+
+    func validate() throws {
+        if let logLevel, !DaemonSettings.logLevels.contains(logLevel) {
+            throw ValidationError("--log-level must be one of \(DaemonSettings.logLevels.joined(separator: ", "))")
+        }
+    }
+
+    func run() throws {
+        let resolved = DaemonPaths.resolve(
+            configDirectory: paths.configDir,
+            stateDirectory: paths.stateDir,
+            socket: paths.socket,
+            environment: ProcessInfo.processInfo.environment
+        )
+        Daemon.run(options: .init(paths: resolved, logLevelOverride: logLevel))
+    }
+}

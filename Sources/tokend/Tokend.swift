@@ -1,0 +1,26 @@
+import ArgumentParser
+
+/// The `tokend` command tree: the daemon and its operator commands.
+@main
+struct Tokend: ParsableCommand {
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "tokend",
+        abstract: "Keeps OAuth 2.0 client-credentials tokens fresh and serves them on a Unix socket.",
+        version: version,
+        subcommands: [Run.self, Check.self]
+    )
+}
+
+/// Options shared by the commands that read the config directory.
+struct PathOptions: ParsableArguments {
+    @Option(help: "Config directory (default: $TOKEND_CONFIG_DIR, $CONFIGURATION_DIRECTORY, /etc/tokend).")
+    var configDir: String?
+
+    @Option(help: "Cache directory (default: $TOKEND_STATE_DIR, $STATE_DIRECTORY, /var/lib/tokend).")
+    var stateDir: String?
+
+    @Option(help: "Unix socket path (default: $TOKEND_SOCKET, $RUNTIME_DIRECTORY/tokend.sock, /run/tokend/tokend.sock).")
+    var socket: String?
+}

@@ -1,0 +1,101 @@
+import Foundation
+import Testing
+@testable import TokendCore
+
+@Suite struct InstanceStateMachineTests {
+    var generator = SeededGenerator(seed: 11)
+    var settings: RefreshSettings = {
+        var settings = RefreshSettings()
+        settings.jitter = 0
+        return settings
+    }()
+
+    @Test mutating func withoutACacheItFetchesAtOnce() {
+        var machine = InstanceStateMachine(policy: RefreshPolicy(settings))
+        #expect(machine.started(cached: nil, now: epoch, using: &generator) == [.fetch])
+        #expect(machine.isFetching)
+        #expect(machine.state(at: epoch) == .pending)
+        #expect(!machine.hasSettled)
+    }
+
+    @Test mutating func aValidCachedTokenIsServedWithoutAFetch() {
+        var machine = InstanceStateMachine(policy: RefreshPolicy(settings))
+        let cached = token(obtained: epoch.addingTimeInterval(-600), lifetime: 3600)
+        let actions = machine.started(cached: cached, now: epoch, using: &generator)
+        #expect(actions == [.scheduleRefresh(at: epoch.addingTimeInterval(2100))])
+        #expect(machine.servableToken(at: epoch) == cached)
+        #expect(machine.hasSettled)
+    }
+
+    @Test mutating func aCachedTokenPastItsRefreshPointIsServedAndRefreshed() {
+        var machine = InstanceStateMachine(policy: RefreshPolicy(settings))
+        let cached = token(obtained: epoch.addingTimeInterval(-3000), lifetime: 3600)
+        #expect(machine.started(cached: cached, now: epoch, using: &generator) == [.fetch])
+        #expect(machine.servableToken(at: epoch) == cached)
+    }
+
+    @Test mutating func anExpiredCachedTokenIsNotServed() {
+        var machine = InstanceStateMachine(policy: RefreshPolicy(settings))
+        let cached = token(obtained: epoch.addingTimeInterval(-3600), lifetime: 3600)
+        #expect(machine.started(cached: cached, now: epoch, using: &generator) == [.fetch])
+        #expect(machine.servableToken(at: epoch) == nil)
+    }
+
+    @Test mutating func aReceivedTokenIsStoredAndScheduled() {
+        var machine = InstanceStateMachine(policy: RefreshPolicy(settings))
+        _ = machine.started(cached: nil, now: epoch, using: &generator)
+        let issued = token(lifetime: 3600)
+        let actions = machine.tokenReceived(issued, now: epoch, using: &generator)
+        #expect(actions == [.store(issued), .scheduleRefresh(at: epoch.addingTimeInterval(2700))])
+        #expect(machine.state(at: epoch) == .valid)
+        #expect(machine.outageBudget(at: epoch) == 3595)
+        #expect(machine.timerFired(now: epoch.addingTimeInterval(2699)) == [])
+        #expect(machine.timerFired(now: epoch.addingTimeInterval(2700)) == [.fetch])
+    }
+
+    @Test mutating func onlyOneFetchIsEverInFlight() {
+        var machine = InstanceStateMachine(policy: RefreshPolicy(settings))
+        _ = machine.started(cached: nil, now: epoch, using: &generator)
+        #expect(machine.refreshRequested() == [])
+        #expect(machine.timerFired(now: epoch.addingTimeInterval(10_000)) == [])
+    }
+
+    @Test mutating func failureKeepsServingUntilExpiryThenFails() {
+        var machine = InstanceStateMachine(policy: RefreshPolicy(settings))
+        _ = machine.started(cached: nil, now: epoch, using: &generator)
+        let issued = token(lifetime: 100)
+        _ = machine.tokenReceived(issued, now: epoch, using: &generator)
+        let later = epoch.addingTimeInterval(75)
+        #expect(machine.timerFired(now: later) == [.fetch])
+        let failure = FetchFailure.network("connection refused")
+        let actions = machine.fetchFailed(failure, now: later, using: &generator)
+        guard case .scheduleRefresh(let retry)? = actions.first else {
+            Issue.record("expected a retry")
+            return
+        }
+        #expect(retry.timeIntervalSince(later) == 1)
+        #expect(machine.state(at: later) == .degraded)
+        #expect(machine.servableToken(at: epoch.addingTimeInterval(94.99)) == issued)
+        #expect(machine.servableToken(at: epoch.addingTimeInterval(95)) == nil)
+        #expect(machine.state(at: epoch.addingTimeInterval(95)) == .failing)
+        #expect(machine.outageBudget(at: epoch.addingTimeInterval(95)) == 0)
+        #expect(machine.consecutiveFailures == 1)
+        #expect(machine.lastFailure == failure)
+    }
+
+    @Test mutating func successAfterFailuresResetsTheCount() {
+        var machine = InstanceStateMachine(policy: RefreshPolicy(settings))
+        _ = machine.started(cached: nil, now: epoch, using: &generator)
+        _ = machine.fetchFailed(.network("x"), now: epoch, using: &generator)
+        _ = machine.refreshRequested()
+        _ = machine.fetchFailed(.network("x"), now: epoch, using: &generator)
+        #expect(machine.consecutiveFailures == 2)
+        #expect(machine.hasSettled)
+        #expect(machine.state(at: epoch) == .failing)
+        _ = machine.refreshRequested()
+        _ = machine.tokenReceived(token(lifetime: 60), now: epoch, using: &generator)
+        #expect(machine.consecutiveFailures == 0)
+        #expect(machine.lastFailure == nil)
+        #expect(machine.state(at: epoch) == .valid)
+    }
+}

@@ -1,0 +1,235 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Testing
+import TokendCore
+import TokendTestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs the real `tokend` binary in a temporary config/state/socket directory against a ``LocalTokenServer``,
+/// with a datagram socket bound as `NOTIFY_SOCKET`.
+final class DaemonHarness: @unchecked Sendable {
+    let root: String
+    let configDir: String
+    let stateDir: String
+    let socketPath: String
+    let logPath: String
+    let endpoint: LocalTokenServer
+    private(set) var notify: NotifySocketListener
+    private(set) var process: Process?
+    private let client = HTTPClient(eventLoopGroupProvider: .singleton)
+    /// Set by the notify listener when READY=1 arrived: whether the API socket accepted a connection then.
+    private let readyProbe = ReadyProbe()
+
+    final class ReadyProbe: @unchecked Sendable {
+        private let lock = NSLock()
+        private var results: [Bool] = []
+
+        func record(_ accepted: Bool) {
+            lock.withLock { results.append(accepted) }
+        }
+
+        var all: [Bool] { lock.withLock { results } }
+    }
+
+    /// Settings that make short-lived tokens practical: refresh at 75 % with no minimum lead, quick retries.
+    static let fastSettings = """
+        [refresh]
+        ratio = 0.75
+        min_lead = "0s"
+        min_interval = "1s"
+        jitter = 0.1
+        retry_initial = "200ms"
+        retry_max = "1s"
+        """
+
+    init(lifetime: Int = 3600, settings: String = DaemonHarness.fastSettings) async throws {
+        let template = "/tmp/tokend-e2e-XXXXXX"
+        var buffer = Array(template.utf8CString)
+        guard let made = mkdtemp(&buffer) else { throw POSIXError(.EIO) }
+        root = String(cString: made)
+        configDir = root + "/config"
+        stateDir = root + "/state"
+        socketPath = root + "/tokend.sock"
+        logPath = root + "/tokend.log"
+        try FileManager.default.createDirectory(atPath: configDir + "/instances", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: root + "/secrets", withIntermediateDirectories: true)
+        try settings.write(toFile: configDir + "/tokend.toml", atomically: true, encoding: .utf8)
+        endpoint = LocalTokenServer(lifetime: lifetime)
+        try await endpoint.start(port: 0)
+        let probe = readyProbe
+        let socketPath = self.socketPath
+        notify = try NotifySocketListener(path: root + "/notify.sock") { message in
+            if message.split(separator: "\n").contains("READY=1") {
+                probe.record(unixSocketAcceptsConnections(at: socketPath))
+            }
+        }
+    }
+
+    /// Writes `instances/<name>.toml` in the inline form, with the secret in a file.
+    func writeInstance(
+        _ name: String,
+        clientID: String? = nil,
+        secret: String = "s3cret-value",
+        auth: String = "client_secret_basic",
+        scope: String = "read"
+    ) throws {
+        let secretPath = "\(root)/secrets/\(name)"
+        try secret.write(toFile: secretPath, atomically: true, encoding: .utf8)
+        let text = """
+            token_url   = "\(endpoint.tokenURL)"
+            client_auth = "\(auth)"
+            token_key   = "access_token"
+            expires_in_key = "expires_in"
+
+            [variables]
+            client_id     = "\(clientID ?? name)"
+            client_secret = { file = "\(secretPath)" }
+            scope         = "\(scope)"
+            """
+        try writeRaw(name, text)
+    }
+
+    func writeRaw(_ name: String, _ text: String) throws {
+        try text.write(toFile: "\(configDir)/instances/\(name).toml", atomically: true, encoding: .utf8)
+    }
+
+    func removeInstance(_ name: String) throws {
+        try FileManager.default.removeItem(atPath: "\(configDir)/instances/\(name).toml")
+    }
+
+    /// Starts the binary; `watchdogMicroseconds` sets `WATCHDOG_USEC`.
+    func start(watchdogMicroseconds: Int? = nil) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try Self.binaryPath())
+        process.arguments = ["run", "--config-dir", configDir, "--state-dir", stateDir, "--socket", socketPath]
+        var environment = ProcessInfo.processInfo.environment
+        for key in ["LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "TOKEND_CONFIG_DIR", "TOKEND_STATE_DIR", "TOKEND_SOCKET"] {
+            environment.removeValue(forKey: key)
+        }
+        environment["NOTIFY_SOCKET"] = notify.path
+        environment["SWIFT_BACKTRACE"] = "enable=no"
+        if let watchdogMicroseconds { environment["WATCHDOG_USEC"] = String(watchdogMicroseconds) }
+        process.environment = environment
+        if !FileManager.default.fileExists(atPath: logPath) {
+            _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        log.seekToEndOfFile()
+        process.standardError = log
+        process.standardOutput = log
+        try process.run()
+        self.process = process
+    }
+
+    /// Waits for `READY=1` (counting from the `after`-th one).
+    func waitUntilReady(count: Int = 1, timeout: Double = 20) async throws {
+        try await eventually("READY=1 number \(count)", timeout: timeout) {
+            self.notify.assignments.filter { $0 == "READY=1" }.count >= count
+        }
+    }
+
+    /// Whether the API socket accepted a connection at the moment each READY=1 arrived.
+    var socketAcceptedAtReady: [Bool] { readyProbe.all }
+
+    func signal(_ number: Int32) {
+        guard let process else { return }
+        kill(process.processIdentifier, number)
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    @discardableResult
+    func stop(timeout: Double = 15) async throws -> Int32 {
+        guard let process else { return -1 }
+        kill(process.processIdentifier, SIGTERM)
+        try await eventually("tokend exits", timeout: timeout) { !process.isRunning }
+        self.process = nil
+        return process.terminationStatus
+    }
+
+    struct Answer {
+        var status: Int
+        var body: String
+        var headers: [(String, String)]
+
+        func json<T: Decodable>(_ type: T.Type) throws -> T {
+            try JSONDecoder().decode(type, from: Data(body.utf8))
+        }
+    }
+
+    /// A GET over the Unix socket.
+    func get(_ uri: String) async throws -> Answer {
+        guard let url = URL(httpURLWithSocketPath: socketPath, uri: uri) else { throw POSIXError(.EINVAL) }
+        let request = HTTPClientRequest(url: url.absoluteString)
+        let response = try await client.execute(request, timeout: .seconds(10))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        return Answer(
+            status: Int(response.status.code),
+            body: String(buffer: body),
+            headers: response.headers.map { ($0.name, $0.value) }
+        )
+    }
+
+    func token(_ name: String) async throws -> String? {
+        let answer = try await get("/v1/tokens/\(name)?format=raw")
+        return answer.status == 200 ? answer.body : nil
+    }
+
+    var log: String {
+        (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+    }
+
+    func cacheFileExists(_ name: String) -> Bool {
+        FileManager.default.fileExists(atPath: "\(stateDir)/\(name).json")
+    }
+
+    func shutdown() async {
+        if let process, process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        await endpoint.stop()
+        notify.close()
+        try? await client.shutdown()
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    /// The built `tokend` binary: `$TOKEND_BINARY`, or `.build/debug/tokend` beside this package.
+    static func binaryPath() throws -> String {
+        if let path = ProcessInfo.processInfo.environment["TOKEND_BINARY"] { return path }
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        for candidate in [".build/debug/tokend", ".build/x86_64-unknown-linux-gnu/debug/tokend", ".build/aarch64-unknown-linux-gnu/debug/tokend"] {
+            let path = url.appendingPathComponent(candidate).path
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        throw HarnessError("tokend binary not found; run `swift build` first or set TOKEND_BINARY")
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    var description: String
+
+    init(_ description: String) {
+        self.description = description
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` seconds pass (then throws, naming `what`).
+func eventually(
+    _ what: String,
+    timeout: Double = 10,
+    _ condition: @Sendable () async throws -> Bool
+) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    if try await condition() { return }
+    throw HarnessError("timed out after \(timeout) s waiting for: \(what)")
+}

@@ -1,0 +1,90 @@
+import Foundation
+import Testing
+import TokendCore
+@testable import TokendIO
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite struct FileTokenCacheTests {
+    let directory: String
+    let cache: FileTokenCache
+
+    init() throws {
+        var template = Array("/tmp/tokend-cache-XXXXXX".utf8CString)
+        directory = String(cString: try #require(mkdtemp(&template))) + "/state"
+        cache = FileTokenCache(directory: directory)
+        try cache.prepare()
+    }
+
+    func record(_ name: String = "alpha", token: String = "tok-1") -> CacheRecord {
+        let obtained = Date()
+        return CacheRecord(
+            instance: name,
+            token: IssuedToken(accessToken: Secret(token), tokenType: "Bearer", scope: "read", obtainedAt: obtained, expiresAt: obtained.addingTimeInterval(60)),
+            fingerprint: String(repeating: "a", count: 64)
+        )
+    }
+
+    @Test func storesAndLoadsWithPrivateModes() throws {
+        try cache.store(record())
+        guard case .loaded(let loaded) = cache.load(instance: "alpha") else {
+            Issue.record("not loaded")
+            return
+        }
+        #expect(loaded.access_token == "tok-1")
+        let fileMode = try FileManager.default.attributesOfItem(atPath: directory + "/alpha.json")[.posixPermissions] as? Int
+        let directoryMode = try FileManager.default.attributesOfItem(atPath: directory)[.posixPermissions] as? Int
+        #expect(fileMode == 0o600)
+        #expect(directoryMode == 0o700)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["alpha.json"])
+    }
+
+    @Test func missingFileIsMissing() {
+        #expect(cache.load(instance: "nobody") == .missing)
+    }
+
+    @Test(arguments: ["", "{", "{\"version\":1}", "[1,2,3]", "\u{0}\u{1}binary"])
+    func corruptFilesAreMovedAside(_ content: String) throws {
+        try content.write(toFile: directory + "/alpha.json", atomically: false, encoding: .utf8)
+        guard case .movedAside = cache.load(instance: "alpha") else {
+            Issue.record("expected moved aside")
+            return
+        }
+        #expect(FileManager.default.fileExists(atPath: directory + "/alpha.json.corrupt"))
+        #expect(!FileManager.default.fileExists(atPath: directory + "/alpha.json"))
+    }
+
+    @Test func aRecordOfAnotherInstanceIsForeign() throws {
+        try cache.store(record("other"))
+        try FileManager.default.moveItem(atPath: directory + "/other.json", toPath: directory + "/alpha.json")
+        guard case .movedAside = cache.load(instance: "alpha") else {
+            Issue.record("expected moved aside")
+            return
+        }
+    }
+
+    @Test func symlinksAreNeverFollowed() throws {
+        try cache.store(record("target"))
+        try FileManager.default.createSymbolicLink(atPath: directory + "/alpha.json", withDestinationPath: directory + "/target.json")
+        #expect(cache.load(instance: "alpha") == .movedAside(reason: "is a symlink"))
+        // The target is untouched.
+        guard case .loaded = cache.load(instance: "target") else {
+            Issue.record("target damaged")
+            return
+        }
+    }
+
+    @Test func prepareRemovesLeftoverTempFiles() throws {
+        try "partial".write(toFile: directory + "/.alpha.json.tmp-1-2", atomically: false, encoding: .utf8)
+        try cache.prepare()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
+    }
+
+    @Test func removeDeletesTheFile() throws {
+        try cache.store(record())
+        cache.remove(instance: "alpha")
+        #expect(cache.load(instance: "alpha") == .missing)
+    }
+}
