@@ -61,6 +61,7 @@ public final class LocalTokenServer: Sendable {
         var fallback: Behavior
         var expectedClient: (id: String, secret: String)?
         var channel: (any Channel)?
+        var connections: [ObjectIdentifier: any Channel] = [:]
         var port = 0
     }
 
@@ -103,7 +104,12 @@ public final class LocalTokenServer: Sendable {
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture {
+                let id = ObjectIdentifier(channel)
+                state.withLockedValue { $0.connections[id] = channel }
+                channel.closeFuture.whenComplete { [state] _ in
+                    _ = state.withLockedValue { $0.connections.removeValue(forKey: id) }
+                }
+                return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(Handler(server: self))
                 }
@@ -115,13 +121,19 @@ public final class LocalTokenServer: Sendable {
         }
     }
 
-    /// Closes the listening socket; connections then get "connection refused".
+    /// Closes the listening socket and every open connection; new connections then get "connection refused".
     public func stop() async {
-        let channel = state.withLockedValue { state -> (any Channel)? in
-            defer { state.channel = nil }
-            return state.channel
+        let (listener, connections) = state.withLockedValue { state -> ((any Channel)?, [any Channel]) in
+            defer {
+                state.channel = nil
+                state.connections = [:]
+            }
+            return (state.channel, Array(state.connections.values))
         }
-        try? await channel?.close()
+        try? await listener?.close()
+        for connection in connections {
+            try? await connection.close()
+        }
     }
 
     fileprivate func answer(_ request: RecordedRequest) -> (status: Int, headers: [TokenRequest.Header], body: String) {

@@ -174,7 +174,7 @@ import Glibc
         #expect(refusedAt.timeIntervalSince(issuedAt) >= 3.5, "stopped serving after \(refusedAt.timeIntervalSince(issuedAt)) s")
         let instances = try await harness.get("/v1/instances").json(API.InstancesBody.self)
         let status = try #require(instances.instances.first)
-        #expect(status.state == "failing")
+        #expect(status.state == "failing", "log: \(harness.log)")
         #expect(status.last_error?.code == "network")
         #expect(status.consecutive_failures >= 1)
         let unavailable = try await harness.get("/v1/tokens/alpha")

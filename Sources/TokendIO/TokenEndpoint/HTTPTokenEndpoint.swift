@@ -17,6 +17,9 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
             timeout: .init(connect: .milliseconds(Int64(connectTimeout * 1000)), read: nil)
         )
         configuration.decompression = .disabled
+        // tokend retries with its own backoff and classifies the failure; the pool must fail fast instead of
+        // retrying a refused connection until the request deadline.
+        configuration.connectionPool.retryConnectionEstablishment = false
         configuration.httpVersion = .automatic
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         self.timeout = .milliseconds(Int64(requestTimeout * 1000))
