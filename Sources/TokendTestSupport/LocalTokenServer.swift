@@ -59,7 +59,7 @@ public final class LocalTokenServer: Sendable {
         var issued: [String] = []
         var script: [Behavior] = []
         var fallback: Behavior
-        var expectedClient: (id: String, secret: String)?
+        var expectedClients: [String: String] = [:]
         var channel: (any Channel)?
         var connections: [ObjectIdentifier: any Channel] = [:]
         var port = 0
@@ -93,9 +93,9 @@ public final class LocalTokenServer: Sendable {
         state.withLockedValue { $0.script += behaviors }
     }
 
-    /// Requires these client credentials; others get 401 `invalid_client`.
+    /// Accepts this client; once any client is registered, unknown ids or wrong secrets get 401 `invalid_client`.
     public func expectClient(id: String, secret: String) {
-        state.withLockedValue { $0.expectedClient = (id, secret) }
+        state.withLockedValue { $0.expectedClients[id] = secret }
     }
 
     /// Binds 127.0.0.1 (on the previous port when restarting, or on `port`; 0 picks a free one).
@@ -140,11 +140,11 @@ public final class LocalTokenServer: Sendable {
         let (behavior, expected, number) = state.withLockedValue { state in
             state.requests.append(request)
             let behavior = state.script.isEmpty ? state.fallback : state.script.removeFirst()
-            return (behavior, state.expectedClient, state.requests.count)
+            return (behavior, state.expectedClients, state.requests.count)
         }
-        if let expected {
+        if !expected.isEmpty {
             let presented = request.clientCredentials
-            if presented?.id != expected.id || presented?.secret != expected.secret {
+            if presented.map({ expected[$0.id] != $0.secret }) ?? true {
                 return (401, [], #"{"error":"invalid_client","error_description":"client authentication failed"}"#)
             }
         }

@@ -3,32 +3,34 @@ import TokendCore
 import TokendTestSupport
 
 /// A local OAuth 2.0 token endpoint for the demo: `tokend-example-endpoint [--port 9101] [--lifetime 20]
-/// [--client ID:SECRET]`. Issues a fresh token per request and prints one line per request (never the token).
+/// [--client ID=SECRET_FILE …]`. Issues a fresh token per request and prints one line per token (its
+/// fingerprint, never the token). With `--client`, only those clients get tokens (others: 401 invalid_client).
 @main
 struct ExampleEndpoint {
     static func main() async throws {
         var port = 9101
         var lifetime = 20
-        var client: (String, String)?
+        var clients: [(String, String)] = []
         var arguments = CommandLine.arguments.dropFirst().makeIterator()
         while let argument = arguments.next() {
             switch argument {
             case "--port": port = arguments.next().flatMap(Int.init) ?? port
             case "--lifetime": lifetime = arguments.next().flatMap(Int.init) ?? lifetime
             case "--client":
-                if let pair = arguments.next(), let colon = pair.firstIndex(of: ":") {
-                    client = (String(pair[..<colon]), String(pair[pair.index(after: colon)...]))
-                }
+                guard let pair = arguments.next(), let equals = pair.firstIndex(of: "="),
+                    let secret = try? String(contentsOfFile: String(pair[pair.index(after: equals)...]), encoding: .utf8)
+                else { usage() }
+                let trimmed = secret.hasSuffix("\n") ? String(secret.dropLast()) : secret
+                clients.append((String(pair[..<equals]), trimmed))
             default:
-                FileHandle.standardError.write(Data("usage: tokend-example-endpoint [--port N] [--lifetime S] [--client ID:SECRET]\n".utf8))
-                exit(2)
+                usage()
             }
         }
         let server = LocalTokenServer(lifetime: lifetime) { token, lifetime in
             let line = "endpoint: issued token \(TokenFingerprint.of(Secret(token))) (sha256 prefix), expires_in=\(lifetime)\n"
             FileHandle.standardOutput.write(Data(line.utf8))
         }
-        if let (id, secret) = client {
+        for (id, secret) in clients {
             server.expectClient(id: id, secret: secret)
         }
         try await server.start(port: port)
@@ -36,5 +38,11 @@ struct ExampleEndpoint {
         while true {
             try await Task.sleep(for: .seconds(3600))
         }
+    }
+
+    static func usage() -> Never {
+        let text = "usage: tokend-example-endpoint [--port N] [--lifetime SECONDS] [--client ID=SECRET_FILE ...]\n"
+        FileHandle.standardError.write(Data(text.utf8))
+        exit(2)
     }
 }

@@ -1,0 +1,27 @@
+# tokend: `make demo` runs the daemon on examples/ against a local token endpoint; `make test` runs every test.
+SWIFT ?= swift
+
+.PHONY: all deps build test demo check-examples clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+build: deps
+	$(SWIFT) build
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test
+
+demo: deps
+	$(SWIFT) build --product tokend
+	$(SWIFT) build --product tokend-example-endpoint
+	scripts/demo
+
+check-examples: build
+	CREDENTIALS_DIRECTORY=$(CURDIR)/examples/credentials .build/debug/tokend check --config-dir examples
+
+clean:
+	rm -rf .build
