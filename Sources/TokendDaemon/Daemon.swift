@@ -324,6 +324,10 @@ public final class Daemon: @unchecked Sendable {
             )
             let actions = instances[name]!.machine.started(cached: record?.token, now: now, using: &random)
             perform(actions, for: name)
+            if let token = instances[name]?.machine.token {
+                let generation = instances[name]!.generation
+                push(ScheduleEntry(due: token.serveUntil, name: name, generation: generation, purpose: .expiry))
+            }
         }
         updateStatus()
     }
@@ -483,15 +487,17 @@ public final class Daemon: @unchecked Sendable {
         }
         guard !isStopping, var running = instances[name], running.generation == generation else { return }
         let now = clock.now()
+        let resolved = running.resolved
         let parsed = result.flatMap { response in
             TokenResponseParser.parse(
                 status: response.status,
                 body: response.body,
                 retryAfter: response.retryAfter,
-                shape: .init(running.resolved.definition),
+                shape: .init(resolved.definition),
+                requestedScope: resolved.variables["scope"]?.revealed,
                 now: now
             )
-        }
+        }.mapError { $0.redacting(resolved.secretValues) }
         let actions: [InstanceStateMachine.Action]
         switch parsed {
         case .success(let token):

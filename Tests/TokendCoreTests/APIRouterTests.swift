@@ -44,6 +44,7 @@ struct FixedDirectory: InstanceDirectory {
         #expect(body.token_type == "Bearer")
         #expect(body.expires_in == 3500)
         #expect(body.expires_at == Int(epoch.timeIntervalSince1970) + 3600)
+        #expect(String(decoding: response.body, as: UTF8.self).contains(#""scope":null"#))
     }
 
     @Test func tokenRawAndHeaderForms() {

@@ -34,7 +34,7 @@ import Testing
     }
 
     @Test func brokenSettingsRejectEverything() {
-        let input = ConfigLoader.Input(settings: .init(path: "/c/tokend.toml", text: "nonsense = 1\n"), instances: [])
+        let input = ConfigLoader.Input(settings: .success(.init(path: "/c/tokend.toml", text: "nonsense = 1\n")), instances: [])
         let result = ConfigLoader.load(input) { _ in .failure(.init("unused")) }
         #expect(result.settings == nil)
         #expect(result.errors.map(\.description) == ["/c/tokend.toml:1: nonsense: unknown key"])

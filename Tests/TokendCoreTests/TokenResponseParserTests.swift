@@ -105,3 +105,20 @@ import Testing
         #expect(date.retryAfter.map { abs($0 - expected) < 1 } == true)
     }
 }
+
+@Suite struct FailureRedactionTests {
+    @Test func secretsEchoedByTheProviderAreRedacted() {
+        let failure = FetchFailure(kind: .transient, code: "http_500", message: "HTTP 500: \"client_secret=p%2Bw and p+w\"")
+        let redacted = failure.redacting(["p+w", "longer+secret"])
+        #expect(redacted.message == failure.message, "secrets shorter than 4 bytes are not scrubbed (too many false hits)")
+        let real = FetchFailure(kind: .transient, code: "http_500", message: "HTTP 500: \"client_secret=s3cr%2Bt and s3cr+t\"")
+        #expect(real.redacting(["s3cr+t"]).message == "HTTP 500: \"client_secret=<redacted> and <redacted>\"")
+    }
+
+    @Test func requestedScopeFillsAnOmittedScope() throws {
+        let token = try TokenResponseParser.parse(
+            status: 200, body: Array(#"{"access_token":"a","expires_in":60}"#.utf8), shape: .init(), requestedScope: "read", now: epoch
+        ).get()
+        #expect(token.scope == "read")
+    }
+}

@@ -17,6 +17,21 @@ public enum API {
             self.expires_in = expires_in
             self.scope = scope
         }
+
+        private enum CodingKeys: String, CodingKey {
+            case instance, access_token, token_type, expires_at, expires_in, scope
+        }
+
+        /// Like the synthesized encoder, but `scope` is always present (`null` when none was granted or asked for).
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(instance, forKey: .instance)
+            try container.encode(access_token, forKey: .access_token)
+            try container.encode(token_type, forKey: .token_type)
+            try container.encode(expires_at, forKey: .expires_at)
+            try container.encode(expires_in, forKey: .expires_in)
+            try container.encode(scope, forKey: .scope)
+        }
     }
 
     /// The last failure of an instance, as the API shows it.

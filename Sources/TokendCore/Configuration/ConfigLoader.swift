@@ -14,10 +14,13 @@ public enum ConfigLoader {
 
     /// The directory's contents. An instance file whose text could not be read carries the reason instead.
     public struct Input: Sendable {
-        public var settings: File?
+        public var settings: Result<File, ConfigDiagnostic>?
         public var instances: [(name: String, file: Result<File, ConfigDiagnostic>)]
 
-        public init(settings: File?, instances: [(name: String, file: Result<File, ConfigDiagnostic>)]) {
+        public init(
+            settings: Result<File, ConfigDiagnostic>?,
+            instances: [(name: String, file: Result<File, ConfigDiagnostic>)]
+        ) {
             self.settings = settings
             self.instances = instances
         }
@@ -50,10 +53,16 @@ public enum ConfigLoader {
     public static func load(_ input: Input, readSecret: SecretReader) -> Loaded {
         var diagnostics: [ConfigDiagnostic] = []
         var settings: DaemonSettings? = DaemonSettings()
-        if let file = input.settings {
+        switch input.settings {
+        case .success(let file)?:
             let (parsed, errors) = ConfigParser.parseSettings(file: file.path, text: file.text)
             settings = parsed
             diagnostics += errors
+        case .failure(let unreadable)?:
+            settings = nil
+            diagnostics.append(unreadable)
+        case nil:
+            break
         }
         var instances: [String: ResolvedInstance] = [:]
         var failed: Set<String> = []

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Why a token fetch failed, classified for the retry policy (SPEC §6).
 public struct FetchFailure: Error, Sendable, Hashable, CustomStringConvertible {
     public enum Kind: String, Sendable, Hashable {
@@ -23,6 +25,20 @@ public struct FetchFailure: Error, Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(code): \(message)" }
+
+    /// This failure with every occurrence of the given secrets in its message replaced by `<redacted>`, in case a
+    /// provider echoes the request back in its error page.
+    public func redacting(_ secrets: [String]) -> FetchFailure {
+        var copy = self
+        for secret in secrets where secret.utf8.count >= 4 {
+            copy.message = copy.message.replacingOccurrences(of: secret, with: "<redacted>")
+            let encoded = FormURLEncoding.encode(secret)
+            if encoded != secret {
+                copy.message = copy.message.replacingOccurrences(of: encoded, with: "<redacted>")
+            }
+        }
+        return copy
+    }
 
     public static func network(_ message: String) -> FetchFailure {
         FetchFailure(kind: .transient, code: "network", message: message)

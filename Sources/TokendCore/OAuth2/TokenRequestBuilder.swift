@@ -12,6 +12,11 @@ public struct ResolvedInstance: Sendable, Hashable {
     public var fingerprint: String
 
     public var name: String { definition.name }
+
+    /// The values of the secret variables, so that messages from outside can be scrubbed of them.
+    public var secretValues: [String] {
+        definition.secretVariables.compactMap { variables[$0]?.revealed }.filter { !$0.isEmpty }
+    }
 }
 
 /// Renders an instance's token request (RFC 6749 §4.4) from its definition and variable values.

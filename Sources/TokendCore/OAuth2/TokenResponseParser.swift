@@ -46,6 +46,7 @@ public enum TokenResponseParser {
         body: [UInt8],
         retryAfter: String? = nil,
         shape: Shape,
+        requestedScope: String? = nil,
         now: Date
     ) -> Result<IssuedToken, FetchFailure> {
         var json = JSONValue.parse(body)
@@ -72,7 +73,8 @@ public enum TokenResponseParser {
             )
         }
         let tokenType = json.value(at: shape.tokenTypeKey)?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
-        let scope = json.value(at: "scope")?.stringValue
+        // RFC 6749 §5.1: the server may leave `scope` out when it granted what was requested.
+        let scope = json.value(at: "scope")?.stringValue ?? requestedScope.flatMap { $0.isEmpty ? nil : $0 }
         let lifetime: Double
         switch lifetimeOf(json: json, token: token, shape: shape, now: now) {
         case .success(let seconds): lifetime = seconds

@@ -34,16 +34,11 @@ public struct ConfigDirectory: Sendable {
             throw Unreadable(path: path, reason: "config directory is not readable", errno: errno)
         }
         let settingsPath = Self.join(path, "tokend.toml")
-        var settings: ConfigLoader.File?
+        var settings: Result<ConfigLoader.File, ConfigDiagnostic>?
         var instances: [(name: String, file: Result<ConfigLoader.File, ConfigDiagnostic>)] = []
         if FileManager.default.fileExists(atPath: settingsPath) {
-            switch Self.readText(settingsPath) {
-            case .success(let text): settings = ConfigLoader.File(path: settingsPath, text: text)
-            case .failure(let diagnostic):
-                // An unreadable tokend.toml rejects the reload like a broken one: give the parser a file that fails.
-                settings = ConfigLoader.File(path: settingsPath, text: "\u{0}")
-                _ = diagnostic
-            }
+            // An unreadable tokend.toml rejects the start or the reload like a broken one.
+            settings = Self.readText(settingsPath).map { ConfigLoader.File(path: settingsPath, text: $0) }
         }
         let instancesPath = Self.join(path, "instances")
         let names = (try? FileManager.default.contentsOfDirectory(atPath: instancesPath)) ?? []
