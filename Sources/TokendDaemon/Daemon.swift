@@ -493,7 +493,7 @@ public final class Daemon: @unchecked Sendable {
                 status: response.status,
                 body: response.body,
                 retryAfter: response.retryAfter,
-                shape: .init(resolved.definition),
+                shape: .init(resolved.definition.connector),
                 requestedScope: resolved.variables["scope"]?.revealed,
                 now: now
             )

@@ -11,6 +11,9 @@ struct Check: ParsableCommand {
 
     @OptionGroup var paths: PathOptions
 
+    @Option(name: .customLong("show"), help: "Print the rendered token request of this instance (secrets redacted).")
+    var showInstance: String?
+
     func run() throws {
         let resolved = DaemonPaths.resolve(
             configDirectory: paths.configDir,
@@ -35,6 +38,14 @@ struct Check: ParsableCommand {
         let errors = loaded.errors.count
         let warnings = loaded.diagnostics.count - errors
         print("\(resolved.configDirectory): \(loaded.instances.count) instance(s) valid, \(errors) error(s), \(warnings) warning(s)")
+        if let name = showInstance {
+            guard let resolved = loaded.instances[name] else {
+                printError("no valid instance named '\(name)'")
+                throw ExitCode(1)
+            }
+            print("")
+            print(TokenRequestBuilder.describe(resolved))
+        }
         if errors > 0 { throw ExitCode(1) }
     }
 

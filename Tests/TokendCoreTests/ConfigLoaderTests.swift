@@ -20,7 +20,7 @@ import Testing
             ]
         )
         let result = ConfigLoader.load(input) { source in
-            source == .file(path: "/secrets/a") ? .success("s3cret\n") : .failure(.init("file does not exist"))
+            source == .file(path: "/secrets/a") ? .success(.init("s3cret\n")) : .failure(.init("file does not exist"))
         }
         #expect(result.settings != nil)
         #expect(Set(result.instances.keys) == ["good"])

@@ -19,8 +19,8 @@ import Testing
         #expect(diagnostics.isEmpty)
         let parsed = try #require(definition)
         #expect(parsed.name == "alpha")
-        #expect(parsed.tokenURL == "http://127.0.0.1:9101/token")
-        #expect(parsed.clientAuth == .clientSecretBasic)
+        #expect(parsed.connector.tokenURL == "http://127.0.0.1:9101/token")
+        #expect(parsed.connector.clientAuth == .clientSecretBasic)
         #expect(parsed.variables["client_id"] == .literal("alpha"))
         #expect(parsed.variables["client_secret"] == .file(path: "/etc/tokend/secrets/alpha"))
         #expect(parsed.variables["scope"] == .literal("read"))
@@ -68,7 +68,7 @@ import Testing
             "token_url = \"https://idp.example/token\"\nclient_auth = \"none\"\n[variables]\nclient_id = \"a\"\n"
         )
         #expect(diagnostics.isEmpty)
-        #expect(definition?.clientAuth == ClientAuthentication.none)
+        #expect(definition?.connector.clientAuth == ClientAuthentication.none)
     }
 
     @Test func syntaxErrorCarriesTheLine() {

@@ -12,16 +12,19 @@ public enum ConfigLoader {
         }
     }
 
-    /// The directory's contents. An instance file whose text could not be read carries the reason instead.
+    /// The directory's contents. A file whose text could not be read carries the reason instead.
     public struct Input: Sendable {
         public var settings: Result<File, ConfigDiagnostic>?
+        public var connectors: [(name: String, file: Result<File, ConfigDiagnostic>)]
         public var instances: [(name: String, file: Result<File, ConfigDiagnostic>)]
 
         public init(
             settings: Result<File, ConfigDiagnostic>?,
+            connectors: [(name: String, file: Result<File, ConfigDiagnostic>)] = [],
             instances: [(name: String, file: Result<File, ConfigDiagnostic>)]
         ) {
             self.settings = settings
+            self.connectors = connectors
             self.instances = instances
         }
     }
@@ -40,7 +43,18 @@ public enum ConfigLoader {
     }
 
     /// Reads a secret source; the message of a failure must not contain the secret.
-    public typealias SecretReader = @Sendable (VariableSource) -> Result<String, SecretReadError>
+    public typealias SecretReader = @Sendable (VariableSource) -> Result<SecretText, SecretReadError>
+
+    /// A secret's text, and a warning about how it is stored (a world-readable file, say).
+    public struct SecretText: Sendable, Hashable {
+        public var text: String
+        public var warning: String?
+
+        public init(_ text: String, warning: String? = nil) {
+            self.text = text
+            self.warning = warning
+        }
+    }
 
     public struct SecretReadError: Error, Sendable, Hashable {
         public var message: String
@@ -64,6 +78,23 @@ public enum ConfigLoader {
         case nil:
             break
         }
+        var connectors: [String: ConnectorDefinition] = [:]
+        var failedConnectors: Set<String> = []
+        for (name, file) in input.connectors {
+            switch file {
+            case .success(let text):
+                let (connector, found) = ConfigParser.parseConnector(name: name, file: text.path, text: text.text)
+                diagnostics += found
+                if let connector { connectors[name] = connector } else { failedConnectors.insert(name) }
+            case .failure(let diagnostic):
+                diagnostics.append(diagnostic)
+                failedConnectors.insert(name)
+            }
+        }
+        let lookup: (String) -> ConfigParser.ConnectorLookup = { name in
+            if let connector = connectors[name] { return .found(connector) }
+            return failedConnectors.contains(name) ? .invalid : .missing
+        }
         var instances: [String: ResolvedInstance] = [:]
         var failed: Set<String> = []
         for (name, file) in input.instances {
@@ -75,14 +106,19 @@ public enum ConfigLoader {
                 failed.insert(name)
                 continue
             }
-            let (definition, found) = ConfigParser.parseInstance(name: name, file: text.path, text: text.text)
+            let (definition, found) = ConfigParser.parseInstance(
+                name: name,
+                file: text.path,
+                text: text.text,
+                connectors: lookup
+            )
             diagnostics += found
             guard let definition else {
                 failed.insert(name)
                 continue
             }
-            let (resolved, errors) = resolve(definition, readSecret: readSecret)
-            diagnostics += errors
+            let (resolved, resolution) = resolve(definition, readSecret: readSecret)
+            diagnostics += resolution
             if let resolved {
                 instances[name] = resolved
             } else {
@@ -96,17 +132,29 @@ public enum ConfigLoader {
     public static func resolve(
         _ definition: InstanceDefinition,
         readSecret: SecretReader
-    ) -> (resolved: ResolvedInstance?, errors: [ConfigDiagnostic]) {
+    ) -> (resolved: ResolvedInstance?, diagnostics: [ConfigDiagnostic]) {
         var values: [String: Secret] = [:]
         var errors: [ConfigDiagnostic] = []
+        var warnings: [ConfigDiagnostic] = []
         for (name, source) in definition.variables.sorted(by: { $0.key < $1.key }) {
             switch source {
             case .literal(let text):
                 values[name] = Secret(text)
             case .file, .credential:
                 switch readSecret(source) {
-                case .success(let text):
-                    values[name] = Secret(trimmingOneNewline(text))
+                case .success(let secret):
+                    values[name] = Secret(trimmingOneNewline(secret.text))
+                    if let warning = secret.warning {
+                        warnings.append(
+                            ConfigDiagnostic(
+                                file: definition.file,
+                                line: definition.variableLines[name],
+                                key: "variables.\(name)",
+                                message: warning,
+                                severity: .warning
+                            )
+                        )
+                    }
                 case .failure(let error):
                     errors.append(
                         ConfigDiagnostic(
@@ -119,10 +167,10 @@ public enum ConfigLoader {
                 }
             }
         }
-        guard errors.isEmpty else { return (nil, errors) }
+        guard errors.isEmpty else { return (nil, warnings + errors) }
         switch TokenRequestBuilder.resolve(definition, values: values) {
-        case .success(let resolved): return (resolved, [])
-        case .failure(let error): return (nil, [error])
+        case .success(let resolved): return (resolved, warnings)
+        case .failure(let error): return (nil, warnings + [error])
         }
     }
 

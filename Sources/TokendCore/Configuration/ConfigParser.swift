@@ -2,24 +2,90 @@ import Foundation
 
 /// Turns the text of config files into definitions, or into diagnostics that name file, line and key.
 public enum ConfigParser {
-    /// Whether `name` is a valid instance name: `[A-Za-z0-9][A-Za-z0-9._-]*`.
+    /// Whether `name` is a valid instance (or connector) name: `[A-Za-z0-9][A-Za-z0-9._-]*`.
     public static func isValidInstanceName(_ name: String) -> Bool {
         guard let first = name.unicodeScalars.first, first.isASCIIAlphanumeric else { return false }
         return name.unicodeScalars.allSatisfy { $0.isASCIIAlphanumeric || $0 == "." || $0 == "_" || $0 == "-" }
             && name.utf8.count <= 200
     }
 
-    /// Parses `instances/<name>.toml` in its inline form (connector keys at the top level, values in `[variables]`).
+    /// What a referencing instance may find about its connector.
+    public enum ConnectorLookup: Sendable, Hashable {
+        case found(ConnectorDefinition)
+        /// The connector file exists but has errors (reported on their own).
+        case invalid
+        case missing
+    }
+
+    // MARK: - Connectors
+
+    /// Parses `connectors/<name>.toml`.
+    public static func parseConnector(
+        name: String,
+        file: String,
+        text: String
+    ) -> (connector: ConnectorDefinition?, diagnostics: [ConfigDiagnostic]) {
+        guard isValidInstanceName(name) else {
+            return (nil, [invalidName(name, file: file, what: "connector")])
+        }
+        let document: ConfigDocument
+        switch ConfigDocument.parse(file: file, text: text) {
+        case .success(let parsed): document = parsed
+        case .failure(let diagnostic): return (nil, [diagnostic])
+        }
+        var reader = TableReader(document: document, path: [], table: document.root)
+        var diagnostics: [ConfigDiagnostic] = []
+        var connector = readConnectorKeys(&reader, name: name, inline: false, diagnostics: &diagnostics)
+        if let table = reader.subtable("variables") {
+            var variables = TableReader(document: document, path: ["variables"], table: table)
+            for key in table.keys.sorted() {
+                guard let specTable = variables.subtable(key) else { continue }
+                guard isValidVariableName(key) else {
+                    variables.fail(key, "invalid variable name: expected letters, digits and '_'")
+                    continue
+                }
+                var specReader = TableReader(document: document, path: ["variables", key], table: specTable)
+                var spec = connector?.variables[key] ?? VariableSpec()
+                if let required = specReader.bool("required") { spec.required = required }
+                if let secret = specReader.bool("secret") { spec.secret = secret }
+                spec.description = specReader.string("description") ?? spec.description
+                if let value = specReader.raw("default") {
+                    switch value {
+                    case .string(let text): spec.defaultValue = text
+                    case .integer(let number): spec.defaultValue = String(number)
+                    default: specReader.fail("default", "expected a string, found \(value.kindDescription)")
+                    }
+                }
+                if spec.required && spec.defaultValue != nil {
+                    specReader.fail("required", "a variable with a default cannot be required")
+                }
+                diagnostics += specReader.finish()
+                connector?.variables[key] = spec
+            }
+            diagnostics += variables.finish()
+        }
+        diagnostics += reader.finish()
+        if let parsed = connector {
+            diagnostics += undeclaredPlaceholders(parsed, known: Set(parsed.variables.keys), file: file)
+        }
+        let hasErrors = diagnostics.contains { $0.severity == .error }
+        return (hasErrors ? nil : connector, diagnostics)
+    }
+
+    // MARK: - Instances
+
+    /// Parses `instances/<name>.toml`: with `connector = "…"` it fills in that connector's variables; without, the
+    /// connector keys are written inline.
     ///
     /// Returns the definition when there is no error; warnings come back either way.
     public static func parseInstance(
         name: String,
         file: String,
-        text: String
+        text: String,
+        connectors: (String) -> ConnectorLookup = { _ in .missing }
     ) -> (definition: InstanceDefinition?, diagnostics: [ConfigDiagnostic]) {
         guard isValidInstanceName(name) else {
-            let message = "invalid instance name '\(name)': expected letters, digits, '.', '_' or '-', starting with a letter or digit"
-            return (nil, [ConfigDiagnostic(file: file, line: nil, message: message)])
+            return (nil, [invalidName(name, file: file, what: "instance")])
         }
         let document: ConfigDocument
         switch ConfigDocument.parse(file: file, text: text) {
@@ -29,49 +95,53 @@ public enum ConfigParser {
         var reader = TableReader(document: document, path: [], table: document.root)
         var diagnostics: [ConfigDiagnostic] = []
 
-        if reader.raw("connector") != nil {
-            reader.fail("connector", "shared connector files are not supported yet; write the connector keys inline")
-        }
-        let description = reader.string("description")
-        let tokenURL = reader.string("token_url")
-        if tokenURL == nil, document.root["token_url"] == nil {
-            diagnostics.append(
-                ConfigDiagnostic(file: file, line: nil, key: "token_url", message: "missing required key")
-            )
-        }
-        let clientAuth = enumValue(ClientAuthentication.self, "client_auth", &reader) ?? .clientSecretPost
-        let basicEncoding = enumValue(BasicEncoding.self, "basic_encoding", &reader) ?? .formURLEncoded
-        let contentType = enumValue(BodyContentType.self, "content_type", &reader) ?? .form
-        let allowInsecureHTTP = reader.bool("allow_insecure_http") ?? false
-        let tokenKey = nonEmptyPath("token_key", &reader) ?? "access_token"
-        let tokenTypeKey = nonEmptyPath("token_type_key", &reader) ?? "token_type"
-        let expiresInKey = nonEmptyPath("expires_in_key", &reader) ?? "expires_in"
-        let expiresAtKey = nonEmptyPath("expires_at_key", &reader)
-        let defaultTTL = reader.duration("default_ttl")
-        if let ttl = defaultTTL, ttl <= 0 {
-            reader.fail("default_ttl", "expected a duration greater than zero")
+        let connector: ConnectorDefinition?
+        let description: String?
+        var instanceRefresh = RefreshSettings.Overrides()
+        if document.root["connector"] != nil {
+            let connectorName = reader.string("connector") ?? ""
+            description = reader.string("description")
+            instanceRefresh = parseRefreshOverrides(&reader)
+            switch connectors(connectorName) {
+            case .found(let found):
+                connector = found
+            case .invalid:
+                reader.fail("connector", "connector '\(connectorName)' has errors (see its file); this instance waits for it")
+                connector = nil
+            case .missing:
+                reader.fail("connector", "no connector named '\(connectorName)' (expected connectors/\(connectorName).toml)")
+                connector = nil
+            }
+        } else {
+            connector = readConnectorKeys(&reader, name: name, inline: true, diagnostics: &diagnostics)
+            description = connector?.description
         }
 
         var variables: [String: VariableSource] = [:]
         var variableLines: [String: Int] = [:]
-        var secretVariables: Set<String> = ["client_secret", "private_key"]
+        var fromFiles: Set<String> = []
         if let table = reader.subtable("variables") {
             var variableReader = TableReader(document: document, path: ["variables"], table: table)
             for key in table.keys.sorted() {
                 variableLines[key] = document.line(of: ["variables", key])
                 guard let value = variableReader.raw(key) else { continue }
+                if let connector, !connector.isInline, connector.variables[key] == nil {
+                    var message = "connector '\(connector.name)' has no variable '\(key)'"
+                    if let suggestion = TableReader.closest(to: key, in: Set(connector.variables.keys)) {
+                        message += " (did you mean '\(suggestion)'?)"
+                    }
+                    variableReader.fail(key, message)
+                    continue
+                }
                 switch value {
                 case .string(let text):
                     variables[key] = .literal(text)
-                    if secretVariables.contains(key), !text.isEmpty {
-                        variableReader.warn(key, "secret written inline; prefer { file = \"…\" } or { credential = \"…\" }")
-                    }
                 case .integer(let number):
                     variables[key] = .literal(String(number))
                 case .table(let source):
                     if let source = secretSource(source, key: key, reader: &variableReader) {
                         variables[key] = source
-                        secretVariables.insert(key)
+                        fromFiles.insert(key)
                     }
                 default:
                     variableReader.fail(
@@ -82,58 +152,59 @@ public enum ConfigParser {
             }
             diagnostics += variableReader.finish()
         }
-
-        let refresh = parseRefreshOverrides(&reader)
         diagnostics += reader.finish()
 
-        for required in ["client_id"] + (clientAuth.needsSecret ? ["client_secret"] : []) where variables[required] == nil {
-            diagnostics.append(
-                ConfigDiagnostic(
-                    file: file,
-                    line: document.line(of: ["variables"]),
-                    key: "variables.\(required)",
-                    message: "missing required variable"
-                )
-            )
+        guard var connector else { return (nil, diagnostics) }
+        if connector.isInline {
+            // Inline: every variable written is declared; the built-ins keep their defaults.
+            for key in variables.keys where connector.variables[key] == nil {
+                connector.variables[key] = VariableSpec()
+            }
+            diagnostics += undeclaredPlaceholders(connector, known: Set(connector.variables.keys), file: file)
         }
-        if let tokenURL {
-            for name in Template.placeholders(in: tokenURL)
-            where variables[name] == nil && InstanceDefinition.builtinDefaults[name] == nil {
+        var secretVariables = fromFiles.union(["client_secret", "private_key"])
+        for (key, spec) in connector.variables where spec.secret { secretVariables.insert(key) }
+        for (key, source) in variables.sorted(by: { $0.key < $1.key }) where secretVariables.contains(key) {
+            if case .literal(let text) = source, !text.isEmpty {
                 diagnostics.append(
                     ConfigDiagnostic(
                         file: file,
-                        line: document.line(of: ["token_url"]),
-                        key: "token_url",
-                        message: "{{\(name)}} names no variable"
+                        line: variableLines[key],
+                        key: "variables.\(key)",
+                        message: "secret written inline; prefer { file = \"…\" } or { credential = \"…\" }",
+                        severity: .warning
                     )
                 )
             }
         }
-
-        guard let tokenURL, !diagnostics.contains(where: { $0.severity == .error }) else {
-            return (nil, diagnostics)
+        for (key, spec) in connector.variables.sorted(by: { $0.key < $1.key })
+        where spec.required && spec.defaultValue == nil && variables[key] == nil {
+            diagnostics.append(
+                ConfigDiagnostic(
+                    file: file,
+                    line: document.line(of: ["variables"]),
+                    key: "variables.\(key)",
+                    message: "missing required variable"
+                        + (connector.isInline ? "" : " (connector '\(connector.name)' requires it)")
+                )
+            )
         }
+
+        guard !diagnostics.contains(where: { $0.severity == .error }) else { return (nil, diagnostics) }
         let definition = InstanceDefinition(
             name: name,
             file: file,
             description: description,
-            tokenURL: tokenURL,
-            clientAuth: clientAuth,
-            basicEncoding: basicEncoding,
-            contentType: contentType,
-            allowInsecureHTTP: allowInsecureHTTP,
-            tokenKey: tokenKey,
-            tokenTypeKey: tokenTypeKey,
-            expiresInKey: expiresInKey,
-            expiresAtKey: expiresAtKey,
-            defaultTTL: defaultTTL,
+            connector: connector,
             variables: variables,
             secretVariables: secretVariables,
             variableLines: variableLines,
-            refresh: refresh
+            refresh: connector.refresh.overridden(by: instanceRefresh)
         )
         return (definition, diagnostics)
     }
+
+    // MARK: - Daemon settings
 
     /// Parses `tokend.toml`. Any error rejects the whole file.
     public static func parseSettings(file: String, text: String) -> (settings: DaemonSettings?, errors: [ConfigDiagnostic]) {
@@ -181,6 +252,102 @@ public enum ConfigParser {
         return errors.isEmpty ? (settings, []) : (nil, errors)
     }
 
+    // MARK: - Shared pieces
+
+    /// Reads the connector keys (SPEC §3) from a connector file or an inline instance. `[variables]` is left to the
+    /// caller: specs in a connector file, values in an instance.
+    private static func readConnectorKeys(
+        _ reader: inout TableReader,
+        name: String,
+        inline: Bool,
+        diagnostics: inout [ConfigDiagnostic]
+    ) -> ConnectorDefinition? {
+        let document = reader.document
+        let description = reader.string("description")
+        let tokenURL = reader.string("token_url")
+        if tokenURL == nil, document.root["token_url"] == nil {
+            diagnostics.append(
+                ConfigDiagnostic(
+                    file: document.file,
+                    line: nil,
+                    key: "token_url",
+                    message: inline
+                        ? "missing required key (or name a shared connector with connector = \"…\")"
+                        : "missing required key"
+                )
+            )
+        }
+        let clientAuth = enumValue(ClientAuthentication.self, "client_auth", &reader) ?? .clientSecretPost
+        var connector = ConnectorDefinition(
+            name: name,
+            file: document.file,
+            isInline: inline,
+            tokenURL: tokenURL ?? "",
+            variables: ConnectorDefinition.builtinVariables(for: clientAuth)
+        )
+        connector.description = description
+        connector.tokenURLLine = document.line(of: ["token_url"])
+        connector.clientAuth = clientAuth
+        connector.basicEncoding = enumValue(BasicEncoding.self, "basic_encoding", &reader) ?? .formURLEncoded
+        connector.contentType = enumValue(BodyContentType.self, "content_type", &reader) ?? .form
+        connector.allowInsecureHTTP = reader.bool("allow_insecure_http") ?? false
+        connector.tokenKey = nonEmptyPath("token_key", &reader) ?? "access_token"
+        connector.tokenTypeKey = nonEmptyPath("token_type_key", &reader) ?? "token_type"
+        connector.expiresInKey = nonEmptyPath("expires_in_key", &reader) ?? "expires_in"
+        connector.expiresAtKey = nonEmptyPath("expires_at_key", &reader)
+        connector.defaultTTL = reader.duration("default_ttl")
+        if let ttl = connector.defaultTTL, ttl <= 0 {
+            reader.fail("default_ttl", "expected a duration greater than zero")
+        }
+        connector.query = templateFields("query", &reader) ?? []
+        connector.headers = templateFields("headers", &reader) ?? []
+        for field in connector.headers where !isHeaderName(field.name) {
+            reader.fail("headers", "'\(field.name)' is not a valid header name")
+        }
+        for field in connector.headers
+        where field.template.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) {
+            reader.fail("headers", "the value of '\(field.name)' contains a line break")
+        }
+        connector.body = templateFields("body", &reader)
+        connector.refresh = parseRefreshOverrides(&reader)
+        return connector
+    }
+
+    /// `[query]`, `[headers]` or `[body]`: string values, kept in the order they were written.
+    private static func templateFields(_ key: String, _ reader: inout TableReader) -> [TemplateField]? {
+        guard let table = reader.subtable(key) else { return nil }
+        var fields: [TemplateField] = []
+        var fieldReader = TableReader(document: reader.document, path: [key], table: table)
+        for name in table.keys {
+            let line = reader.document.line(of: [key, name])
+            switch fieldReader.raw(name) {
+            case .string(let text)?: fields.append(TemplateField(name: name, template: text, line: line))
+            case .integer(let number)?: fields.append(TemplateField(name: name, template: String(number), line: line))
+            case .bool(let flag)?: fields.append(TemplateField(name: name, template: String(flag), line: line))
+            case let other?: fieldReader.fail(name, "expected a string, found \(other.kindDescription)")
+            case nil: break
+            }
+        }
+        for diagnostic in fieldReader.finish() { reader.report(diagnostic) }
+        return fields.sorted { ($0.line ?? 0, $0.name) < ($1.line ?? 0, $1.name) }
+    }
+
+    private static func undeclaredPlaceholders(
+        _ connector: ConnectorDefinition,
+        known: Set<String>,
+        file: String
+    ) -> [ConfigDiagnostic] {
+        connector.placeholders.filter { !known.contains($0.name) }.map { placeholder in
+            var message = "{{\(placeholder.name)}} names no variable"
+            if let suggestion = TableReader.closest(to: placeholder.name, in: known) {
+                message += " (did you mean '\(suggestion)'?)"
+            } else if !connector.isInline {
+                message += " (declare it as [variables.\(placeholder.name)])"
+            }
+            return ConfigDiagnostic(file: file, line: placeholder.line, key: placeholder.key, message: message)
+        }
+    }
+
     private static func parseRefreshOverrides(
         _ reader: inout TableReader,
         daemonKeys: (inout TableReader) -> Void = { _ in }
@@ -202,9 +369,7 @@ public enum ConfigParser {
         if let initial = overrides.retryInitial, let maximum = overrides.retryMax, maximum < initial {
             refresh.fail("retry_max", "expected a duration no shorter than retry_initial")
         }
-        // Unknown keys in [refresh] are reported with the enclosing reader's findings.
-        let diagnostics = refresh.finish()
-        for diagnostic in diagnostics {
+        for diagnostic in refresh.finish() {
             reader.report(diagnostic)
         }
         return overrides
@@ -255,6 +420,24 @@ public enum ConfigParser {
             reader.fail(key, "expected { file = \"/path\" } or { credential = \"name\" }")
             return nil
         }
+    }
+
+    private static func invalidName(_ name: String, file: String, what: String) -> ConfigDiagnostic {
+        ConfigDiagnostic(
+            file: file,
+            line: nil,
+            message: "invalid \(what) name '\(name)': expected letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    }
+
+    static func isValidVariableName(_ name: String) -> Bool {
+        !name.isEmpty && name.unicodeScalars.allSatisfy { $0.isASCIIAlphanumeric || $0 == "_" || $0 == "-" }
+    }
+
+    /// RFC 9110 `token`: the characters a header name may use.
+    static func isHeaderName(_ name: String) -> Bool {
+        !name.isEmpty
+            && name.unicodeScalars.allSatisfy { $0.isASCIIAlphanumeric || "!#$%&'*+-.^_`|~".unicodeScalars.contains($0) }
     }
 }
 

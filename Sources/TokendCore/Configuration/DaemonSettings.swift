@@ -45,9 +45,24 @@ public struct RefreshSettings: Sendable, Hashable {
         public var permanentRetry: Double?
 
         public init() {}
+
+        /// These overrides with `other`'s set values taking precedence.
+        public func overridden(by other: Overrides) -> Overrides {
+            var result = self
+            result.ratio = other.ratio ?? ratio
+            result.minLead = other.minLead ?? minLead
+            result.jitter = other.jitter ?? jitter
+            result.minInterval = other.minInterval ?? minInterval
+            result.retryInitial = other.retryInitial ?? retryInitial
+            result.retryMax = other.retryMax ?? retryMax
+            result.permanentRetry = other.permanentRetry ?? permanentRetry
+            return result
+        }
     }
 
     /// These settings with an instance's overrides applied.
+    ///
+    /// (See also ``Overrides/overridden(by:)`` for stacking a connector's and an instance's overrides.)
     public func applying(_ overrides: Overrides) -> RefreshSettings {
         var result = self
         if let value = overrides.ratio { result.ratio = value }

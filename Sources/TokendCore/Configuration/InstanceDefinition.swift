@@ -2,6 +2,7 @@
 public enum ClientAuthentication: String, Sendable, Hashable, CaseIterable {
     case clientSecretPost = "client_secret_post"
     case clientSecretBasic = "client_secret_basic"
+    /// No client authentication by tokend: credentials go only where the connector's headers or body put them.
     case none = "none"
 
     /// Whether `client_secret` is required for this style.
@@ -32,38 +33,132 @@ public enum VariableSource: Sendable, Hashable {
     case credential(name: String)
 }
 
-/// One instance as written in its file: connector keys and variable sources, before secrets are read.
+/// What a connector says about one variable (`[variables.<name>]`).
+public struct VariableSpec: Sendable, Hashable {
+    public var required: Bool
+    public var defaultValue: String?
+    public var secret: Bool
+    public var description: String?
+
+    public init(required: Bool = false, defaultValue: String? = nil, secret: Bool = false, description: String? = nil) {
+        self.required = required
+        self.defaultValue = defaultValue
+        self.secret = secret
+        self.description = description
+    }
+}
+
+/// One templated entry of `[query]`, `[headers]` or `[body]`, in the order it was written.
+public struct TemplateField: Sendable, Hashable {
+    public var name: String
+    public var template: String
+    public var line: Int?
+
+    public init(name: String, template: String, line: Int? = nil) {
+        self.name = name
+        self.template = template
+        self.line = line
+    }
+}
+
+/// An authentication method for one API: how to ask its token endpoint and where the answer sits.
+/// Comes from `connectors/<name>.toml`, or from an instance file that writes the keys inline.
+public struct ConnectorDefinition: Sendable, Hashable {
+    /// The connector's name (the instance's name for the inline form).
+    public var name: String
+    /// The file it was written in, for messages.
+    public var file: String
+    public var isInline: Bool
+    public var description: String?
+    /// `token_url`, possibly with `{{variable}}` placeholders.
+    public var tokenURL: String
+    public var tokenURLLine: Int?
+    public var clientAuth: ClientAuthentication = .clientSecretPost
+    public var basicEncoding: BasicEncoding = .formURLEncoded
+    public var contentType: BodyContentType = .form
+    public var allowInsecureHTTP = false
+    /// Dotted path of the token in the JSON response.
+    public var tokenKey = "access_token"
+    public var tokenTypeKey = "token_type"
+    public var expiresInKey = "expires_in"
+    public var expiresAtKey: String?
+    /// Lifetime used when the response carries none (seconds).
+    public var defaultTTL: Double?
+    /// Declared variables (the built-ins included), by exact name.
+    public var variables: [String: VariableSpec]
+    public var query: [TemplateField] = []
+    public var headers: [TemplateField] = []
+    /// Replaces the RFC 6749 §4.4 default body when present.
+    public var body: [TemplateField]?
+    public var refresh = RefreshSettings.Overrides()
+
+    public init(name: String, file: String, isInline: Bool, tokenURL: String, variables: [String: VariableSpec]) {
+        self.name = name
+        self.file = file
+        self.isInline = isInline
+        self.tokenURL = tokenURL
+        self.variables = variables
+    }
+
+    /// The built-in variables for a client authentication style (the seed's defaults).
+    public static func builtinVariables(for auth: ClientAuthentication) -> [String: VariableSpec] {
+        [
+            "grant_type": VariableSpec(defaultValue: "client_credentials"),
+            "scope": VariableSpec(defaultValue: ""),
+            "client_id": VariableSpec(required: true),
+            "client_secret": VariableSpec(required: auth.needsSecret, secret: true),
+        ]
+    }
+
+    /// Every `{{name}}` its templates use, with the line of the template that uses it.
+    public var placeholders: [(name: String, key: String, line: Int?)] {
+        var found: [(String, String, Int?)] = []
+        for name in Template.placeholders(in: tokenURL) { found.append((name, "token_url", tokenURLLine)) }
+        for (table, fields) in [("query", query), ("headers", headers), ("body", body ?? [])] {
+            for field in fields {
+                for name in Template.placeholders(in: field.template) {
+                    found.append((name, "\(table).\(field.name)", field.line))
+                }
+            }
+        }
+        return found
+    }
+}
+
+/// One instance: a connector plus the values of its variables, before secrets are read.
 public struct InstanceDefinition: Sendable, Hashable {
     /// The file name without `.toml`.
     public var name: String
     /// The path of the file it came from, for messages.
     public var file: String
     public var description: String?
-    /// `token_url`, possibly with `{{variable}}` placeholders.
-    public var tokenURL: String
-    public var clientAuth: ClientAuthentication
-    public var basicEncoding: BasicEncoding
-    public var contentType: BodyContentType
-    public var allowInsecureHTTP: Bool
-    /// Dotted path of the token in the JSON response.
-    public var tokenKey: String
-    public var tokenTypeKey: String
-    public var expiresInKey: String
-    public var expiresAtKey: String?
-    /// Lifetime used when the response carries none (seconds).
-    public var defaultTTL: Double?
+    public var connector: ConnectorDefinition
     /// Variable values as written, by exact (case-sensitive) name.
     public var variables: [String: VariableSource]
     /// Names of variables that are secret (never logged, never cached, hashed in the fingerprint).
     public var secretVariables: Set<String>
     /// The line each variable was written on, for errors found while reading secrets.
     public var variableLines: [String: Int]
-    /// Per-instance overrides of the daemon's refresh settings.
+    /// The connector's refresh overrides with the instance's applied on top.
     public var refresh: RefreshSettings.Overrides
 
-    /// The variables every connector has, with their defaults (the seed's defaults).
-    public static let builtinDefaults: [String: String] = [
-        "grant_type": "client_credentials",
-        "scope": "",
-    ]
+    public init(
+        name: String,
+        file: String,
+        description: String?,
+        connector: ConnectorDefinition,
+        variables: [String: VariableSource],
+        secretVariables: Set<String>,
+        variableLines: [String: Int],
+        refresh: RefreshSettings.Overrides
+    ) {
+        self.name = name
+        self.file = file
+        self.description = description
+        self.connector = connector
+        self.variables = variables
+        self.secretVariables = secretVariables
+        self.variableLines = variableLines
+        self.refresh = refresh
+    }
 }

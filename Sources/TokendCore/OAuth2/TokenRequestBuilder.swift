@@ -7,8 +7,8 @@ public struct ResolvedInstance: Sendable, Hashable {
     /// Every variable's value (defaults included), each wrapped so that printing it shows `<redacted>`.
     public var variables: [String: Secret]
     public var request: TokenRequest
-    /// SHA-256 (hex) over the request definition, secrets included only as their own hash. A change of
-    /// fingerprint invalidates the cached token.
+    /// SHA-256 (hex) over the rendered request and response shape, with every secret replaced by its own
+    /// SHA-256. A change of fingerprint invalidates the cached token.
     public var fingerprint: String
 
     public var name: String { definition.name }
@@ -19,69 +19,65 @@ public struct ResolvedInstance: Sendable, Hashable {
     }
 }
 
-/// Renders an instance's token request (RFC 6749 §4.4) from its definition and variable values.
+/// Renders an instance's token request from its connector and variable values: `{{name}}` placeholders in the URL,
+/// `[query]`, `[headers]` and `[body]`, each escaped for where it goes, and the client authentication
+/// (RFC 6749 §2.3, §4.4).
 public enum TokenRequestBuilder {
-    /// Builds the request; errors name the instance's file and the key at fault.
+    /// Builds the request; errors name the file and the key at fault.
     public static func resolve(
         _ definition: InstanceDefinition,
         values: [String: Secret]
     ) -> Result<ResolvedInstance, ConfigDiagnostic> {
-        var variables = InstanceDefinition.builtinDefaults.mapValues(Secret.init)
+        var variables: [String: Secret] = [:]
+        for (name, spec) in definition.connector.variables {
+            if let value = spec.defaultValue { variables[name] = Secret(value) }
+        }
         variables.merge(values) { _, new in new }
-        let lookup: (String) -> String? = { variables[$0]?.revealed }
-        let redactedLookup: (String) -> String? = { name in
-            definition.secretVariables.contains(name) ? "<redacted>" : variables[name]?.revealed
-        }
-        let url = Template.render(definition.tokenURL, value: lookup)
-        let redactedURL = Template.render(definition.tokenURL, value: redactedLookup)
-        if let problem = urlProblem(url, allowInsecureHTTP: definition.allowInsecureHTTP) {
-            return .failure(
-                ConfigDiagnostic(
-                    file: definition.file,
-                    line: nil,
-                    key: "token_url",
-                    message: "\(problem) (rendered as \(redactedURL))"
-                )
-            )
-        }
 
-        let clientID = variables["client_id"]?.revealed ?? ""
-        let clientSecret = variables["client_secret"]?.revealed ?? ""
-        var fields: [(name: String, value: String)] = [("grant_type", variables["grant_type"]?.revealed ?? "")]
-        if let scope = variables["scope"]?.revealed, !scope.isEmpty {
-            fields.append(("scope", scope))
+        let request: TokenRequest
+        switch render(definition, text: { variables[$0]?.revealed }) {
+        case .success(let rendered): request = rendered
+        case .failure(var diagnostic):
+            if diagnostic.key == "token_url" {
+                let shown = renderURL(definition.connector.tokenURL, text: redactedText(definition, variables) { _ in "<redacted>" })
+                diagnostic.message += " (rendered as \(shown))"
+            }
+            return .failure(diagnostic)
         }
-        var headers: [TokenRequest.Header] = [
-            .init("Content-Type", definition.contentType.rawValue),
-            .init("Accept", "application/json"),
-        ]
-        switch definition.clientAuth {
-        case .clientSecretPost:
-            fields.append(("client_id", clientID))
-            fields.append(("client_secret", clientSecret))
-        case .clientSecretBasic:
-            headers.append(
-                .init("Authorization", basicAuthorization(id: clientID, secret: clientSecret, definition.basicEncoding))
-            )
-        case .none:
-            fields.append(("client_id", clientID))
-        }
-        let body: [UInt8]
-        switch definition.contentType {
-        case .form:
-            body = Array(FormURLEncoding.encode(fields: fields).utf8)
-        case .json:
-            body = jsonObject(fields)
-        }
-        let request = TokenRequest(url: url, redactedURL: redactedURL, headers: headers, body: body)
+        let redacted = try? render(definition, text: redactedText(definition, variables, marker: { _ in "<redacted>" })).get()
+        var withRedactedURL = request
+        withRedactedURL.redactedURL = redacted?.url ?? "<redacted>"
+
+        let hashed = try? render(definition, text: redactedText(definition, variables) { "sha256-" + sha256Hex($0) }).get()
         return .success(
             ResolvedInstance(
                 definition: definition,
                 variables: variables,
-                request: request,
-                fingerprint: fingerprint(definition, variables: variables)
+                request: withRedactedURL,
+                fingerprint: fingerprint(of: hashed ?? request, definition.connector)
             )
         )
+    }
+
+    /// The request as an operator would compare it with the API documentation: method, URL, headers and body, with
+    /// every secret shown as `<redacted>` (`tokend check --show`).
+    public static func describe(_ resolved: ResolvedInstance) -> String {
+        let marker = "tokendREDACTEDsecret"
+        let shown = redactedText(resolved.definition, resolved.variables) { _ in marker }
+        guard case .success(let request) = render(resolved.definition, text: shown) else {
+            return "(cannot render)"
+        }
+        var lines = ["\(request.method) \(request.url)"]
+        for header in request.headers {
+            if header.name == "Authorization", resolved.definition.connector.clientAuth == .clientSecretBasic {
+                lines.append("Authorization: Basic <redacted> (client_id and client_secret, base64)")
+            } else {
+                lines.append("\(header.name): \(header.value)")
+            }
+        }
+        lines.append("")
+        lines.append(String(decoding: request.body, as: UTF8.self))
+        return lines.joined(separator: "\n").replacingOccurrences(of: marker, with: "<redacted>")
     }
 
     /// `Basic base64(id:secret)`, with RFC 6749 §2.3.1 form-url-encoding of both parts unless `raw`.
@@ -92,6 +88,126 @@ public enum TokenRequestBuilder {
         case .raw: pair = "\(id):\(secret)"
         }
         return "Basic " + Data(pair.utf8).base64EncodedString()
+    }
+
+    // MARK: - Rendering
+
+    static func render(_ definition: InstanceDefinition, text: (String) -> String?) -> Result<TokenRequest, ConfigDiagnostic> {
+        let connector = definition.connector
+        // Values come from the instance, so its file is where the fix goes; the line only for the inline form.
+        let file = definition.file
+        let inline = connector.isInline
+        var url = renderURL(connector.tokenURL, text: text)
+        if let problem = urlProblem(url, allowInsecureHTTP: connector.allowInsecureHTTP) {
+            return .failure(
+                ConfigDiagnostic(file: file, line: inline ? connector.tokenURLLine : nil, key: "token_url", message: problem)
+            )
+        }
+        let query = connector.query.compactMap { field -> (name: String, value: String)? in
+            let value = Template.render(field.template, value: text)
+            return value.isEmpty ? nil : (field.name, value)
+        }
+        if !query.isEmpty {
+            url += (url.contains("?") ? "&" : "?") + FormURLEncoding.encode(fields: query)
+        }
+
+        var headers: [TokenRequest.Header] = []
+        let custom = connector.headers.map { ($0, Template.render($0.template, value: text)) }
+        for (field, value) in custom where value.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) {
+            return .failure(
+                ConfigDiagnostic(
+                    file: file,
+                    line: inline ? field.line : nil,
+                    key: "headers.\(field.name)",
+                    message: "the rendered value contains a line break (header injection refused)"
+                )
+            )
+        }
+        let customNames = Set(custom.map { $0.0.name.lowercased() })
+        if !customNames.contains("content-type") {
+            headers.append(.init("Content-Type", connector.contentType.rawValue))
+        }
+        if !customNames.contains("accept") {
+            headers.append(.init("Accept", "application/json"))
+        }
+        let clientID = text("client_id") ?? ""
+        let clientSecret = text("client_secret") ?? ""
+        if connector.clientAuth == .clientSecretBasic, !customNames.contains("authorization") {
+            headers.append(.init("Authorization", basicAuthorization(id: clientID, secret: clientSecret, connector.basicEncoding)))
+        }
+        headers += custom.map { TokenRequest.Header($0.0.name, $0.1) }
+
+        var fields: [(name: String, value: String)]
+        if let body = connector.body {
+            fields = body.map { ($0.name, Template.render($0.template, value: text)) }
+        } else {
+            fields = [("grant_type", text("grant_type") ?? ""), ("scope", text("scope") ?? "")]
+            switch connector.clientAuth {
+            case .clientSecretPost:
+                fields += [("client_id", clientID), ("client_secret", clientSecret)]
+            case .clientSecretBasic:
+                break
+            case .none:
+                if !clientID.isEmpty { fields.append(("client_id", clientID)) }
+            }
+        }
+        // An empty value (an unset scope, say) is left out rather than sent empty.
+        fields.removeAll { $0.value.isEmpty }
+        let body: [UInt8]
+        switch connector.contentType {
+        case .form: body = Array(FormURLEncoding.encode(fields: fields).utf8)
+        case .json: body = jsonObject(fields)
+        }
+        return .success(TokenRequest(url: url, headers: headers, body: body))
+    }
+
+    /// Renders a URL template, escaping each value for where it lands: raw in the scheme and authority (a base
+    /// URL variable such as `{{url}}/oauth/token`), as a path segment in the path, as a query component after `?`.
+    static func renderURL(_ template: String, text: (String) -> String?) -> String {
+        var output = ""
+        Template.walk(template) { piece in
+            switch piece {
+            case .literal(let literal):
+                output += literal
+            case .placeholder(let name, let original):
+                guard let value = text(name) else {
+                    output += original
+                    return
+                }
+                if let schemeEnd = output.range(of: "://") {
+                    let afterAuthority = output[schemeEnd.upperBound...]
+                    if output.contains("?") {
+                        output += FormURLEncoding.encode(value)
+                    } else if afterAuthority.contains("/") {
+                        output += percentEncodePathSegment(value)
+                    } else {
+                        output += value
+                    }
+                } else {
+                    output += value
+                }
+            }
+        }
+        return output
+    }
+
+    static func percentEncodePathSegment(_ value: String) -> String {
+        // RFC 3986 pchar without "/": unreserved, sub-delims, ":" and "@".
+        var allowed = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+        allowed.insert(charactersIn: "!$&'()*+,;=:@")
+        return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
+    }
+
+    /// Variable text with secret values replaced by `marker(secret)`.
+    static func redactedText(
+        _ definition: InstanceDefinition,
+        _ variables: [String: Secret],
+        marker: @escaping (String) -> String
+    ) -> (String) -> String? {
+        { name in
+            guard let value = variables[name]?.revealed else { return nil }
+            return definition.secretVariables.contains(name) && !value.isEmpty ? marker(value) : value
+        }
     }
 
     /// Why `url` cannot be a token URL, or nil when it can.
@@ -126,23 +242,21 @@ public enum TokenRequestBuilder {
         return Array(data)
     }
 
-    static func fingerprint(_ definition: InstanceDefinition, variables: [String: Secret]) -> String {
-        var canonical = "tokend-fingerprint-v1\n"
-        let shape: [String] = [
-            definition.tokenURL, definition.clientAuth.rawValue, definition.basicEncoding.rawValue,
-            definition.contentType.rawValue, String(definition.allowInsecureHTTP), definition.tokenKey,
-            definition.tokenTypeKey, definition.expiresInKey, definition.expiresAtKey ?? "-",
-            definition.defaultTTL.map { String($0) } ?? "-",
+    static func fingerprint(of request: TokenRequest, _ connector: ConnectorDefinition) -> String {
+        var canonical = "tokend-fingerprint-v2\n"
+        var fields: [String] = [request.method, request.url]
+        for header in request.headers { fields += [header.name, header.value] }
+        fields.append(String(decoding: request.body, as: UTF8.self))
+        fields += [
+            connector.tokenKey, connector.tokenTypeKey, connector.expiresInKey, connector.expiresAtKey ?? "-",
+            connector.defaultTTL.map { String($0) } ?? "-",
         ]
-        for field in shape { canonical += "\(field.utf8.count):\(field)\n" }
-        for name in variables.keys.sorted() {
-            guard let value = variables[name]?.revealed else { continue }
-            let shown =
-                definition.secretVariables.contains(name)
-                ? "sha256:" + hex(SHA256.hash(data: Data(value.utf8))) : value
-            canonical += "\(name.utf8.count):\(name)=\(shown.utf8.count):\(shown)\n"
-        }
-        return hex(SHA256.hash(data: Data(canonical.utf8)))
+        for field in fields { canonical += "\(field.utf8.count):\(field)\n" }
+        return sha256Hex(canonical)
+    }
+
+    static func sha256Hex(_ text: String) -> String {
+        hex(SHA256.hash(data: Data(text.utf8)))
     }
 
     static func hex(_ digest: SHA256.Digest) -> String {

@@ -29,13 +29,13 @@ public enum TokenResponseParser {
             self.defaultTTL = defaultTTL
         }
 
-        public init(_ definition: InstanceDefinition) {
+        public init(_ connector: ConnectorDefinition) {
             self.init(
-                tokenKey: definition.tokenKey,
-                tokenTypeKey: definition.tokenTypeKey,
-                expiresInKey: definition.expiresInKey,
-                expiresAtKey: definition.expiresAtKey,
-                defaultTTL: definition.defaultTTL
+                tokenKey: connector.tokenKey,
+                tokenTypeKey: connector.tokenTypeKey,
+                expiresInKey: connector.expiresInKey,
+                expiresAtKey: connector.expiresAtKey,
+                defaultTTL: connector.defaultTTL
             )
         }
     }

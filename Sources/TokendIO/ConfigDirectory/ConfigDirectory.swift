@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import TokendCore
 
@@ -35,35 +38,37 @@ public struct ConfigDirectory: Sendable {
         }
         let settingsPath = Self.join(path, "tokend.toml")
         var settings: Result<ConfigLoader.File, ConfigDiagnostic>?
-        var instances: [(name: String, file: Result<ConfigLoader.File, ConfigDiagnostic>)] = []
+        let instances: [(name: String, file: Result<ConfigLoader.File, ConfigDiagnostic>)]
         if FileManager.default.fileExists(atPath: settingsPath) {
             // An unreadable tokend.toml rejects the start or the reload like a broken one.
             settings = Self.readText(settingsPath).map { ConfigLoader.File(path: settingsPath, text: $0) }
         }
-        let instancesPath = Self.join(path, "instances")
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: instancesPath)) ?? []
-        for fileName in names.sorted() where fileName.hasSuffix(".toml") && !fileName.hasPrefix(".") {
-            let filePath = Self.join(instancesPath, fileName)
-            let name = String(fileName.dropLast(5))
-            instances.append(
-                (name, Self.readText(filePath).map { ConfigLoader.File(path: filePath, text: $0) })
-            )
-        }
-        let input = ConfigLoader.Input(settings: settings, instances: instances)
+        instances = Self.tomlFiles(in: Self.join(path, "instances"))
+        let connectors = Self.tomlFiles(in: Self.join(path, "connectors"))
+        let input = ConfigLoader.Input(settings: settings, connectors: connectors, instances: instances)
         let credentials = credentialsDirectory
         return ConfigLoader.load(input) { source in
             Self.readSecret(source, credentialsDirectory: credentials)
         }
     }
 
+    /// Every `*.toml` of a subdirectory (sorted, hidden files skipped), read.
+    static func tomlFiles(in directory: String) -> [(name: String, file: Result<ConfigLoader.File, ConfigDiagnostic>)] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.sorted().filter { $0.hasSuffix(".toml") && !$0.hasPrefix(".") }.map { fileName in
+            let filePath = join(directory, fileName)
+            return (String(fileName.dropLast(5)), readText(filePath).map { ConfigLoader.File(path: filePath, text: $0) })
+        }
+    }
+
     static func readSecret(
         _ source: VariableSource,
         credentialsDirectory: String?
-    ) -> Result<String, ConfigLoader.SecretReadError> {
+    ) -> Result<ConfigLoader.SecretText, ConfigLoader.SecretReadError> {
         let file: String
         switch source {
         case .literal(let text):
-            return .success(text)
+            return .success(.init(text))
         case .file(let path):
             file = path
         case .credential(let name):
@@ -73,8 +78,15 @@ public struct ConfigDirectory: Sendable {
             file = join(directory, name)
         }
         switch readText(file) {
-        case .success(let text): return .success(text)
-        case .failure(let diagnostic): return .failure(.init(diagnostic.message))
+        case .success(let text):
+            var info = stat()
+            if case .file = source, stat(file, &info) == 0, info.st_mode & 0o004 != 0 {
+                let mode = String(info.st_mode & 0o777, radix: 8)
+                return .success(.init(text, warning: "secret file \(file) is readable by every user (mode 0\(mode)); chmod 600 it"))
+            }
+            return .success(.init(text))
+        case .failure(let diagnostic):
+            return .failure(.init(diagnostic.message))
         }
     }
 
