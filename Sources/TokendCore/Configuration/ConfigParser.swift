@@ -304,8 +304,12 @@ public enum ConfigParser {
         for field in connector.headers where !isHeaderName(field.name) {
             reader.fail("headers", "'\(field.name)' is not a valid header name")
         }
+        var seenHeaders: Set<String> = []
+        for field in connector.headers where !seenHeaders.insert(field.name.lowercased()).inserted {
+            reader.fail("headers", "header '\(field.name)' is given twice (header names are case-insensitive)")
+        }
         for field in connector.headers
-        where field.template.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) {
+        where field.template.unicodeScalars.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) {
             reader.fail("headers", "the value of '\(field.name)' contains a line break")
         }
         connector.body = templateFields("body", &reader)

@@ -113,7 +113,7 @@ public enum TokenRequestBuilder {
 
         var headers: [TokenRequest.Header] = []
         let custom = connector.headers.map { ($0, Template.render($0.template, value: text)) }
-        for (field, value) in custom where value.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) {
+        for (field, value) in custom where value.unicodeScalars.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) {
             return .failure(
                 ConfigDiagnostic(
                     file: file,
