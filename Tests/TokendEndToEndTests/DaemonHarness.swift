@@ -78,8 +78,7 @@ final class DaemonHarness: @unchecked Sendable {
         auth: String = "client_secret_basic",
         scope: String = "read"
     ) throws {
-        let secretPath = "\(root)/secrets/\(name)"
-        try secret.write(toFile: secretPath, atomically: true, encoding: .utf8)
+        let secretPath = try writeSecret(name, secret)
         let text = """
             token_url   = "\(endpoint.tokenURL)"
             client_auth = "\(auth)"
@@ -96,6 +95,45 @@ final class DaemonHarness: @unchecked Sendable {
 
     func writeRaw(_ name: String, _ text: String) throws {
         try text.write(toFile: "\(configDir)/instances/\(name).toml", atomically: true, encoding: .utf8)
+    }
+
+    func writeConnector(_ name: String, _ text: String) throws {
+        try FileManager.default.createDirectory(atPath: configDir + "/connectors", withIntermediateDirectories: true)
+        try text.write(toFile: "\(configDir)/connectors/\(name).toml", atomically: true, encoding: .utf8)
+    }
+
+    /// Writes a secret file, mode 0600 unless said otherwise.
+    func writeSecret(_ name: String, _ secret: String, mode: Int = 0o600) throws -> String {
+        let path = "\(root)/secrets/\(name)"
+        try secret.write(toFile: path, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: path)
+        return path
+    }
+
+    /// Runs `tokend <arguments>` to completion; returns its exit status, stdout and stderr.
+    func runCLI(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try Self.binaryPath())
+        process.arguments = arguments
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    }
+
+    /// The diagnostics the daemon logged as config errors, in order (unquoted from the log's `error="…"`).
+    var loggedConfigErrors: [String] {
+        log.split(separator: "\n").compactMap { line -> String? in
+            guard line.contains("config error"), let start = line.range(of: "error=\"") else { return nil }
+            var value = String(line[start.upperBound...])
+            if value.hasSuffix("\"") { value.removeLast() }
+            return value.replacingOccurrences(of: "\\\"", with: "\"")
+        }
     }
 
     func removeInstance(_ name: String) throws {
