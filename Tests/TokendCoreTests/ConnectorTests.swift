@@ -144,7 +144,7 @@ import Testing
         )
         #expect(loaded.instances.isEmpty)
         #expect(loaded.failedInstances == ["i"])
-        #expect(loaded.errors.map(\.description) == ["/c/instances/i.toml: headers.X-Team: the rendered value contains a line break (header injection refused)"])
+        #expect(loaded.errors.map(\.description) == ["/c/instances/i.toml:6: headers.X-Team: the rendered value contains a line break (header injection refused)"])
     }
 
     /// Each validation error, with the file and line it must name.
@@ -152,7 +152,7 @@ import Testing
         ("connector = \"acmee\"\n[variables]\nclient_id = \"a\"\n", "/c/instances/i.toml:1: connector: no connector named 'acmee' (expected connectors/acmee.toml)"),
         ("connector = \"acme\"\n[variables]\nurl = \"https://x\"\nclient_id = \"a\"\nclient_secret = { file = \"/s\" }\ntenat = \"t\"\n", "/c/instances/i.toml:6: variables.tenat: connector 'acme' has no variable 'tenat' (did you mean 'tenant'?)"),
         ("connector = \"acme\"\n[variables]\nclient_id = \"a\"\nclient_secret = { file = \"/s\" }\n", "/c/instances/i.toml:2: variables.url: missing required variable (connector 'acme' requires it)"),
-        ("connector = \"acme\"\n[variables]\nurl = \"http://shop.example.com\"\nclient_id = \"a\"\nclient_secret = { file = \"/s\" }\n", "/c/instances/i.toml: token_url: http:// is allowed only to a loopback host; use https or set allow_insecure_http = true (rendered as http://shop.example.com/oauth/main/token)"),
+        ("connector = \"acme\"\n[variables]\nurl = \"http://shop.example.com\"\nclient_id = \"a\"\nclient_secret = { file = \"/s\" }\n", "/c/instances/i.toml:3: token_url: http:// is allowed only to a loopback host; use https or set allow_insecure_http = true (rendered as http://shop.example.com/oauth/main/token)"),
         ("connector = \"acme\"\n[variables]\nurl = \"https://x\"\nclient_id = \"a\"\nclient_secret = { file = \"/s\" }\n[refresh]\nmin_lead = \"1 minute\"\n", "/c/instances/i.toml:7: refresh.min_lead: expected a duration such as \"30s\", \"5m\" or \"1h\", found \"1 minute\""),
         ("token_url = \"https://x/t\"\ncontent_type = \"text/plain\"\n[variables]\nclient_id = \"a\"\nclient_secret = { file = \"/s\" }\n", "/c/instances/i.toml:2: content_type: expected one of \"application/x-www-form-urlencoded\", \"application/json\", found \"text/plain\""),
         ("token_url = \"https://x/{{tenant}}/t\"\n[variables]\nclient_id = \"a\"\nclient_secret = { file = \"/s\" }\n", "/c/instances/i.toml:1: token_url: {{tenant}} names no variable"),

@@ -121,23 +121,33 @@ import Glibc
         defer { Task { await harness.shutdown() } }
         try harness.writeInstance("keep")
         try harness.writeInstance("gone")
+        try harness.writeInstance("changed", scope: "read")
         try harness.start()
         try await harness.waitUntilReady()
         let kept = try await harness.token("keep")
+        let before = try await harness.token("changed")
         #expect(try await harness.token("gone") != nil)
         #expect(harness.cacheFileExists("gone"))
         let requestsBefore = harness.endpoint.requestCount
 
         try harness.removeInstance("gone")
         try harness.writeInstance("fresh")
+        try harness.writeInstance("changed", scope: "read write")
         harness.signal(SIGHUP)
         try await harness.waitUntilReady(count: 2)
 
-        #expect(try await harness.token("fresh") != nil)
+        // New and changed instances fetch after the reload's READY=1; wait for those fetches.
+        try await eventually("the new instance is served") { try await harness.token("fresh") != nil }
+        try await eventually("the changed instance has a new token") {
+            let token = try await harness.token("changed")
+            return token != nil && token != before
+        }
         #expect(try await harness.get("/v1/tokens/gone").status == 404)
         try await eventually("the removed instance's cache file is deleted") { !harness.cacheFileExists("gone") }
         #expect(try await harness.token("keep") == kept)
-        #expect(harness.endpoint.requestCount == requestsBefore + 1)
+        // A changed request definition gets a new token; an unchanged one keeps its own.
+        #expect(harness.endpoint.requests.last { $0.clientCredentials?.id == "changed" }?.bodyText == "grant_type=client_credentials&scope=read%20write")
+        #expect(harness.endpoint.requestCount == requestsBefore + 2)
 
         let assignments = harness.notify.assignments
         let reloading = try #require(assignments.firstIndex(of: "RELOADING=1"))

@@ -269,7 +269,7 @@ public enum ConfigParser {
             diagnostics.append(
                 ConfigDiagnostic(
                     file: document.file,
-                    line: nil,
+                    line: 1,
                     key: "token_url",
                     message: inline
                         ? "missing required key (or name a shared connector with connector = \"…\")"

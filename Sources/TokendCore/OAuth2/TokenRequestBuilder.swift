@@ -94,13 +94,23 @@ public enum TokenRequestBuilder {
 
     static func render(_ definition: InstanceDefinition, text: (String) -> String?) -> Result<TokenRequest, ConfigDiagnostic> {
         let connector = definition.connector
-        // Values come from the instance, so its file is where the fix goes; the line only for the inline form.
+        // Values come from the instance, so its file is where the fix goes: the line of the template for the
+        // inline form, else the line of the first variable the instance gives to that template.
         let file = definition.file
         let inline = connector.isInline
+        func line(of template: String, written: Int?) -> Int? {
+            if inline { return written }
+            return Template.placeholders(in: template).lazy.compactMap { definition.variableLines[$0] }.first
+        }
         var url = renderURL(connector.tokenURL, text: text)
         if let problem = urlProblem(url, allowInsecureHTTP: connector.allowInsecureHTTP) {
             return .failure(
-                ConfigDiagnostic(file: file, line: inline ? connector.tokenURLLine : nil, key: "token_url", message: problem)
+                ConfigDiagnostic(
+                    file: file,
+                    line: line(of: connector.tokenURL, written: connector.tokenURLLine),
+                    key: "token_url",
+                    message: problem
+                )
             )
         }
         let query = connector.query.compactMap { field -> (name: String, value: String)? in
@@ -117,7 +127,7 @@ public enum TokenRequestBuilder {
             return .failure(
                 ConfigDiagnostic(
                     file: file,
-                    line: inline ? field.line : nil,
+                    line: line(of: field.template, written: field.line),
                     key: "headers.\(field.name)",
                     message: "the rendered value contains a line break (header injection refused)"
                 )
