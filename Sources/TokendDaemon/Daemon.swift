@@ -42,6 +42,14 @@ public final class Daemon: @unchecked Sendable {
         var generation: Int
     }
 
+    /// A `min_valid` request waiting for the instance's refresh.
+    private struct Waiter {
+        var id: Int
+        var request: APIRequest
+        var minValid: Double
+        var respond: @Sendable (APIResponse) -> Void
+    }
+
     private let options: Options
     private let logger: Logger
     private let notifier: any ServiceNotifier
@@ -64,7 +72,18 @@ public final class Daemon: @unchecked Sendable {
     private var signalSources: [any DispatchSourceSignal] = []
     private var nextGeneration = 0
     private var inFlight = 0
+    private var inFlightByHost: [String: Int] = [:]
+    /// Instances due for a fetch that the concurrency limits hold back, oldest first.
     private var waiting: [String] = []
+    private var waiters: [String: [Waiter]] = [:]
+    private var nextWaiterID = 0
+    /// The peak number of token requests in flight, overall and to one host (for tests and benchmarks).
+    private var peakInFlight = 0
+    private var peakInFlightPerHost = 0
+    private var extendTimer: (any DispatchSourceTimer)?
+    private var clockWatch: (any DispatchSourceTimer)?
+    /// Wall-clock and boot-time readings at the last clock check: a difference in their progress is a clock step.
+    private var lastClockReading: (wall: Date, boot: Double)?
     private var configErrorCount = 0
     private var rejectedReload: String?
     private var isReady = false
@@ -170,8 +189,18 @@ public final class Daemon: @unchecked Sendable {
             let path = options.paths.socketPath
             let mode = settings.socketMode
             server = try Self.blocking {
-                try await UnixSocketServer.bind(path: path, mode: mode) { request in
-                    router.respond(to: request, instances: published, now: clock.now())
+                try await UnixSocketServer.bind(path: path, mode: mode) { [unowned self] request, respond in
+                    let now = clock.now()
+                    // A min_valid request that the published token cannot satisfy goes to the scheduler, which
+                    // starts or joins one shared refresh; everything else is answered from the snapshot.
+                    if let wanted = router.minValidRequest(request),
+                        let machine = published.instance(named: wanted.name),
+                        (machine.servableToken(at: now)?.serveUntil.timeIntervalSince(now) ?? -1) < wanted.minValid
+                    {
+                        self.queue.async { self.tokenRequested(wanted.name, minValid: wanted.minValid, request: request, respond: respond) }
+                        return
+                    }
+                    respond(router.respond(to: request, instances: published, now: now))
                 }
             }
         } catch let error as UnixSocketServer.SetupError {
@@ -189,11 +218,13 @@ public final class Daemon: @unchecked Sendable {
             timer.setEventHandler { [unowned self] in self.timerFired() }
             timer.activate()
             self.timer = timer
+            self.installClockWatch()
             self.apply(loaded, cached: cached)
             self.queue.asyncAfter(deadline: .now() + self.settings.startupTimeout) { [unowned self] in
                 self.becomeReady(force: true)
             }
             self.becomeReady(force: false)
+            if !self.isReady { self.installStartupExtension() }
         }
     }
 
@@ -245,12 +276,68 @@ public final class Daemon: @unchecked Sendable {
         logger.debug("watchdog enabled", metadata: ["interval_s": "\(interval)"])
     }
 
+    /// While the first round runs, asks systemd for more start-up time every few seconds (`EXTEND_TIMEOUT_USEC`), so
+    /// that a long first round never hits `TimeoutStartSec=` before `startup_timeout` sends READY=1 anyway.
+    private func installStartupExtension() {
+        let source = DispatchSource.makeTimerSource(queue: queue)
+        source.schedule(deadline: .now(), repeating: 5, leeway: .milliseconds(100))
+        source.setEventHandler { [unowned self] in
+            guard !self.isReady else { return }
+            self.notifier.notify("EXTEND_TIMEOUT_USEC=15000000")
+        }
+        source.activate()
+        extendTimer = source
+    }
+
+    /// Checks every 10 s (and at every timer fire) whether the wall clock was stepped relative to boot time
+    /// (which also counts suspend): a step moves every instance's times with it; a suspend needs nothing, since
+    /// overdue wake-ups fire at once.
+    private func installClockWatch() {
+        lastClockReading = (clock.now(), Self.bootTime())
+        let source = DispatchSource.makeTimerSource(queue: queue)
+        source.schedule(deadline: .now() + 10, repeating: 10, leeway: .seconds(1))
+        source.setEventHandler { [unowned self] in
+            self.checkClock()
+            self.updateStatus()
+        }
+        source.activate()
+        clockWatch = source
+    }
+
+    private func checkClock() {
+        dispatchPrecondition(condition: .onQueue(queue))
+        let wall = clock.now()
+        let boot = Self.bootTime()
+        defer { lastClockReading = (wall, boot) }
+        guard let last = lastClockReading else { return }
+        let step = wall.timeIntervalSince(last.wall) - (boot - last.boot)
+        guard abs(step) > 2 else { return }
+        logger.warning("wall clock stepped; rescheduling every instance", metadata: ["step_s": "\(Int(step))"])
+        for name in instances.keys.sorted() {
+            let actions = instances[name]!.machine.clockStepped(by: step)
+            perform(actions, for: name)
+            if let token = instances[name]?.machine.token {
+                let generation = instances[name]!.generation
+                push(ScheduleEntry(due: token.serveUntil, name: name, generation: generation, purpose: .expiry))
+            }
+        }
+        arm()
+    }
+
+    private static func bootTime() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_BOOTTIME, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+    }
+
     private func becomeReady(force: Bool) {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !isReady, !isStopping else { return }
         let unsettled = instances.values.filter { !$0.machine.hasSettled }.count
         guard force || unsettled == 0 else { return }
         isReady = true
+        extendTimer?.cancel()
+        extendTimer = nil
         lastStatus = statusLine()
         notifier.notify("READY=1\nSTATUS=\(lastStatus)")
         logger.info(
@@ -283,6 +370,9 @@ public final class Daemon: @unchecked Sendable {
             instances.removeValue(forKey: name)
             published.remove(name)
             waiting.removeAll { $0 == name }
+            for waiter in waiters.removeValue(forKey: name) ?? [] {
+                waiter.respond(router.respond(to: waiter.request, instances: published, now: now))
+            }
             let cache = self.cache
             ioQueue.async { cache.remove(instance: name) }
             logger.info("instance removed", metadata: ["instance": "\(name)"])
@@ -404,9 +494,64 @@ public final class Daemon: @unchecked Sendable {
                     }
                 }
                 push(ScheduleEntry(due: token.serveUntil, name: name, generation: running.generation, purpose: .expiry))
+            case .serveWaiters(let token):
+                let now = clock.now()
+                for waiter in waiters.removeValue(forKey: name) ?? [] {
+                    if token.serveUntil.timeIntervalSince(now) >= waiter.minValid {
+                        waiter.respond(router.tokenResponse(name: name, token: token, request: waiter.request, now: now))
+                    } else {
+                        waiter.respond(
+                            router.unavailable(
+                                name: name,
+                                message: "the new token is valid for only \(Int(token.serveUntil.timeIntervalSince(now))) s, less than min_valid",
+                                lastError: nil,
+                                retryAfter: 1
+                            )
+                        )
+                    }
+                }
+            case .rejectWaiters(let failure):
+                for waiter in waiters.removeValue(forKey: name) ?? [] {
+                    waiter.respond(
+                        router.unavailable(name: name, message: "refresh failed: \(failure.message)", lastError: failure.code, retryAfter: 1)
+                    )
+                }
             }
         }
         published.publish(name, instances[name]!.machine)
+    }
+
+    /// A client asked for a token valid for at least `minValid` seconds and the published one is not.
+    private func tokenRequested(
+        _ name: String,
+        minValid: Double,
+        request: APIRequest,
+        respond: @escaping @Sendable (APIResponse) -> Void
+    ) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        let now = clock.now()
+        guard !isStopping, instances[name] != nil else {
+            respond(router.respond(to: request, instances: published, now: now))
+            return
+        }
+        let (answer, actions) = instances[name]!.machine.tokenRequested(minValid: minValid, now: now)
+        switch answer {
+        case .serve(let token):
+            respond(router.tokenResponse(name: name, token: token, request: request, now: now))
+        case .reject(let reason):
+            respond(router.unavailable(name: name, message: reason, lastError: instances[name]!.machine.lastFailure?.code, retryAfter: 1))
+        case .wait:
+            nextWaiterID += 1
+            let id = nextWaiterID
+            waiters[name, default: []].append(Waiter(id: id, request: request, minValid: minValid, respond: respond))
+            // Bounded by the HTTP timeout: a refresh queued behind the concurrency limits may take longer.
+            queue.asyncAfter(deadline: .now() + settings.requestTimeout) { [unowned self] in
+                guard let index = self.waiters[name]?.firstIndex(where: { $0.id == id }) else { return }
+                let waiter = self.waiters[name]!.remove(at: index)
+                waiter.respond(self.router.unavailable(name: name, message: "timed out waiting for a refresh", lastError: nil, retryAfter: 1))
+            }
+        }
+        perform(actions, for: name)
     }
 
     private func push(_ entry: ScheduleEntry) {
@@ -440,6 +585,7 @@ public final class Daemon: @unchecked Sendable {
 
     private func timerFired() {
         dispatchPrecondition(condition: .onQueue(queue))
+        checkClock()
         armedFor = nil
         let now = clock.now()
         var expired = false
@@ -464,27 +610,38 @@ public final class Daemon: @unchecked Sendable {
     private func startFetch(_ name: String) {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !isStopping, let running = instances[name] else { return }
-        guard inFlight < settings.refresh.maxConcurrent else {
+        let host = running.resolved.request.endpointHost
+        guard inFlight < settings.refresh.maxConcurrent,
+            inFlightByHost[host, default: 0] < settings.refresh.perEndpointConcurrent
+        else {
             if !waiting.contains(name) { waiting.append(name) }
             return
         }
         inFlight += 1
+        inFlightByHost[host, default: 0] += 1
+        peakInFlight = max(peakInFlight, inFlight)
+        peakInFlightPerHost = max(peakInFlightPerHost, inFlightByHost[host]!)
         let request = running.resolved.request
         let generation = running.generation
         let endpoint = self.endpoint
         logger.debug("fetching token", metadata: ["instance": "\(name)", "endpoint": "\(request.endpointHost)"])
         Task { [unowned self] in
             let result = await endpoint.send(request)
-            self.queue.async { self.fetchFinished(name, generation: generation, result: result) }
+            self.queue.async { self.fetchFinished(name, host: host, generation: generation, result: result) }
         }
     }
 
-    private func fetchFinished(_ name: String, generation: Int, result: Result<TokenEndpointResponse, FetchFailure>) {
+    private func fetchFinished(
+        _ name: String,
+        host: String,
+        generation: Int,
+        result: Result<TokenEndpointResponse, FetchFailure>
+    ) {
         dispatchPrecondition(condition: .onQueue(queue))
         inFlight -= 1
-        while inFlight < settings.refresh.maxConcurrent, !waiting.isEmpty {
-            startFetch(waiting.removeFirst())
-        }
+        inFlightByHost[host, default: 1] -= 1
+        if inFlightByHost[host] == 0 { inFlightByHost.removeValue(forKey: host) }
+        startWaitingFetches()
         guard !isStopping, var running = instances[name], running.generation == generation else { return }
         let now = clock.now()
         let resolved = running.resolved
@@ -532,6 +689,24 @@ public final class Daemon: @unchecked Sendable {
         becomeReady(force: false)
     }
 
+    /// Starts held-back fetches, oldest first, as far as the limits allow; one whose host is full stays queued.
+    private func startWaitingFetches() {
+        var index = 0
+        while index < waiting.count, inFlight < settings.refresh.maxConcurrent {
+            let name = waiting[index]
+            guard let running = instances[name] else {
+                waiting.remove(at: index)
+                continue
+            }
+            if inFlightByHost[running.resolved.request.endpointHost, default: 0] < settings.refresh.perEndpointConcurrent {
+                waiting.remove(at: index)
+                startFetch(name)
+            } else {
+                index += 1
+            }
+        }
+    }
+
     // MARK: - Status and shutdown
 
     private func statusLine() -> String {
@@ -564,6 +739,12 @@ public final class Daemon: @unchecked Sendable {
         logger.info("stopping", metadata: ["signal": "\(signalNumber == SIGTERM ? "SIGTERM" : "SIGINT")"])
         timer?.cancel()
         watchdog?.cancel()
+        clockWatch?.cancel()
+        extendTimer?.cancel()
+        for waiter in waiters.values.joined() {
+            waiter.respond(router.unavailable(name: "", message: "tokend is stopping", lastError: nil, retryAfter: 1))
+        }
+        waiters = [:]
         let server = self.server
         let endpoint = self.endpoint
         let ioQueue = self.ioQueue

@@ -46,7 +46,7 @@ import Testing
         _ = machine.started(cached: nil, now: epoch, using: &generator)
         let issued = token(lifetime: 3600)
         let actions = machine.tokenReceived(issued, now: epoch, using: &generator)
-        #expect(actions == [.store(issued), .scheduleRefresh(at: epoch.addingTimeInterval(2700))])
+        #expect(actions == [.store(issued), .scheduleRefresh(at: epoch.addingTimeInterval(2700)), .serveWaiters(issued)])
         #expect(machine.state(at: epoch) == .valid)
         #expect(machine.outageBudget(at: epoch) == 3595)
         #expect(machine.timerFired(now: epoch.addingTimeInterval(2699)) == [])
@@ -56,7 +56,7 @@ import Testing
     @Test mutating func onlyOneFetchIsEverInFlight() {
         var machine = InstanceStateMachine(policy: RefreshPolicy(settings))
         _ = machine.started(cached: nil, now: epoch, using: &generator)
-        #expect(machine.refreshRequested() == [])
+        #expect(machine.refreshRequested(now: epoch) == [])
         #expect(machine.timerFired(now: epoch.addingTimeInterval(10_000)) == [])
     }
 
@@ -87,12 +87,12 @@ import Testing
         var machine = InstanceStateMachine(policy: RefreshPolicy(settings))
         _ = machine.started(cached: nil, now: epoch, using: &generator)
         _ = machine.fetchFailed(.network("x"), now: epoch, using: &generator)
-        _ = machine.refreshRequested()
+        _ = machine.refreshRequested(now: epoch)
         _ = machine.fetchFailed(.network("x"), now: epoch, using: &generator)
         #expect(machine.consecutiveFailures == 2)
         #expect(machine.hasSettled)
         #expect(machine.state(at: epoch) == .failing)
-        _ = machine.refreshRequested()
+        _ = machine.refreshRequested(now: epoch)
         _ = machine.tokenReceived(token(lifetime: 60), now: epoch, using: &generator)
         #expect(machine.consecutiveFailures == 0)
         #expect(machine.lastFailure == nil)

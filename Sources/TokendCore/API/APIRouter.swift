@@ -81,22 +81,51 @@ public struct APIRouter: Sendable {
         )
     }
 
+    /// The instance and `min_valid` of a well-formed `GET /v1/tokens/{name}?min_valid=N`; nil for anything else.
+    public func minValidRequest(_ request: APIRequest) -> (name: String, minValid: Double)? {
+        guard request.method == "GET", let text = request.query["min_valid"], let seconds = Self.seconds(text) else {
+            return nil
+        }
+        let segments = request.path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        guard segments.count == 3, segments.first == "v1", segments.dropFirst().first == "tokens",
+            let name = segments.last, !name.isEmpty
+        else { return nil }
+        return (String(name), seconds)
+    }
+
     func token(named name: String, request: APIRequest, instances: some InstanceDirectory, now: Date) -> APIResponse {
         guard let machine = instances.instance(named: name) else {
             return error(404, "unknown_instance", "no instance named '\(String(name.prefix(100)))'", instance: nil)
         }
-        guard let token = machine.servableToken(at: now) else {
-            let retry = machine.nextAttempt.map { max(1, Int($0.timeIntervalSince(now).rounded(.up))) } ?? 1
-            var response = error(
-                503,
-                "no_valid_token",
-                machine.lastFailure.map { "no valid token: \($0.message)" } ?? "no valid token yet",
-                instance: name,
-                lastError: machine.lastFailure?.code
-            )
-            response.headers.append(.init("Retry-After", String(retry)))
-            return response
+        var minValid = 0.0
+        if let text = request.query["min_valid"] {
+            guard let seconds = Self.seconds(text) else {
+                return error(400, "bad_min_valid", "min_valid must be a whole number of seconds")
+            }
+            minValid = seconds
         }
+        let retry = machine.nextAttempt.map { max(1, Int($0.timeIntervalSince(now).rounded(.up))) } ?? 1
+        guard let token = machine.servableToken(at: now) else {
+            return unavailable(
+                name: name,
+                message: machine.lastFailure.map { "no valid token: \($0.message)" } ?? "no valid token yet",
+                lastError: machine.lastFailure?.code,
+                retryAfter: retry
+            )
+        }
+        guard token.serveUntil.timeIntervalSince(now) >= minValid else {
+            return unavailable(
+                name: name,
+                message: "no token valid for \(Int(minValid)) s",
+                lastError: machine.lastFailure?.code,
+                retryAfter: retry
+            )
+        }
+        return tokenResponse(name: name, token: token, request: request, now: now)
+    }
+
+    /// A 200 answer carrying `token` in the format the request asks for (`format=` or `Accept: text/plain`).
+    public func tokenResponse(name: String, token: IssuedToken, request: APIRequest, now: Date) -> APIResponse {
         let format = request.query["format"] ?? (request.accept?.hasPrefix("text/plain") == true ? "raw" : "json")
         switch format {
         case "raw":
@@ -120,6 +149,18 @@ public struct APIRouter: Sendable {
         default:
             return error(400, "bad_format", "format must be json, raw or header")
         }
+    }
+
+    /// A 503 `no_valid_token` answer with `Retry-After`.
+    public func unavailable(name: String, message: String, lastError: String?, retryAfter: Int) -> APIResponse {
+        var response = error(503, "no_valid_token", message, instance: name, lastError: lastError)
+        response.headers.append(.init("Retry-After", String(max(1, retryAfter))))
+        return response
+    }
+
+    static func seconds(_ text: String) -> Double? {
+        guard let value = Int(text), value >= 0, value <= 86_400 * 366 else { return nil }
+        return Double(value)
     }
 
     func status(name: String, machine: InstanceStateMachine, now: Date) -> API.InstanceStatus {

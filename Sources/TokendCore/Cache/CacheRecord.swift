@@ -15,6 +15,8 @@ public struct CacheRecord: Codable, Sendable, Hashable {
     public var expires_at: Double
     /// ``ResolvedInstance/fingerprint`` at the time of the fetch.
     public var fingerprint: String
+    /// The server's `refresh_in` hint, if any.
+    public var refresh_in: Double?
 
     public init(instance: String, token: IssuedToken, fingerprint: String) {
         self.version = Self.currentVersion
@@ -25,6 +27,7 @@ public struct CacheRecord: Codable, Sendable, Hashable {
         self.obtained_at = token.obtainedAt.timeIntervalSince1970
         self.expires_at = token.expiresAt.timeIntervalSince1970
         self.fingerprint = fingerprint
+        self.refresh_in = token.refreshIn
     }
 
     public var token: IssuedToken {
@@ -33,7 +36,8 @@ public struct CacheRecord: Codable, Sendable, Hashable {
             tokenType: token_type,
             scope: scope,
             obtainedAt: Date(timeIntervalSince1970: obtained_at),
-            expiresAt: Date(timeIntervalSince1970: expires_at)
+            expiresAt: Date(timeIntervalSince1970: expires_at),
+            refreshIn: refresh_in
         )
     }
 

@@ -7,13 +7,23 @@ public struct IssuedToken: Sendable, Hashable, CustomStringConvertible {
     public var scope: String?
     public var obtainedAt: Date
     public var expiresAt: Date
+    /// The server's hint (`refresh_in`, seconds after `obtainedAt`) for when to refresh, if it sent one.
+    public var refreshIn: Double?
 
-    public init(accessToken: Secret, tokenType: String, scope: String?, obtainedAt: Date, expiresAt: Date) {
+    public init(
+        accessToken: Secret,
+        tokenType: String,
+        scope: String?,
+        obtainedAt: Date,
+        expiresAt: Date,
+        refreshIn: Double? = nil
+    ) {
         self.accessToken = accessToken
         self.tokenType = tokenType
         self.scope = scope
         self.obtainedAt = obtainedAt
         self.expiresAt = expiresAt
+        self.refreshIn = refreshIn
     }
 
     /// The lifetime the endpoint granted, in seconds.

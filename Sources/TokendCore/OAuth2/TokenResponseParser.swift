@@ -86,7 +86,8 @@ public enum TokenResponseParser {
                 tokenType: tokenType ?? "Bearer",
                 scope: scope,
                 obtainedAt: now,
-                expiresAt: now.addingTimeInterval(lifetime)
+                expiresAt: now.addingTimeInterval(lifetime),
+                refreshIn: json.value(at: "refresh_in")?.numberValue.flatMap { $0 > 0 && $0.isFinite ? $0 : nil }
             )
         )
     }

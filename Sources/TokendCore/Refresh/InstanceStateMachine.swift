@@ -3,7 +3,8 @@ import Foundation
 /// One instance's token lifecycle as a pure state machine: events in, actions out, `now` and randomness passed in.
 ///
 /// The daemon feeds it events on its scheduler queue and performs the actions it returns; nothing here does I/O.
-/// At most one fetch is in flight (single flight): a due timer while fetching does nothing.
+/// At most one fetch is in flight (single flight): a due timer, a refresh request or a `min_valid` request while
+/// fetching joins the fetch instead of starting another.
 public struct InstanceStateMachine: Sendable {
     /// What the daemon must do next.
     public enum Action: Sendable, Hashable {
@@ -13,6 +14,21 @@ public struct InstanceStateMachine: Sendable {
         case scheduleRefresh(at: Date)
         /// Persist this token to the cache.
         case store(IssuedToken)
+        /// Answer the requests waiting for this refresh (each checks its own `min_valid`).
+        case serveWaiters(IssuedToken)
+        /// Fail the requests waiting for this refresh.
+        case rejectWaiters(FetchFailure)
+    }
+
+    /// The answer to a client that asked for a token valid for at least some time.
+    public enum Answer: Sendable, Hashable {
+        /// Serve this token now.
+        case serve(IssuedToken)
+        /// Wait for the refresh in flight (started or joined); ``Action/serveWaiters(_:)`` or
+        /// ``Action/rejectWaiters(_:)`` will follow.
+        case wait
+        /// No token can be served; the reason is for the client.
+        case reject(reason: String)
     }
 
     /// How the instance looks from outside.
@@ -35,6 +51,8 @@ public struct InstanceStateMachine: Sendable {
     public private(set) var consecutiveFailures = 0
     public private(set) var lastFailure: FetchFailure?
     public private(set) var nextAttempt: Date?
+    /// When the last fetch started: `min_interval` counts from here for fetches clients ask for.
+    public private(set) var lastFetchStarted: Date?
     /// True once the instance has a token or one attempt has finished; readiness waits for this.
     public private(set) var hasSettled = false
 
@@ -52,28 +70,44 @@ public struct InstanceStateMachine: Sendable {
             token = cached
             hasSettled = true
             let due = policy.refreshTime(for: cached, using: &generator)
-            if due > now {
+            // A token "issued in the future" means the clock was wrong at some point: refresh it.
+            if due > now && cached.obtainedAt <= now.addingTimeInterval(60) {
                 nextAttempt = due
                 return [.scheduleRefresh(at: due)]
             }
         }
-        return beginFetch()
-    }
-
-    /// The refresh settings changed (a reload); the current schedule stays, later decisions use the new policy.
-    public mutating func policyChanged(_ newPolicy: RefreshPolicy) {
-        policy = newPolicy
+        return beginFetch(now: now)
     }
 
     /// A scheduled time came; fetches when the instance is due and nothing is in flight.
     public mutating func timerFired(now: Date) -> [Action] {
         guard !isFetching, let due = nextAttempt, due <= now else { return [] }
-        return beginFetch()
+        return beginFetch(now: now)
     }
 
-    /// Asks for a refresh now (an operator or a client), joining one already in flight.
-    public mutating func refreshRequested() -> [Action] {
-        isFetching ? [] : beginFetch()
+    /// Asks for a refresh now (an operator), joining one already in flight.
+    public mutating func refreshRequested(now: Date) -> [Action] {
+        isFetching ? [] : beginFetch(now: now)
+    }
+
+    /// A client wants a token valid for at least `minValid` seconds. Serves the current one when it is good enough;
+    /// otherwise starts or joins one shared refresh, unless one started less than `min_interval` ago (the provider
+    /// is not hammered on clients' behalf).
+    public mutating func tokenRequested(minValid: Double, now: Date) -> (answer: Answer, actions: [Action]) {
+        if let token = servableToken(at: now), token.serveUntil.timeIntervalSince(now) >= minValid {
+            return (.serve(token), [])
+        }
+        if isFetching {
+            return (.wait, [])
+        }
+        if let started = lastFetchStarted, now.timeIntervalSince(started) < policy.settings.minInterval {
+            let reason =
+                token == nil
+                ? (lastFailure.map { "no valid token: \($0.message)" } ?? "no valid token yet")
+                : "no token valid for \(Int(minValid)) s; the last refresh was less than min_interval ago"
+            return (.reject(reason: reason), [])
+        }
+        return (.wait, beginFetch(now: now))
     }
 
     /// The endpoint issued a token.
@@ -89,7 +123,7 @@ public struct InstanceStateMachine: Sendable {
         lastFailure = nil
         let due = policy.refreshTime(for: received, using: &generator)
         nextAttempt = due
-        return [.store(received), .scheduleRefresh(at: due)]
+        return [.store(received), .scheduleRefresh(at: due), .serveWaiters(received)]
     }
 
     /// The fetch failed; the current token (if still valid) keeps being served.
@@ -103,9 +137,33 @@ public struct InstanceStateMachine: Sendable {
         consecutiveFailures += 1
         lastFailure = failure
         let delay = policy.retryDelay(after: failure, consecutiveFailures: consecutiveFailures, using: &generator)
-        let due = now.addingTimeInterval(delay)
+        // Never retry later than the moment the current token stops being servable, if that is still ahead and
+        // later than the backoff's first step: the outage budget is spent retrying, not waiting.
+        var due = now.addingTimeInterval(delay)
+        if failure.kind == .transient, let token, token.serveUntil > now, due > token.serveUntil {
+            due = max(token.serveUntil, now.addingTimeInterval(policy.settings.retryInitial))
+        }
         nextAttempt = due
-        return [.scheduleRefresh(at: due)]
+        return [.scheduleRefresh(at: due), .rejectWaiters(failure)]
+    }
+
+    /// The refresh settings changed (a reload); the current schedule stays, later decisions use the new policy.
+    public mutating func policyChanged(_ newPolicy: RefreshPolicy) {
+        policy = newPolicy
+    }
+
+    /// The wall clock was stepped by `offset` seconds (NTP, an operator) while real time went on: every time this
+    /// machine holds moves with it, so that a token expires after the same real time it was granted.
+    public mutating func clockStepped(by offset: Double) -> [Action] {
+        if var shifted = token {
+            shifted.obtainedAt.addTimeInterval(offset)
+            shifted.expiresAt.addTimeInterval(offset)
+            token = shifted
+        }
+        lastFetchStarted?.addTimeInterval(offset)
+        guard let due = nextAttempt else { return [] }
+        nextAttempt = due.addingTimeInterval(offset)
+        return [.scheduleRefresh(at: due.addingTimeInterval(offset))]
     }
 
     /// The token that may be served at `now`, if any.
@@ -130,9 +188,10 @@ public struct InstanceStateMachine: Sendable {
         return max(0, token.serveUntil.timeIntervalSince(now))
     }
 
-    private mutating func beginFetch() -> [Action] {
+    private mutating func beginFetch(now: Date) -> [Action] {
         isFetching = true
         nextAttempt = nil
+        lastFetchStarted = now
         return [.fetch]
     }
 }

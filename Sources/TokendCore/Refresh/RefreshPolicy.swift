@@ -4,7 +4,7 @@ import Foundation
 ///
 /// After a token obtained at `t` with lifetime `L`:
 ///
-///     base  = min(t + ratio·L, t + L − min_lead)
+///     base  = min(t + ratio·L, t + L − min_lead)      (or min(t + refresh_in, t + L) when the server hints)
 ///     lead  = (t + L) − base
 ///     next  = max(base ± jitter·lead, t + min_interval)
 ///
@@ -32,7 +32,10 @@ public struct RefreshPolicy: Sendable, Hashable {
         let obtained = token.obtainedAt.timeIntervalSinceReferenceDate
         let expires = token.expiresAt.timeIntervalSinceReferenceDate
         let lifetime = max(0, expires - obtained)
-        let base = min(obtained + settings.ratio * lifetime, expires - settings.minLead)
+        // The server's `refresh_in` hint, when it sent one, replaces the ratio and lead rule.
+        let base =
+            token.refreshIn.map { min(obtained + $0, expires) }
+            ?? min(obtained + settings.ratio * lifetime, expires - settings.minLead)
         let spread = settings.jitter * max(0, expires - base)
         let floor = obtained + settings.minInterval
         return Date(timeIntervalSinceReferenceDate: max(base - spread, floor))...Date(

@@ -8,10 +8,11 @@ import NIOHTTP1
 import NIOPosix
 import TokendCore
 
-/// HTTP/1.1 with keep-alive on a Unix socket, through swift-nio. Each request is answered by `responder`, which
-/// must be quick and must not block (it reads a published snapshot, never the scheduler's state).
+/// HTTP/1.1 with keep-alive on a Unix socket, through swift-nio. Each request is handed to `responder`, which must
+/// not block: it answers at once from a published snapshot, or later (a `min_valid` request waiting for a refresh)
+/// by calling the completion from any thread.
 public final class UnixSocketServer: Sendable {
-    public typealias Responder = @Sendable (APIRequest) -> APIResponse
+    public typealias Responder = @Sendable (APIRequest, _ respond: @escaping @Sendable (APIResponse) -> Void) -> Void
 
     /// Why the socket could not be set up.
     public struct SetupError: Error, Sendable, CustomStringConvertible {
@@ -117,26 +118,38 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let requestHead = head else { return }
             head = nil
-            let response: APIResponse
+            let keepAlive = requestHead.isKeepAlive && bodyBytes <= Self.maxBodyBytes
             if bodyBytes > Self.maxBodyBytes {
-                response = APIResponse(
+                let response = APIResponse(
                     status: 413,
                     contentType: "application/json",
                     body: Array(#"{"error":"body_too_large","message":"request body too large"}"#.utf8)
                 )
-            } else {
-                let request = APIRequest(
-                    method: requestHead.method.rawValue,
-                    target: requestHead.uri,
-                    accept: requestHead.headers.first(name: "accept")
-                )
-                response = responder(request)
+                write(response, keepAlive: keepAlive, context: context)
+                return
             }
-            write(response, keepAlive: requestHead.isKeepAlive && bodyBytes <= Self.maxBodyBytes, context: context)
+            let request = APIRequest(
+                method: requestHead.method.rawValue,
+                target: requestHead.uri,
+                accept: requestHead.headers.first(name: "accept")
+            )
+            let eventLoop = context.eventLoop
+            let bound = NIOLoopBound((handler: self, context: context), eventLoop: eventLoop)
+            responder(request) { response in
+                if eventLoop.inEventLoop {
+                    bound.value.handler.write(response, keepAlive: keepAlive, context: bound.value.context)
+                } else {
+                    eventLoop.execute {
+                        bound.value.handler.write(response, keepAlive: keepAlive, context: bound.value.context)
+                    }
+                }
+            }
         }
     }
 
     private func write(_ response: APIResponse, keepAlive: Bool, context: ChannelHandlerContext) {
+        // The connection may have closed while a min_valid request waited.
+        guard context.channel.isActive else { return }
         var headers = HTTPHeaders()
         headers.reserveCapacity(4 + response.headers.count)
         headers.add(name: "Content-Type", value: response.contentType)
