@@ -48,6 +48,7 @@ let package = Package(
                 "TokendCore",
                 "TokendIO",
                 .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

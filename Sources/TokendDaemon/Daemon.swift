@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import DequeModule
 import Dispatch
 import Foundation
 import HeapModule
@@ -73,8 +74,13 @@ public final class Daemon: @unchecked Sendable {
     private var nextGeneration = 0
     private var inFlight = 0
     private var inFlightByHost: [String: Int] = [:]
-    /// Instances due for a fetch that the concurrency limits hold back, oldest first.
-    private var waiting: [String] = []
+    /// Instances due for a fetch that the concurrency limits hold back, oldest first, by endpoint host. An entry
+    /// counts only while its name is in `queuedForFetch` (removal is lazy).
+    private var waitingByHost: [String: Deque<String>] = [:]
+    private var queuedForFetch: Set<String> = []
+    /// Instances that have neither a token nor a finished attempt; READY=1 waits for this to empty.
+    private var unsettled: Set<String> = []
+    private var statusUpdatePending = false
     private var waiters: [String: [Waiter]] = [:]
     private var nextWaiterID = 0
     /// The peak number of token requests in flight, overall and to one host (for tests and benchmarks).
@@ -333,7 +339,7 @@ public final class Daemon: @unchecked Sendable {
     private func becomeReady(force: Bool) {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !isReady, !isStopping else { return }
-        let unsettled = instances.values.filter { !$0.machine.hasSettled }.count
+        let unsettled = self.unsettled.count
         guard force || unsettled == 0 else { return }
         isReady = true
         extendTimer?.cancel()
@@ -369,7 +375,8 @@ public final class Daemon: @unchecked Sendable {
         where loaded.instances[name] == nil && !loaded.failedInstances.contains(name) {
             instances.removeValue(forKey: name)
             published.remove(name)
-            waiting.removeAll { $0 == name }
+            queuedForFetch.remove(name)
+            unsettled.remove(name)
             for waiter in waiters.removeValue(forKey: name) ?? [] {
                 waiter.respond(router.respond(to: waiter.request, instances: published, now: now))
             }
@@ -400,7 +407,7 @@ public final class Daemon: @unchecked Sendable {
             if replacing {
                 let cache = self.cache
                 ioQueue.async { cache.remove(instance: name) }
-                waiting.removeAll { $0 == name }
+                queuedForFetch.remove(name)
             }
             nextGeneration += 1
             instances[name] = RunningInstance(
@@ -413,6 +420,7 @@ public final class Daemon: @unchecked Sendable {
                 metadata: ["instance": "\(name)", "cached_token": "\(record != nil)"]
             )
             let actions = instances[name]!.machine.started(cached: record?.token, now: now, using: &random)
+            if instances[name]!.machine.hasSettled { unsettled.remove(name) } else { unsettled.insert(name) }
             perform(actions, for: name)
             if let token = instances[name]?.machine.token {
                 let generation = instances[name]!.generation
@@ -614,7 +622,9 @@ public final class Daemon: @unchecked Sendable {
         guard inFlight < settings.refresh.maxConcurrent,
             inFlightByHost[host, default: 0] < settings.refresh.perEndpointConcurrent
         else {
-            if !waiting.contains(name) { waiting.append(name) }
+            if queuedForFetch.insert(name).inserted {
+                waitingByHost[host, default: []].append(name)
+            }
             return
         }
         inFlight += 1
@@ -641,7 +651,7 @@ public final class Daemon: @unchecked Sendable {
         inFlight -= 1
         inFlightByHost[host, default: 1] -= 1
         if inFlightByHost[host] == 0 { inFlightByHost.removeValue(forKey: host) }
-        startWaitingFetches()
+        startWaitingFetches(freedHost: host)
         guard !isStopping, var running = instances[name], running.generation == generation else { return }
         let now = clock.now()
         let resolved = running.resolved
@@ -684,27 +694,33 @@ public final class Daemon: @unchecked Sendable {
             )
         }
         instances[name] = running
+        unsettled.remove(name)
         perform(actions, for: name)
-        updateStatus()
-        becomeReady(force: false)
+        scheduleStatusUpdate()
+        if !isReady && unsettled.isEmpty { becomeReady(force: false) }
     }
 
-    /// Starts held-back fetches, oldest first, as far as the limits allow; one whose host is full stays queued.
-    private func startWaitingFetches() {
-        var index = 0
-        while index < waiting.count, inFlight < settings.refresh.maxConcurrent {
-            let name = waiting[index]
-            guard let running = instances[name] else {
-                waiting.remove(at: index)
-                continue
-            }
-            if inFlightByHost[running.resolved.request.endpointHost, default: 0] < settings.refresh.perEndpointConcurrent {
-                waiting.remove(at: index)
+    /// Starts held-back fetches, oldest first: the freed host's queue first, then other hosts while the overall
+    /// limit allows. O(1) per started fetch, whatever the number of waiting instances.
+    private func startWaitingFetches(freedHost: String) {
+        drainWaiting(host: freedHost)
+        guard inFlight < settings.refresh.maxConcurrent else { return }
+        for host in Array(waitingByHost.keys) where host != freedHost {
+            drainWaiting(host: host)
+            if inFlight >= settings.refresh.maxConcurrent { break }
+        }
+    }
+
+    private func drainWaiting(host: String) {
+        while inFlight < settings.refresh.maxConcurrent,
+            inFlightByHost[host, default: 0] < settings.refresh.perEndpointConcurrent,
+            let name = waitingByHost[host]?.popFirst()
+        {
+            if queuedForFetch.remove(name) != nil, instances[name] != nil {
                 startFetch(name)
-            } else {
-                index += 1
             }
         }
+        if waitingByHost[host]?.isEmpty == true { waitingByHost.removeValue(forKey: host) }
     }
 
     // MARK: - Status and shutdown
@@ -721,6 +737,17 @@ public final class Daemon: @unchecked Sendable {
         var line = StatusSummary.line(entries, configErrors: configErrorCount)
         if let rejectedReload { line += "; reload rejected: \(rejectedReload)" }
         return line
+    }
+
+    /// Coalesces status updates: with thousands of instances finishing fetches, STATUS= is recomputed (O(n)) at
+    /// most ten times a second.
+    private func scheduleStatusUpdate() {
+        guard !statusUpdatePending else { return }
+        statusUpdatePending = true
+        queue.asyncAfter(deadline: .now() + 0.1) { [unowned self] in
+            self.statusUpdatePending = false
+            self.updateStatus()
+        }
     }
 
     private func updateStatus() {

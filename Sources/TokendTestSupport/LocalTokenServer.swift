@@ -52,6 +52,8 @@ public final class LocalTokenServer: Sendable {
         case issue(lifetime: Int)
         /// Answer with this status, headers and body.
         case respond(status: Int, headers: [TokenRequest.Header], body: String)
+        /// Never answer (the connection stays open until the client gives up or the server stops).
+        case hang
     }
 
     private struct State {
@@ -63,6 +65,9 @@ public final class LocalTokenServer: Sendable {
         var channel: (any Channel)?
         var connections: [ObjectIdentifier: any Channel] = [:]
         var port = 0
+        var responseDelay: TimeAmount = .zero
+        var inProgress = 0
+        var peakInProgress = 0
     }
 
     private let state: NIOLockedValueBox<State>
@@ -80,6 +85,14 @@ public final class LocalTokenServer: Sendable {
     public var tokenURL: String { "http://127.0.0.1:\(port)/token" }
 
     public var requests: [RecordedRequest] { state.withLockedValue { $0.requests } }
+
+    /// The most requests this server was answering at once (with a ``setResponseDelay(_:)`` they overlap).
+    public var peakConcurrentRequests: Int { state.withLockedValue { $0.peakInProgress } }
+
+    /// Delays every answer, so that concurrent requests overlap as they would at a real provider.
+    public func setResponseDelay(milliseconds: Int64) {
+        state.withLockedValue { $0.responseDelay = .milliseconds(milliseconds) }
+    }
     public var requestCount: Int { state.withLockedValue { $0.requests.count } }
     public var issuedTokens: [String] { state.withLockedValue { $0.issued } }
 
@@ -136,7 +149,19 @@ public final class LocalTokenServer: Sendable {
         }
     }
 
-    fileprivate func answer(_ request: RecordedRequest) -> (status: Int, headers: [TokenRequest.Header], body: String) {
+    fileprivate func begin() -> TimeAmount {
+        state.withLockedValue { state in
+            state.inProgress += 1
+            state.peakInProgress = max(state.peakInProgress, state.inProgress)
+            return state.responseDelay
+        }
+    }
+
+    fileprivate func end() {
+        state.withLockedValue { $0.inProgress -= 1 }
+    }
+
+    fileprivate func answer(_ request: RecordedRequest) -> (status: Int, headers: [TokenRequest.Header], body: String)? {
         let (behavior, expected, number) = state.withLockedValue { state in
             state.requests.append(request)
             let behavior = state.script.isEmpty ? state.fallback : state.script.removeFirst()
@@ -149,6 +174,8 @@ public final class LocalTokenServer: Sendable {
             }
         }
         switch behavior {
+        case .hang:
+            return nil
         case .respond(let status, let headers, let body):
             return (status, headers, body)
         case .issue(let lifetime):
@@ -188,13 +215,40 @@ public final class LocalTokenServer: Sendable {
                     body: body,
                     receivedAt: Date()
                 )
-                let answer = server.answer(recorded)
+                let delay = server.begin()
+                guard let answer = server.answer(recorded) else {
+                    server.end()
+                    return
+                }
+                let loop = context.eventLoop
+                let bound = NIOLoopBound((handler: self, context: context), eventLoop: loop)
+                let version = requestHead.version
+                let server = self.server
+                if delay == .zero {
+                    server.end()
+                    respond(answer, version: version, context: context)
+                } else {
+                    loop.scheduleTask(in: delay) {
+                        server.end()
+                        bound.value.handler.respond(answer, version: version, context: bound.value.context)
+                    }
+                }
+            }
+        }
+
+        func respond(
+            _ answer: (status: Int, headers: [TokenRequest.Header], body: String),
+            version: HTTPVersion,
+            context: ChannelHandlerContext
+        ) {
+            guard context.channel.isActive else { return }
+            do {
                 var headers = HTTPHeaders()
                 headers.add(name: "Content-Type", value: "application/json")
                 headers.add(name: "Content-Length", value: String(answer.body.utf8.count))
                 for header in answer.headers { headers.add(name: header.name, value: header.value) }
                 let responseHead = HTTPResponseHead(
-                    version: requestHead.version,
+                    version: version,
                     status: HTTPResponseStatus(statusCode: answer.status),
                     headers: headers
                 )
