@@ -138,6 +138,25 @@ import Glibc
         #expect(try await harness.stop() == 0)
     }
 
+    @Test func readyArrivesByStartupTimeoutWhileAFirstFetchHangs() async throws {
+        let settings = Self.settings().replacingOccurrences(of: "startup_timeout = \"20s\"", with: "startup_timeout = \"2s\"")
+            .replacingOccurrences(of: "timeout = \"1s\"", with: "timeout = \"30s\"")
+        let harness = try await DaemonHarness(settings: settings)
+        defer { Task { await harness.shutdown() } }
+        harness.endpoint.setBehavior(.hang)
+        try harness.writeInstance("alpha")
+        let started = Date()
+        try harness.start()
+        try await harness.waitUntilReady(timeout: 10)
+        let waited = Date().timeIntervalSince(started)
+        #expect(waited >= 1.9 && waited < 8, "READY=1 after \(waited) s")
+        let assignments = harness.notify.assignments
+        let extend = try #require(assignments.firstIndex { $0.hasPrefix("EXTEND_TIMEOUT_USEC=") })
+        #expect(extend < assignments.firstIndex(of: "READY=1")!)
+        #expect(try await harness.get("/v1/tokens/alpha").status == 503)
+        #expect(try await harness.stop() == 0)
+    }
+
     /// Counts, not times: 10,000 instances each fetched once, never more requests in flight than the limits.
     @Test func tenThousandInstancesUnderTheConcurrencyLimits() async throws {
         let count = 10_000
