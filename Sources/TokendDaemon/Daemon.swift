@@ -187,26 +187,14 @@ public final class Daemon: @unchecked Sendable {
             cached[name] = cache.load(instance: name)
         }
 
+        published.admin = adminPolicy(settings)
         let server: UnixSocketServer
         do {
-            let published = self.published
-            let router = self.router
-            let clock = self.clock
             let path = options.paths.socketPath
             let mode = settings.socketMode
             server = try Self.blocking {
                 try await UnixSocketServer.bind(path: path, mode: mode) { [unowned self] request, respond in
-                    let now = clock.now()
-                    // A min_valid request that the published token cannot satisfy goes to the scheduler, which
-                    // starts or joins one shared refresh; everything else is answered from the snapshot.
-                    if let wanted = router.minValidRequest(request),
-                        let machine = published.instance(named: wanted.name),
-                        (machine.servableToken(at: now)?.serveUntil.timeIntervalSince(now) ?? -1) < wanted.minValid
-                    {
-                        self.queue.async { self.tokenRequested(wanted.name, minValid: wanted.minValid, request: request, respond: respond) }
-                        return
-                    }
-                    respond(router.respond(to: request, instances: published, now: now))
+                    self.handle(request, respond: respond)
                 }
             }
         } catch let error as UnixSocketServer.SetupError {
@@ -232,6 +220,97 @@ public final class Daemon: @unchecked Sendable {
             self.becomeReady(force: false)
             if !self.isReady { self.installStartupExtension() }
         }
+    }
+
+    /// Answers one socket request on the calling event loop: from the published snapshot when it can, through the
+    /// scheduler queue for commands and for min_valid requests the current token cannot satisfy.
+    private func handle(_ request: APIRequest, respond: @escaping @Sendable (APIResponse) -> Void) {
+        let now = clock.now()
+        var router = self.router
+        router.admin = published.admin
+        let route = router.route(request)
+        if let refusal = router.refusal(for: route, request: request, instances: published) {
+            if refusal.status == 403, let peer = request.peer {
+                logger.warning(
+                    "request refused",
+                    metadata: ["peer.uid": "\(peer.uid)", "peer.pid": "\(peer.pid)", "path": "\(String(request.path.prefix(200)))"]
+                )
+            }
+            respond(refusal)
+            return
+        }
+        switch route {
+        case .refresh(let name):
+            queue.async { self.refreshRequested(name, respond: respond) }
+        case .invalidate(let name):
+            guard let fingerprint = router.invalidatedFingerprint(request) else {
+                respond(router.error(400, "bad_fingerprint", #"expected {"fingerprint":"<first 16 hex digits of sha256(token)>"}"#))
+                return
+            }
+            queue.async { self.invalidationRequested(name, fingerprint: fingerprint, respond: respond) }
+        case .token:
+            // A min_valid request that the published token cannot satisfy goes to the scheduler, which starts or
+            // joins one shared refresh; everything else is answered from the snapshot.
+            if let wanted = router.minValidRequest(request), let machine = published.instance(named: wanted.name),
+                (machine.servableToken(at: now)?.serveUntil.timeIntervalSince(now) ?? -1) < wanted.minValid
+            {
+                queue.async { self.tokenRequested(wanted.name, minValid: wanted.minValid, request: request, respond: respond) }
+                return
+            }
+            respond(router.respond(to: request, instances: published, now: now))
+        default:
+            respond(router.respond(to: request, instances: published, now: now))
+        }
+    }
+
+    /// `POST /v1/instances/{name}/refresh`: refresh now, joining a refresh in flight.
+    private func refreshRequested(_ name: String, respond: @escaping @Sendable (APIResponse) -> Void) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard !isStopping, instances[name] != nil else {
+            respond(router.unknownInstance(name))
+            return
+        }
+        let actions = instances[name]!.machine.refreshRequested(now: clock.now())
+        logger.info("refresh requested", metadata: ["instance": "\(name)"])
+        perform(actions, for: name)
+        respond(router.json(202, API.CommandBody(instance: name, accepted: true, message: "refresh started")))
+    }
+
+    /// `POST /v1/tokens/{name}/invalidate`: drop the token if the caller's fingerprint still names it.
+    private func invalidationRequested(
+        _ name: String,
+        fingerprint: String,
+        respond: @escaping @Sendable (APIResponse) -> Void
+    ) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard !isStopping, instances[name] != nil else {
+            respond(router.unknownInstance(name))
+            return
+        }
+        let (invalidated, actions) = instances[name]!.machine.tokenInvalidated(fingerprint: fingerprint, now: clock.now())
+        if invalidated {
+            logger.warning("token invalidated by a client", metadata: ["instance": "\(name)", "token": "\(fingerprint)"])
+        }
+        perform(actions, for: name)
+        scheduleStatusUpdate()
+        respond(
+            router.json(
+                invalidated ? 202 : 200,
+                API.CommandBody(
+                    instance: name,
+                    accepted: invalidated,
+                    message: invalidated ? "token dropped; refreshing" : "fingerprint is not the current token's; nothing changed"
+                )
+            )
+        )
+    }
+
+    private func adminPolicy(_ settings: DaemonSettings) -> AdminPolicy {
+        let gid = settings.adminGroup.flatMap { UInt32($0) ?? ConfigDirectory.resolveIdentity(.group, $0) }
+        if let group = settings.adminGroup, gid == nil {
+            logger.error("admin_group names no group on this host; only root and the daemon's uid are admins", metadata: ["admin_group": "\(group)"])
+        }
+        return AdminPolicy(daemonUID: getuid(), adminGID: gid)
     }
 
     /// Runs async work to completion from synchronous start-up code (before `dispatchMain`).
@@ -370,6 +449,7 @@ public final class Daemon: @unchecked Sendable {
         configErrorCount = loaded.errors.count
         if let newSettings = loaded.settings {
             settings = newSettings
+            published.admin = adminPolicy(newSettings)
         }
 
         for name in instances.keys.sorted()
@@ -389,9 +469,10 @@ public final class Daemon: @unchecked Sendable {
         for name in loaded.instances.keys.sorted() {
             guard let resolved = loaded.instances[name] else { continue }
             let policy = RefreshPolicy(settings.refresh.applying(resolved.definition.refresh))
+            published.publishAccess(name, resolved.access)
             if var running = instances[name], running.resolved.fingerprint == resolved.fingerprint {
                 running.resolved = resolved
-                running.machine.policyChanged(policy)
+                running.machine.configChanged(policy: policy)
                 instances[name] = running
                 continue
             }

@@ -5,6 +5,21 @@ import TokendCore
 /// each change, request handlers read it under a short lock and never touch the scheduler's state.
 final class PublishedInstances: InstanceDirectory {
     private let machines = Mutex<[String: InstanceStateMachine]>([:])
+    private let policies = Mutex<[String: AccessPolicy]>([:])
+    private let adminPolicy = Mutex<AdminPolicy?>(nil)
+
+    func access(named name: String) -> AccessPolicy? {
+        policies.withLock { $0[name] }
+    }
+
+    var admin: AdminPolicy? {
+        get { adminPolicy.withLock { $0 } }
+        set { adminPolicy.withLock { $0 = newValue } }
+    }
+
+    func publishAccess(_ name: String, _ policy: AccessPolicy?) {
+        policies.withLock { $0[name] = policy }
+    }
 
     func instance(named name: String) -> InstanceStateMachine? {
         machines.withLock { $0[name] }
@@ -20,5 +35,6 @@ final class PublishedInstances: InstanceDirectory {
 
     func remove(_ name: String) {
         machines.withLock { _ = $0.removeValue(forKey: name) }
+        policies.withLock { _ = $0.removeValue(forKey: name) }
     }
 }

@@ -7,16 +7,28 @@ public struct APIRequest: Sendable, Hashable {
     public var path: String
     public var query: [String: String]
     public var accept: String?
+    public var body: [UInt8]
+    /// The caller, when the socket could tell; nil means no per-caller checks (the socket's mode decides).
+    public var peer: PeerCredentials?
 
-    public init(method: String, path: String, query: [String: String] = [:], accept: String? = nil) {
+    public init(
+        method: String,
+        path: String,
+        query: [String: String] = [:],
+        accept: String? = nil,
+        body: [UInt8] = [],
+        peer: PeerCredentials? = nil
+    ) {
         self.method = method
         self.path = path
         self.query = query
         self.accept = accept
+        self.body = body
+        self.peer = peer
     }
 
     /// Splits a request target (`/v1/tokens/a?format=raw`) into path and decoded query.
-    public init(method: String, target: String, accept: String? = nil) {
+    public init(method: String, target: String, accept: String? = nil, body: [UInt8] = [], peer: PeerCredentials? = nil) {
         let parts = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         var query: [String: String] = [:]
         if parts.count > 1 {
@@ -24,7 +36,12 @@ public struct APIRequest: Sendable, Hashable {
                 query[field.name] = field.value
             }
         }
-        self.init(method: method, path: String(parts.first ?? ""), query: query, accept: accept)
+        self.init(method: method, path: String(parts.first ?? ""), query: query, accept: accept, body: body, peer: peer)
+    }
+
+    /// The path's segments after the leading slash (`/v1/tokens/a` → `["v1", "tokens", "a"]`).
+    public var segments: [String] {
+        path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
     }
 }
 
@@ -47,56 +64,134 @@ public struct APIResponse: Sendable, Hashable {
 public protocol InstanceDirectory: Sendable {
     func instance(named name: String) -> InstanceStateMachine?
     func allInstances() -> [(name: String, machine: InstanceStateMachine)]
+    /// Who may read the instance's token; nil when the socket's permissions decide.
+    func access(named name: String) -> AccessPolicy?
+}
+
+extension InstanceDirectory {
+    public func access(named name: String) -> AccessPolicy? { nil }
 }
 
 /// Maps socket API requests to answers (SPEC §8). Pure: the instances and `now` are passed in.
 public struct APIRouter: Sendable {
-    public init() {}
+    /// What a request asks for.
+    public enum Route: Sendable, Hashable {
+        case token(name: String)
+        case invalidate(name: String)
+        case instances
+        case refresh(name: String)
+        case health
+        case notFound
+        case methodNotAllowed
+    }
+
+    /// Who may use the admin endpoints; nil skips admin checks (no peer credentials to check).
+    public var admin: AdminPolicy?
+
+    public init(admin: AdminPolicy? = nil) {
+        self.admin = admin
+    }
+
+    public func route(_ request: APIRequest) -> Route {
+        let segments = request.segments
+        let method = request.method
+        switch segments.count {
+        case 2 where segments == ["v1", "instances"]:
+            return method == "GET" ? .instances : .methodNotAllowed
+        case 2 where segments == ["v1", "health"]:
+            return method == "GET" ? .health : .methodNotAllowed
+        case 3 where segments[0] == "v1" && segments[1] == "tokens" && !segments[2].isEmpty:
+            return method == "GET" ? .token(name: segments[2]) : .methodNotAllowed
+        case 4 where segments[0] == "v1" && segments[1] == "tokens" && !segments[2].isEmpty && segments[3] == "invalidate":
+            return method == "POST" ? .invalidate(name: segments[2]) : .methodNotAllowed
+        case 4 where segments[0] == "v1" && segments[1] == "instances" && !segments[2].isEmpty && segments[3] == "refresh":
+            return method == "POST" ? .refresh(name: segments[2]) : .methodNotAllowed
+        default:
+            return .notFound
+        }
+    }
+
+    /// Whether the caller may read `name`'s token: no peer credentials, no `[access]` rule, a matching rule, or admin.
+    public func mayRead(_ name: String, peer: PeerCredentials?, instances: some InstanceDirectory) -> Bool {
+        guard let peer, let policy = instances.access(named: name) else { return true }
+        return policy.allows(peer) || admin?.allows(peer) == true
+    }
+
+    public func isAdmin(_ peer: PeerCredentials?) -> Bool {
+        guard let peer, let admin else { return true }
+        return admin.allows(peer)
+    }
+
+    /// The refusal for a route that names an instance, or nil when the caller may go on: 404 for an unknown
+    /// instance, 403 for a caller the instance's `[access]` (or the admin rule) does not allow.
+    public func refusal(for route: Route, request: APIRequest, instances: some InstanceDirectory) -> APIResponse? {
+        switch route {
+        case .token(let name), .invalidate(let name):
+            guard instances.instance(named: name) != nil else { return unknownInstance(name) }
+            return mayRead(name, peer: request.peer, instances: instances) ? nil : forbidden()
+        case .refresh(let name):
+            guard isAdmin(request.peer) else { return forbidden() }
+            return instances.instance(named: name) == nil ? unknownInstance(name) : nil
+        case .instances, .health, .notFound, .methodNotAllowed:
+            return nil
+        }
+    }
 
     public func respond(to request: APIRequest, instances: some InstanceDirectory, now: Date) -> APIResponse {
-        let segments = request.path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
-        let isTokens = segments.count == 3 && segments[0] == "v1" && segments[1] == "tokens" && !segments[2].isEmpty
-        let isInstances = segments == ["v1", "instances"]
-        let isHealth = segments == ["v1", "health"]
-        guard isTokens || isInstances || isHealth else {
+        let route = self.route(request)
+        if let refusal = refusal(for: route, request: request, instances: instances) { return refusal }
+        switch route {
+        case .token(let name):
+            return token(named: name, request: request, instances: instances, now: now)
+        case .instances:
+            let visible = instances.allInstances().filter { mayRead($0.name, peer: request.peer, instances: instances) }
+            let sorted = visible.sorted { $0.name < $1.name }
+            return json(200, API.InstancesBody(instances: sorted.map { status(name: $0.name, machine: $0.machine, now: now) }))
+        case .health:
+            var reasons: [String: String] = [:]
+            for (name, machine) in instances.allInstances() where machine.servableToken(at: now) == nil {
+                reasons[name] = machine.lastFailure?.code ?? machine.state(at: now).rawValue
+            }
+            return json(
+                reasons.isEmpty ? 200 : 503,
+                API.HealthBody(status: reasons.isEmpty ? "ok" : "degraded", reasons: reasons)
+            )
+        case .invalidate, .refresh:
+            // Commands change the scheduler's state; the daemon answers them before the router is asked.
+            return error(503, "unavailable", "this endpoint needs the running daemon")
+        case .methodNotAllowed:
+            return error(405, "method_not_allowed", "\(request.method) is not allowed here")
+        case .notFound:
             return error(404, "not_found", "no such endpoint")
         }
-        guard request.method == "GET" else {
-            return error(405, "method_not_allowed", "\(request.method) is not allowed here")
-        }
-        if isTokens {
-            return token(named: segments[2], request: request, instances: instances, now: now)
-        }
-        if isInstances {
-            let all = instances.allInstances().sorted { $0.name < $1.name }
-            return json(200, API.InstancesBody(instances: all.map { status(name: $0.name, machine: $0.machine, now: now) }))
-        }
-        var reasons: [String: String] = [:]
-        for (name, machine) in instances.allInstances() where machine.servableToken(at: now) == nil {
-            reasons[name] = machine.lastFailure?.code ?? machine.state(at: now).rawValue
-        }
-        return json(
-            reasons.isEmpty ? 200 : 503,
-            API.HealthBody(status: reasons.isEmpty ? "ok" : "degraded", reasons: reasons)
-        )
+    }
+
+    /// The token fingerprint of a `POST …/invalidate` body (`{"fingerprint":"<16 hex>"}`), or nil when malformed.
+    public func invalidatedFingerprint(_ request: APIRequest) -> String? {
+        guard let text = JSONValue.parse(request.body)?.value(at: "fingerprint")?.stringValue,
+            text.utf8.count == 16, text.unicodeScalars.allSatisfy({ "0123456789abcdef".unicodeScalars.contains($0) })
+        else { return nil }
+        return text
+    }
+
+    public func unknownInstance(_ name: String) -> APIResponse {
+        error(404, "unknown_instance", "no instance named '\(String(name.prefix(100)))'")
+    }
+
+    public func forbidden() -> APIResponse {
+        error(403, "forbidden", "this caller may not use this endpoint or instance")
     }
 
     /// The instance and `min_valid` of a well-formed `GET /v1/tokens/{name}?min_valid=N`; nil for anything else.
     public func minValidRequest(_ request: APIRequest) -> (name: String, minValid: Double)? {
-        guard request.method == "GET", let text = request.query["min_valid"], let seconds = Self.seconds(text) else {
-            return nil
-        }
-        let segments = request.path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-        guard segments.count == 3, segments.first == "v1", segments.dropFirst().first == "tokens",
-            let name = segments.last, !name.isEmpty
+        guard case .token(let name) = route(request), let text = request.query["min_valid"],
+            let seconds = Self.seconds(text)
         else { return nil }
-        return (String(name), seconds)
+        return (name, seconds)
     }
 
     func token(named name: String, request: APIRequest, instances: some InstanceDirectory, now: Date) -> APIResponse {
-        guard let machine = instances.instance(named: name) else {
-            return error(404, "unknown_instance", "no instance named '\(String(name.prefix(100)))'", instance: nil)
-        }
+        guard let machine = instances.instance(named: name) else { return unknownInstance(name) }
         var minValid = 0.0
         if let text = request.query["min_valid"] {
             guard let seconds = Self.seconds(text) else {
@@ -179,14 +274,14 @@ public struct APIRouter: Sendable {
         )
     }
 
-    func json(_ status: Int, _ value: some Encodable) -> APIResponse {
+    public func json(_ status: Int, _ value: some Encodable) -> APIResponse {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let body = (try? encoder.encode(value)).map { Array($0) + [UInt8(ascii: "\n")] } ?? []
         return APIResponse(status: status, contentType: "application/json", body: body)
     }
 
-    func error(_ status: Int, _ code: String, _ message: String, instance: String? = nil, lastError: String? = nil)
+    public func error(_ status: Int, _ code: String, _ message: String, instance: String? = nil, lastError: String? = nil)
         -> APIResponse
     {
         json(status, API.ErrorBody(error: code, message: message, instance: instance, last_error: lastError))

@@ -92,6 +92,19 @@ public enum API {
         }
     }
 
+    /// The answer to a command (`refresh`, `invalidate`).
+    public struct CommandBody: Codable, Sendable, Hashable {
+        public var instance: String
+        public var accepted: Bool
+        public var message: String
+
+        public init(instance: String, accepted: Bool, message: String) {
+            self.instance = instance
+            self.accepted = accepted
+            self.message = message
+        }
+    }
+
     /// Every error answer: a stable code and a message.
     public struct ErrorBody: Codable, Sendable, Hashable {
         public var error: String

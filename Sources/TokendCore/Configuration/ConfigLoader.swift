@@ -56,6 +56,17 @@ public enum ConfigLoader {
         }
     }
 
+    /// Resolves a user or group name to its id (`getpwnam`/`getgrnam` in the daemon); nil for an unknown name.
+    public typealias IdentityResolver = @Sendable (IdentityKind, String) -> UInt32?
+
+    public enum IdentityKind: String, Sendable {
+        case user
+        case group
+    }
+
+    /// Resolves numeric ids only: what a pure caller (a test) gets unless it passes its own resolver.
+    public static let numericIdentities: IdentityResolver = { _, name in UInt32(name) }
+
     public struct SecretReadError: Error, Sendable, Hashable {
         public var message: String
 
@@ -64,7 +75,11 @@ public enum ConfigLoader {
         }
     }
 
-    public static func load(_ input: Input, readSecret: SecretReader) -> Loaded {
+    public static func load(
+        _ input: Input,
+        resolveIdentity: IdentityResolver = numericIdentities,
+        readSecret: SecretReader
+    ) -> Loaded {
         var diagnostics: [ConfigDiagnostic] = []
         var settings: DaemonSettings? = DaemonSettings()
         switch input.settings {
@@ -117,7 +132,29 @@ public enum ConfigLoader {
                 failed.insert(name)
                 continue
             }
-            let (resolved, resolution) = resolve(definition, readSecret: readSecret)
+            var (resolved, resolution) = resolve(definition, readSecret: readSecret)
+            if let rule = definition.access {
+                var uids: Set<UInt32> = []
+                var gids: Set<UInt32> = []
+                for (kind, names) in [(IdentityKind.user, rule.users), (.group, rule.groups)] {
+                    for name in names {
+                        if let id = UInt32(name) ?? resolveIdentity(kind, name) {
+                            if kind == .user { uids.insert(id) } else { gids.insert(id) }
+                        } else {
+                            resolution.append(
+                                ConfigDiagnostic(
+                                    file: definition.file,
+                                    line: rule.line,
+                                    key: "access.\(kind == .user ? "users" : "groups")",
+                                    message: "no \(kind.rawValue) named '\(name)' on this host"
+                                )
+                            )
+                            resolved = nil
+                        }
+                    }
+                }
+                resolved?.access = AccessPolicy(uids: uids, gids: gids)
+            }
             diagnostics += resolution
             if let resolved {
                 instances[name] = resolved

@@ -152,6 +152,24 @@ public enum ConfigParser {
             }
             diagnostics += variableReader.finish()
         }
+        var access: AccessRule?
+        if let table = reader.subtable("access") {
+            var accessReader = TableReader(document: document, path: ["access"], table: table)
+            let users = identityList("users", &accessReader)
+            let groups = identityList("groups", &accessReader)
+            diagnostics += accessReader.finish()
+            if users.isEmpty && groups.isEmpty {
+                diagnostics.append(
+                    ConfigDiagnostic(
+                        file: file,
+                        line: document.line(of: ["access"]),
+                        key: "access",
+                        message: "an [access] table must name users or groups (leave it out to let the socket's permissions decide)"
+                    )
+                )
+            }
+            access = AccessRule(users: users, groups: groups, line: document.line(of: ["access"]))
+        }
         diagnostics += reader.finish()
 
         guard var connector else { return (nil, diagnostics) }
@@ -191,7 +209,7 @@ public enum ConfigParser {
         }
 
         guard !diagnostics.contains(where: { $0.severity == .error }) else { return (nil, diagnostics) }
-        let definition = InstanceDefinition(
+        var definition = InstanceDefinition(
             name: name,
             file: file,
             description: description,
@@ -201,6 +219,7 @@ public enum ConfigParser {
             variableLines: variableLines,
             refresh: connector.refresh.overridden(by: instanceRefresh)
         )
+        definition.access = access
         return (definition, diagnostics)
     }
 
@@ -224,6 +243,7 @@ public enum ConfigParser {
             }
         }
         settings.socketGroup = reader.string("socket_group")
+        settings.adminGroup = reader.string("admin_group")
         if let level = reader.string("log_level") {
             if DaemonSettings.logLevels.contains(level) {
                 settings.logLevel = level
@@ -315,6 +335,26 @@ public enum ConfigParser {
         connector.body = templateFields("body", &reader)
         connector.refresh = parseRefreshOverrides(&reader)
         return connector
+    }
+
+    /// A list of user or group names (or numeric ids).
+    private static func identityList(_ key: String, _ reader: inout TableReader) -> [String] {
+        guard let value = reader.raw(key) else { return [] }
+        guard case .array(let items) = value else {
+            reader.fail(key, "expected an array of names or numeric ids, such as [\"billing\", 1001]")
+            return []
+        }
+        var names: [String] = []
+        for item in items {
+            switch item {
+            case .string(let name) where !name.isEmpty: names.append(name)
+            case .integer(let id) where id >= 0 && id < Int(UInt32.max): names.append(String(id))
+            default:
+                reader.fail(key, "expected names or numeric ids, found \(item.kindDescription)")
+                return []
+            }
+        }
+        return names
     }
 
     /// `[query]`, `[headers]` or `[body]`: string values, kept in the order they were written.

@@ -2,6 +2,8 @@
 public struct DaemonSettings: Sendable, Hashable {
     public var socketMode: UInt16 = 0o660
     public var socketGroup: String?
+    /// Members of this group (name or gid) may use the admin endpoints, beside root and the daemon's own uid.
+    public var adminGroup: String?
     public var logLevel: String = "info"
     /// `READY=1` is sent no later than this after start, even if some first fetches are still failing.
     public var startupTimeout: Double = 30

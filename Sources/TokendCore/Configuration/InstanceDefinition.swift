@@ -141,6 +141,8 @@ public struct InstanceDefinition: Sendable, Hashable {
     public var variableLines: [String: Int]
     /// The connector's refresh overrides with the instance's applied on top.
     public var refresh: RefreshSettings.Overrides
+    /// `[access]`: who may read the token over the socket; nil leaves it to the socket's permissions.
+    public var access: AccessRule?
 
     public init(
         name: String,
@@ -160,5 +162,19 @@ public struct InstanceDefinition: Sendable, Hashable {
         self.secretVariables = secretVariables
         self.variableLines = variableLines
         self.refresh = refresh
+    }
+}
+
+/// `[access] users = […] groups = […]` as written: names, or numeric ids written as numbers or digit strings.
+public struct AccessRule: Sendable, Hashable {
+    public var users: [String]
+    public var groups: [String]
+    /// The line of the `[access]` table, for resolution errors.
+    public var line: Int?
+
+    public init(users: [String], groups: [String], line: Int?) {
+        self.users = users
+        self.groups = groups
+        self.line = line
     }
 }

@@ -10,6 +10,8 @@ public struct ResolvedInstance: Sendable, Hashable {
     /// SHA-256 (hex) over the rendered request and response shape, with every secret replaced by its own
     /// SHA-256. A change of fingerprint invalidates the cached token.
     public var fingerprint: String
+    /// Who may read the token; nil when the socket's permissions decide.
+    public var access: AccessPolicy?
 
     public var name: String { definition.name }
 

@@ -110,6 +110,21 @@ public struct InstanceStateMachine: Sendable {
         return (.wait, beginFetch(now: now))
     }
 
+    /// A client got a 401 with the token whose fingerprint it names (compare-and-swap): when that is still the
+    /// current token it is no longer served and a refresh starts (or is scheduled once `min_interval` has passed
+    /// since the last one); a stale fingerprint changes nothing. Returns whether the token was dropped.
+    public mutating func tokenInvalidated(fingerprint: String, now: Date) -> (invalidated: Bool, actions: [Action]) {
+        guard let current = token, current.fingerprint == fingerprint else { return (false, []) }
+        token = nil
+        if isFetching { return (true, []) }
+        if let started = lastFetchStarted, now.timeIntervalSince(started) < policy.settings.minInterval {
+            let due = started.addingTimeInterval(policy.settings.minInterval)
+            nextAttempt = due
+            return (true, [.scheduleRefresh(at: due)])
+        }
+        return (true, beginFetch(now: now))
+    }
+
     /// The endpoint issued a token.
     public mutating func tokenReceived(
         _ received: IssuedToken,
@@ -148,7 +163,7 @@ public struct InstanceStateMachine: Sendable {
     }
 
     /// The refresh settings changed (a reload); the current schedule stays, later decisions use the new policy.
-    public mutating func policyChanged(_ newPolicy: RefreshPolicy) {
+    public mutating func configChanged(policy newPolicy: RefreshPolicy) {
         policy = newPolicy
     }
 

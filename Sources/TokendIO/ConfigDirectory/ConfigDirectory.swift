@@ -47,8 +47,16 @@ public struct ConfigDirectory: Sendable {
         let connectors = Self.tomlFiles(in: Self.join(path, "connectors"))
         let input = ConfigLoader.Input(settings: settings, connectors: connectors, instances: instances)
         let credentials = credentialsDirectory
-        return ConfigLoader.load(input) { source in
+        return ConfigLoader.load(input, resolveIdentity: Self.resolveIdentity) { source in
             Self.readSecret(source, credentialsDirectory: credentials)
+        }
+    }
+
+    /// A user or group name to its id, through the system's user database (NSS).
+    public static let resolveIdentity: ConfigLoader.IdentityResolver = { kind, name in
+        switch kind {
+        case .user: return getpwnam(name).map { $0.pointee.pw_uid }
+        case .group: return getgrnam(name).map { $0.pointee.gr_gid }
         }
     }
 

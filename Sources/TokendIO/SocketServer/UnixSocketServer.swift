@@ -3,6 +3,8 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CSystemd
+import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -102,19 +104,59 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private let responder: UnixSocketServer.Responder
     private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
     private var bodyBytes = 0
+    private var peer: PeerCredentials?
 
     init(responder: @escaping UnixSocketServer.Responder) {
         self.responder = responder
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        readPeerCredentials(context: context)
+        context.fireChannelActive()
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { readPeerCredentials(context: context) }
+    }
+
+    /// `SO_PEERCRED` of the connecting process, and its supplementary groups from `/proc/<pid>/status`.
+    private func readPeerCredentials(context: ChannelHandlerContext) {
+        guard peer == nil, let provider = context.channel as? any SocketOptionProvider else { return }
+        let future: EventLoopFuture<tokend_ucred> = provider.unsafeGetSocketOption(
+            level: SocketOptionLevel(SOL_SOCKET),
+            name: SocketOptionName(SO_PEERCRED)
+        )
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        future.whenSuccess { credentials in
+            bound.value.peer = PeerCredentials(
+                uid: credentials.uid,
+                gid: credentials.gid,
+                pid: credentials.pid,
+                groups: Self.supplementaryGroups(of: credentials.pid)
+            )
+        }
+    }
+
+    static func supplementaryGroups(of pid: Int32) -> Set<UInt32> {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Groups:") })
+        else { return [] }
+        return Set(line.dropFirst("Groups:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { UInt32($0) })
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let requestHead):
             head = requestHead
+            body = []
             bodyBytes = 0
-        case .body(let buffer):
+        case .body(var buffer):
             bodyBytes += buffer.readableBytes
+            if bodyBytes <= Self.maxBodyBytes, let bytes = buffer.readBytes(length: buffer.readableBytes) {
+                body += bytes
+            }
         case .end:
             guard let requestHead = head else { return }
             head = nil
@@ -131,8 +173,11 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
             let request = APIRequest(
                 method: requestHead.method.rawValue,
                 target: requestHead.uri,
-                accept: requestHead.headers.first(name: "accept")
+                accept: requestHead.headers.first(name: "accept"),
+                body: body,
+                peer: peer
             )
+            body = []
             let eventLoop = context.eventLoop
             let bound = NIOLoopBound((handler: self, context: context), eventLoop: eventLoop)
             responder(request) { response in
