@@ -49,7 +49,4 @@ struct Check: ParsableCommand {
         if errors > 0 { throw ExitCode(1) }
     }
 
-    private func printError(_ line: String) {
-        FileHandle.standardError.write(Data((line + "\n").utf8))
-    }
 }

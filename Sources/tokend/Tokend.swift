@@ -9,7 +9,7 @@ struct Tokend: ParsableCommand {
         commandName: "tokend",
         abstract: "Keeps OAuth 2.0 client-credentials tokens fresh and serves them on a Unix socket.",
         version: version,
-        subcommands: [Run.self, Check.self]
+        subcommands: [Run.self, Check.self, Token.self, Status.self, Refresh.self]
     )
 }
 

@@ -76,7 +76,8 @@ final class DaemonHarness: @unchecked Sendable {
         clientID: String? = nil,
         secret: String = "s3cret-value",
         auth: String = "client_secret_basic",
-        scope: String = "read"
+        scope: String = "read",
+        extra: String = ""
     ) throws {
         let secretPath = try writeSecret(name, secret)
         let text = """
@@ -89,6 +90,8 @@ final class DaemonHarness: @unchecked Sendable {
             client_id     = "\(clientID ?? name)"
             client_secret = { file = "\(secretPath)" }
             scope         = "\(scope)"
+
+            \(extra)
             """
         try writeRaw(name, text)
     }
@@ -124,6 +127,30 @@ final class DaemonHarness: @unchecked Sendable {
         let stderr = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    }
+
+    /// Lets other users reach the socket: the temporary directory 0755, the socket 0666 (access rules decide).
+    func openUpForOtherUsers() throws {
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: root)
+        let settings = try String(contentsOfFile: configDir + "/tokend.toml", encoding: .utf8)
+        try ("socket_mode = \"0666\"\n" + settings).write(toFile: configDir + "/tokend.toml", atomically: true, encoding: .utf8)
+    }
+
+    /// `curl --unix-socket` against the daemon, optionally run through `prefix` (e.g. setpriv as another user).
+    func curl(_ arguments: [String], as prefix: [String] = []) throws -> (status: Int, body: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = prefix + ["curl", "-s", "--max-time", "10", "--unix-socket", socketPath, "-w", "\n%{http_code}"] + arguments
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        var text = String(decoding: data, as: UTF8.self)
+        guard let newline = text.lastIndex(of: "\n") else { return (0, text) }
+        let code = Int(text[text.index(after: newline)...]) ?? 0
+        text = String(text[..<newline])
+        return (code, text)
     }
 
     /// The diagnostics the daemon logged as config errors, in order (unquoted from the log's `error="…"`).

@@ -1,0 +1,117 @@
+import Foundation
+import Testing
+import TokendCore
+import TokendTestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The socket API's commands, per-caller access control and the CLI client, with the real binary.
+@Suite(.serialized) struct SocketAPIEndToEndTests {
+    @Test func cliTokenStatusAndRefresh() async throws {
+        let harness = try await DaemonHarness()
+        defer { Task { await harness.shutdown() } }
+        try harness.writeInstance("alpha")
+        try harness.start()
+        try await harness.waitUntilReady()
+        let issued = try #require(harness.endpoint.issuedTokens.first)
+
+        let raw = try harness.runCLI(["token", "alpha", "--socket", harness.socketPath])
+        #expect(raw.status == 0)
+        #expect(raw.stdout == issued + "\n")
+        let header = try harness.runCLI(["token", "alpha", "--format", "header", "--socket", harness.socketPath])
+        #expect(header.stdout == "Bearer \(issued)\n")
+        let json = try harness.runCLI(["token", "alpha", "--format", "json", "--socket", harness.socketPath])
+        #expect(try JSONDecoder().decode(API.TokenBody.self, from: Data(json.stdout.utf8)).access_token == issued)
+        let unknown = try harness.runCLI(["token", "nope", "--socket", harness.socketPath])
+        #expect(unknown.status == 3)
+        #expect(unknown.stderr == "tokend: unknown_instance: no instance named 'nope'\n")
+
+        let status = try harness.runCLI(["status", "--socket", harness.socketPath])
+        #expect(status.status == 0)
+        let lines = status.stdout.split(separator: "\n")
+        #expect(lines.first?.hasPrefix("INSTANCE  STATE  EXPIRES IN") == true)
+        #expect(lines.dropFirst().first?.hasPrefix("alpha     valid  ") == true)
+        #expect(!status.stdout.contains(issued))
+
+        let refresh = try harness.runCLI(["refresh", "alpha", "--socket", harness.socketPath])
+        #expect(refresh.status == 0, "\(refresh.stderr)")
+        try await eventually("a refreshed token") { try await harness.token("alpha") != issued }
+        #expect(harness.endpoint.requestCount == 2)
+
+        let down = try harness.runCLI(["status", "--socket", harness.root + "/missing.sock"])
+        #expect(down.status != 0)
+        #expect(down.stderr.contains("cannot reach tokend"))
+        #expect(try await harness.stop() == 0)
+    }
+
+    @Test func invalidateIsACompareAndSwap() async throws {
+        let harness = try await DaemonHarness()
+        defer { Task { await harness.shutdown() } }
+        try harness.writeInstance("alpha")
+        try harness.start()
+        try await harness.waitUntilReady()
+        let first = try #require(try await harness.token("alpha"))
+        // min_interval (1 s) must pass before a client-triggered refresh may start at once.
+        try await Task.sleep(for: .milliseconds(1100))
+
+        let stale = try harness.curl(["-X", "POST", "-d", #"{"fingerprint":"0123456789abcdef"}"#, "http://localhost/v1/tokens/alpha/invalidate"])
+        #expect(stale.status == 200)
+        #expect(stale.body.contains(#""accepted":false"#))
+        #expect(harness.endpoint.requestCount == 1)
+
+        let fingerprint = TokenFingerprint.of(Secret(first))
+        let accepted = try harness.curl(["-X", "POST", "-d", #"{"fingerprint":"\#(fingerprint)"}"#, "http://localhost/v1/tokens/alpha/invalidate"])
+        #expect(accepted.status == 202)
+        try await eventually("a new token after the invalidation") {
+            let token = try await harness.token("alpha")
+            return token != nil && token != first
+        }
+        // The same (now stale) fingerprint again changes nothing: no thundering herd.
+        let again = try harness.curl(["-X", "POST", "-d", #"{"fingerprint":"\#(fingerprint)"}"#, "http://localhost/v1/tokens/alpha/invalidate"])
+        #expect(again.status == 200)
+        #expect(harness.endpoint.requestCount == 2)
+        let malformed = try harness.curl(["-X", "POST", "-d", "nonsense", "http://localhost/v1/tokens/alpha/invalidate"])
+        #expect(malformed.status == 400)
+        #expect(try await harness.stop() == 0)
+    }
+
+    @Test func accessRulesFollowThePeersCredentials() async throws {
+        let harness = try await DaemonHarness(settings: DaemonHarness.fastSettings + "\n" + "")
+        defer { Task { await harness.shutdown() } }
+        try harness.openUpForOtherUsers()
+        try harness.writeInstance("open")
+        try harness.writeInstance("private", extra: "[access]\nusers = [0]\n")
+        try harness.writeInstance("shared", extra: "[access]\nusers = [\"root\"]\ngroups = [\"nogroup\"]\n")
+        try harness.start()
+        try await harness.waitUntilReady()
+
+        let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        #expect(try harness.curl(["http://localhost/v1/tokens/open?format=raw"], as: nobody).status == 200)
+        #expect(try harness.curl(["http://localhost/v1/tokens/shared?format=raw"], as: nobody).status == 200)
+        let denied = try harness.curl(["http://localhost/v1/tokens/private?format=raw"], as: nobody)
+        #expect(denied.status == 403)
+        #expect(!denied.body.contains("tok-"))
+        let listed = try harness.curl(["http://localhost/v1/instances"], as: nobody)
+        let names = try JSONDecoder().decode(API.InstancesBody.self, from: Data(listed.body.utf8)).instances.map(\.name)
+        #expect(names == ["open", "shared"])
+        #expect(try harness.curl(["-X", "POST", "http://localhost/v1/instances/open/refresh"], as: nobody).status == 403)
+        // Root (an admin) reads everything and may refresh.
+        #expect(try harness.curl(["http://localhost/v1/tokens/private?format=raw"]).status == 200)
+        #expect(try harness.curl(["-X", "POST", "http://localhost/v1/instances/open/refresh"]).status == 202)
+        try await eventually("the refusals are logged with the caller") {
+            harness.log.contains("request refused") && harness.log.contains("peer.uid=65534")
+        }
+        #expect(try await harness.stop() == 0)
+    }
+
+    @Test func unknownAccessNamesAreConfigErrors() async throws {
+        let harness = try await DaemonHarness()
+        defer { Task { await harness.shutdown() } }
+        try harness.writeInstance("alpha", extra: "[access]\nusers = [\"no-such-user-here\"]\n")
+        let check = try harness.runCLI(["check", "--config-dir", harness.configDir])
+        #expect(check.status == 1)
+        #expect(check.stderr.contains("instances/alpha.toml:11: access.users: no user named 'no-such-user-here' on this host"), "\(check.stderr)")
+    }
+}
