@@ -192,11 +192,28 @@ public final class Daemon: @unchecked Sendable {
         do {
             let path = options.paths.socketPath
             let mode = settings.socketMode
-            server = try Self.blocking {
-                try await UnixSocketServer.bind(path: path, mode: mode) { [unowned self] request, respond in
-                    self.handle(request, respond: respond)
+            var group: UInt32?
+            if let name = settings.socketGroup {
+                group = UInt32(name) ?? ConfigDirectory.resolveIdentity(.group, name)
+                if group == nil { throw StartError(message: "socket_group '\(name)' names no group on this host", errno: EINVAL) }
+            }
+            let passed = SystemdNotifier.listenDescriptors()
+            let respond: UnixSocketServer.Responder = { [unowned self] request, respond in
+                self.handle(request, respond: respond)
+            }
+            if let descriptor = passed.first {
+                logger.info("using the socket systemd passed", metadata: ["fd": "\(descriptor)", "fds": "\(passed.count)"])
+                server = try Self.blocking {
+                    try await UnixSocketServer.adopt(descriptor: descriptor, path: path, responder: respond)
+                }
+            } else {
+                let socketGroup = group
+                server = try Self.blocking {
+                    try await UnixSocketServer.bind(path: path, mode: mode, group: socketGroup, responder: respond)
                 }
             }
+        } catch let error as StartError {
+            throw error
         } catch let error as UnixSocketServer.SetupError {
             throw StartError(message: "socket: \(error)", errno: error.errno)
         } catch {

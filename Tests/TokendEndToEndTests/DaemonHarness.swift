@@ -137,13 +137,17 @@ final class DaemonHarness: @unchecked Sendable {
     }
 
     /// `curl --unix-socket` against the daemon, optionally run through `prefix` (e.g. setpriv as another user).
-    func curl(_ arguments: [String], as prefix: [String] = []) throws -> (status: Int, body: String) {
+    func curl(_ arguments: [String], as prefix: [String] = [], stdin: String? = nil) throws -> (status: Int, body: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = prefix + ["curl", "-s", "--max-time", "10", "--unix-socket", socketPath, "-w", "\n%{http_code}"] + arguments
         let out = Pipe()
         process.standardOutput = out
+        let input = Pipe()
+        process.standardInput = input
         try process.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
         let data = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         var text = String(decoding: data, as: UTF8.self)
@@ -151,6 +155,33 @@ final class DaemonHarness: @unchecked Sendable {
         let code = Int(text[text.index(after: newline)...]) ?? 0
         text = String(text[..<newline])
         return (code, text)
+    }
+
+    /// Writes raw bytes to the socket and returns what comes back until the daemon closes (or 5 s pass).
+    func rawExchange(_ text: String) throws -> String {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            buffer.copyBytes(from: socketPath.utf8)
+            buffer[socketPath.utf8.count] = 0
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        _ = Array(text.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            guard count > 0 else { break }
+            received += buffer[0..<count]
+        }
+        return String(decoding: received, as: UTF8.self)
     }
 
     /// The diagnostics the daemon logged as config errors, in order (unquoted from the log's `error="…"`).
@@ -167,11 +198,18 @@ final class DaemonHarness: @unchecked Sendable {
         try FileManager.default.removeItem(atPath: "\(configDir)/instances/\(name).toml")
     }
 
-    /// Starts the binary; `watchdogMicroseconds` sets `WATCHDOG_USEC`.
-    func start(watchdogMicroseconds: Int? = nil) throws {
+    /// Starts the binary; `watchdogMicroseconds` sets `WATCHDOG_USEC`; `wrapper` runs it through another
+    /// command (e.g. `systemd-socket-activate`).
+    func start(watchdogMicroseconds: Int? = nil, wrappedIn wrapper: [String] = []) throws {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: try Self.binaryPath())
-        process.arguments = ["run", "--config-dir", configDir, "--state-dir", stateDir, "--socket", socketPath]
+        let arguments = ["run", "--config-dir", configDir, "--state-dir", stateDir, "--socket", socketPath]
+        if wrapper.isEmpty {
+            process.executableURL = URL(fileURLWithPath: try Self.binaryPath())
+            process.arguments = arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = wrapper + [try Self.binaryPath()] + arguments
+        }
         var environment = ProcessInfo.processInfo.environment
         for key in ["LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "TOKEND_CONFIG_DIR", "TOKEND_STATE_DIR", "TOKEND_SOCKET"] {
             environment.removeValue(forKey: key)

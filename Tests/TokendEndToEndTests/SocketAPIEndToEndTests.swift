@@ -115,3 +115,81 @@ import Glibc
         #expect(check.stderr.contains("instances/alpha.toml:11: access.users: no user named 'no-such-user-here' on this host"), "\(check.stderr)")
     }
 }
+
+/// The socket itself: mode and group, stale and live socket files, socket activation, hostile requests.
+@Suite(.serialized) struct SocketEndToEndTests {
+    @Test func socketGetsTheConfiguredModeAndGroup() async throws {
+        let harness = try await DaemonHarness(settings: "socket_mode = \"0640\"\nsocket_group = \"nogroup\"\n" + DaemonHarness.fastSettings)
+        defer { Task { await harness.shutdown() } }
+        try harness.writeInstance("alpha")
+        try harness.start()
+        try await harness.waitUntilReady()
+        var info = stat()
+        #expect(lstat(harness.socketPath, &info) == 0)
+        #expect(info.st_mode & 0o777 == 0o640)
+        #expect(info.st_gid == 65534)
+        #expect(try await harness.stop() == 0)
+        #expect(!FileManager.default.fileExists(atPath: harness.socketPath))
+    }
+
+    @Test func aStaleSocketIsReplacedButALiveOneIsRefused() async throws {
+        let harness = try await DaemonHarness()
+        defer { Task { await harness.shutdown() } }
+        try harness.writeInstance("alpha")
+        // A socket file nobody listens on, as a crash leaves it.
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            buffer.copyBytes(from: harness.socketPath.utf8)
+            buffer[harness.socketPath.utf8.count] = 0
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(bound == 0)
+        close(fd)
+        #expect(FileManager.default.fileExists(atPath: harness.socketPath))
+
+        try harness.start()
+        try await harness.waitUntilReady()
+        #expect(try await harness.token("alpha") != nil)
+
+        let second = try harness.runCLI(["run", "--config-dir", harness.configDir, "--state-dir", harness.root + "/state2", "--socket", harness.socketPath])
+        #expect(second.status != 0)
+        #expect(second.stderr.contains("another process (a running tokend?) is listening on this socket"))
+        #expect(try await harness.token("alpha") != nil)
+        #expect(try await harness.stop() == 0)
+    }
+
+    @Test func socketActivationUsesThePassedDescriptor() async throws {
+        let harness = try await DaemonHarness()
+        defer { Task { await harness.shutdown() } }
+        try harness.writeInstance("alpha")
+        try harness.start(wrappedIn: ["systemd-socket-activate", "-l", harness.socketPath, "-E", "NOTIFY_SOCKET", "-E", "SWIFT_BACKTRACE"])
+        // The activator owns the socket; tokend starts on the first connection.
+        try await eventually("the activator listens") { FileManager.default.fileExists(atPath: harness.socketPath) }
+        try await eventually("a token through the activated socket", timeout: 20) {
+            (try? await harness.token("alpha")) != nil
+        }
+        #expect(harness.log.contains("using the socket systemd passed"))
+        #expect(harness.notify.assignments.contains("READY=1"))
+    }
+
+    @Test func hostileRequestsAreAnsweredOrClosedWithoutHarm() async throws {
+        let harness = try await DaemonHarness()
+        defer { Task { await harness.shutdown() } }
+        try harness.writeInstance("alpha")
+        try harness.start()
+        try await harness.waitUntilReady()
+        let huge = String(repeating: "x", count: 20_000)
+        #expect(try harness.curl(["-H", "X-Big: \(huge)", "http://localhost/v1/tokens/alpha"]).status == 431)
+        let garbage = try harness.rawExchange("GARBAGE\r\n\r\n")
+        #expect(garbage.hasPrefix("HTTP/1.1 400"))
+        let oversized = try harness.curl(["-X", "POST", "--data-binary", "@/dev/stdin", "http://localhost/v1/tokens/alpha/invalidate"], stdin: String(repeating: "y", count: 100_000))
+        #expect(oversized.status == 413)
+        // Good clients are unaffected.
+        #expect(try await harness.token("alpha") != nil)
+        #expect(try await harness.stop() == 0)
+    }
+}

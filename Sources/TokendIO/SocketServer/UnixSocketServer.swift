@@ -5,6 +5,7 @@ import Darwin
 #endif
 import CSystemd
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -27,37 +28,95 @@ public final class UnixSocketServer: Sendable {
 
     private let channel: any Channel
     public let path: String
+    /// Whether the socket file is ours to remove on close (not when systemd passed the socket).
+    private let ownsPath: Bool
 
-    private init(channel: any Channel, path: String) {
+    /// Limits that keep one client from disturbing the others.
+    public struct Limits: Sendable {
+        /// Request line and headers together; larger heads get 431.
+        public var maxHeadBytes = 16 * 1024
+        /// A connection with no request in progress and nothing read for this long is closed.
+        public var idleTimeout: TimeAmount = .seconds(10)
+        /// Connections beyond this are closed as soon as they are accepted.
+        public var maxConnections = 1024
+
+        public init() {}
+    }
+
+    private init(channel: any Channel, path: String, ownsPath: Bool) {
         self.channel = channel
         self.path = path
+        self.ownsPath = ownsPath
     }
 
     /// Binds `path` (replacing a stale socket file, refusing one a live process listens on) and starts serving.
-    public static func bind(path: String, mode: UInt16, responder: @escaping Responder) async throws -> UnixSocketServer {
+    public static func bind(
+        path: String,
+        mode: UInt16,
+        group: UInt32? = nil,
+        limits: Limits = Limits(),
+        responder: @escaping Responder
+    ) async throws -> UnixSocketServer {
         try removeStaleSocket(at: path)
-        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.backlog, value: 512)
-            .childChannelOption(.allowRemoteHalfClosure, value: false)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(APIChannelHandler(responder: responder))
-                }
-            }
-        let channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false).get()
+        // Created with no access for others, then opened up to `mode`: never more open than configured.
+        let previous = umask(0o177)
+        defer { umask(previous) }
+        let channel = try await bootstrap(limits: limits, responder: responder)
+            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false).get()
+        if let group, chown(path, uid_t.max, gid_t(group)) != 0 {
+            let error = errno
+            try? await channel.close()
+            throw SetupError(path: path, reason: "chown to group \(group) failed: \(String(cString: strerror(error)))", errno: error)
+        }
         guard chmod(path, mode_t(mode)) == 0 else {
             let error = errno
             try? await channel.close()
             throw SetupError(path: path, reason: "chmod failed: \(String(cString: strerror(error)))", errno: error)
         }
-        return UnixSocketServer(channel: channel, path: path)
+        return UnixSocketServer(channel: channel, path: path, ownsPath: true)
+    }
+
+    /// Serves on a listening socket systemd passed (socket activation, `LISTEN_FDS`); its mode and group are the
+    /// socket unit's business.
+    public static func adopt(
+        descriptor: CInt,
+        path: String,
+        limits: Limits = Limits(),
+        responder: @escaping Responder
+    ) async throws -> UnixSocketServer {
+        let channel = try await bootstrap(limits: limits, responder: responder).withBoundSocket(descriptor).get()
+        return UnixSocketServer(channel: channel, path: path, ownsPath: false)
+    }
+
+    private static func bootstrap(limits: Limits, responder: @escaping Responder) -> ServerBootstrap {
+        let connections = NIOLockedValueBox(0)
+        return ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 512)
+            .childChannelOption(.allowRemoteHalfClosure, value: false)
+            .childChannelInitializer { channel in
+                let admitted = connections.withLockedValue { count -> Bool in
+                    guard count < limits.maxConnections else { return false }
+                    count += 1
+                    return true
+                }
+                guard admitted else {
+                    return channel.close()
+                }
+                channel.closeFuture.whenComplete { _ in connections.withLockedValue { $0 -= 1 } }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: limits.idleTimeout))
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(
+                        APIChannelHandler(responder: responder, maxHeadBytes: limits.maxHeadBytes)
+                    )
+                }
+            }
     }
 
     /// Stops accepting, closes the listening socket and removes its file.
     public func close() async {
         try? await channel.close()
-        unlink(path)
+        if ownsPath { unlink(path) }
     }
 
     /// A socket file nobody listens on is left over from a crash: remove it. One with a listener is another
@@ -103,13 +162,25 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
     static let maxBodyBytes = 64 * 1024
 
     private let responder: UnixSocketServer.Responder
+    private let maxHeadBytes: Int
+    /// Requests answered later (min_valid waits): the idle timeout must not cut them off.
+    private var pending = 0
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var bodyBytes = 0
     private var peer: PeerCredentials?
 
-    init(responder: @escaping UnixSocketServer.Responder) {
+    init(responder: @escaping UnixSocketServer.Responder, maxHeadBytes: Int) {
         self.responder = responder
+        self.maxHeadBytes = maxHeadBytes
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            if pending == 0 { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -152,6 +223,16 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
             head = requestHead
             body = []
             bodyBytes = 0
+            let headBytes = requestHead.uri.utf8.count + requestHead.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
+            if headBytes > maxHeadBytes {
+                head = nil
+                let response = APIResponse(
+                    status: 431,
+                    contentType: "application/json",
+                    body: Array(#"{"error":"headers_too_large","message":"request line and headers exceed 16 KiB"}"#.utf8)
+                )
+                write(response, keepAlive: false, context: context)
+            }
         case .body(var buffer):
             bodyBytes += buffer.readableBytes
             if bodyBytes <= Self.maxBodyBytes, let bytes = buffer.readBytes(length: buffer.readableBytes) {
@@ -180,11 +261,14 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
             body = []
             let eventLoop = context.eventLoop
             let bound = NIOLoopBound((handler: self, context: context), eventLoop: eventLoop)
+            pending += 1
             responder(request) { response in
                 if eventLoop.inEventLoop {
+                    bound.value.handler.pending -= 1
                     bound.value.handler.write(response, keepAlive: keepAlive, context: bound.value.context)
                 } else {
                     eventLoop.execute {
+                        bound.value.handler.pending -= 1
                         bound.value.handler.write(response, keepAlive: keepAlive, context: bound.value.context)
                     }
                 }

@@ -13,6 +13,14 @@ public struct SystemdNotifier: ServiceNotifier {
         _ = sd_notify(0, message)
     }
 
+    /// The listening sockets systemd passed (socket activation): `LISTEN_FDS` for this process, starting at fd 3.
+    /// Unsets the variables so that child processes do not inherit them.
+    public static func listenDescriptors() -> [Int32] {
+        let count = sd_listen_fds(1)
+        guard count > 0 else { return [] }
+        return (0..<count).map { SD_LISTEN_FDS_START + $0 }
+    }
+
     /// Seconds between watchdog pings (half of `WATCHDOG_USEC`), or nil when the watchdog is off.
     public static func watchdogPingInterval() -> Double? {
         var usec: UInt64 = 0
