@@ -60,6 +60,7 @@ public final class Daemon: @unchecked Sendable {
     private let configDirectory: ConfigDirectory
     private let published = PublishedInstances()
     private let router = APIRouter()
+    private let metrics = TokendMetrics()
 
     private let queue = DispatchQueue(label: "tokend.scheduler")
     private let ioQueue = DispatchQueue(label: "tokend.io")
@@ -241,11 +242,17 @@ public final class Daemon: @unchecked Sendable {
 
     /// Answers one socket request on the calling event loop: from the published snapshot when it can, through the
     /// scheduler queue for commands and for min_valid requests the current token cannot satisfy.
-    private func handle(_ request: APIRequest, respond: @escaping @Sendable (APIResponse) -> Void) {
+    private func handle(_ request: APIRequest, respond answer: @escaping @Sendable (APIResponse) -> Void) {
         let now = clock.now()
         var router = self.router
         router.admin = published.admin
         let route = router.route(request)
+        let metrics = self.metrics
+        let endpoint = Self.endpointLabel(route)
+        let respond: @Sendable (APIResponse) -> Void = { response in
+            metrics.requestAnswered(endpoint: endpoint, status: response.status)
+            answer(response)
+        }
         if let refusal = router.refusal(for: route, request: request, instances: published) {
             if refusal.status == 403, let peer = request.peer {
                 logger.warning(
@@ -265,6 +272,9 @@ public final class Daemon: @unchecked Sendable {
                 return
             }
             queue.async { self.invalidationRequested(name, fingerprint: fingerprint, respond: respond) }
+        case .metrics:
+            let body = metrics.render(published.allInstances(), now: now)
+            respond(APIResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: body))
         case .token:
             // A min_valid request that the published token cannot satisfy goes to the scheduler, which starts or
             // joins one shared refresh; everything else is answered from the snapshot.
@@ -277,6 +287,18 @@ public final class Daemon: @unchecked Sendable {
             respond(router.respond(to: request, instances: published, now: now))
         default:
             respond(router.respond(to: request, instances: published, now: now))
+        }
+    }
+
+    private static func endpointLabel(_ route: APIRouter.Route) -> String {
+        switch route {
+        case .token: "token"
+        case .invalidate: "invalidate"
+        case .instances: "instances"
+        case .refresh: "refresh"
+        case .health: "health"
+        case .metrics: "metrics"
+        case .notFound, .methodNotAllowed: "other"
         }
     }
 
@@ -473,6 +495,7 @@ public final class Daemon: @unchecked Sendable {
         where loaded.instances[name] == nil && !loaded.failedInstances.contains(name) {
             instances.removeValue(forKey: name)
             published.remove(name)
+            metrics.instanceRemoved(name)
             queuedForFetch.remove(name)
             unsettled.remove(name)
             for waiter in waiters.removeValue(forKey: name) ?? [] {
@@ -767,6 +790,7 @@ public final class Daemon: @unchecked Sendable {
         let actions: [InstanceStateMachine.Action]
         switch parsed {
         case .success(let token):
+            metrics.refreshFinished(instance: name, result: "success")
             actions = running.machine.tokenReceived(token, now: now, using: &random)
             logger.info(
                 "token refreshed",
@@ -778,6 +802,7 @@ public final class Daemon: @unchecked Sendable {
                 ]
             )
         case .failure(let failure):
+            metrics.refreshFinished(instance: name, result: failure.kind.rawValue)
             actions = running.machine.fetchFailed(failure, now: now, using: &random)
             logger.warning(
                 "token fetch failed",

@@ -106,6 +106,26 @@ import Glibc
         #expect(try await harness.stop() == 0)
     }
 
+    @Test func metricsInPrometheusFormatForAdminsOnly() async throws {
+        let harness = try await DaemonHarness()
+        defer { Task { await harness.shutdown() } }
+        try harness.openUpForOtherUsers()
+        try harness.writeInstance("alpha")
+        try harness.start()
+        try await harness.waitUntilReady()
+        _ = try await harness.token("alpha")
+        let metrics = try harness.curl(["http://localhost/metrics"])
+        #expect(metrics.status == 200)
+        #expect(metrics.body.contains(#"tokend_token_valid{instance="alpha"} 1"#))
+        #expect(metrics.body.contains(#"tokend_refreshes_total{instance="alpha",result="success"} 1"#))
+        #expect(metrics.body.contains(#"tokend_socket_requests_total{endpoint="token",status="200"}"#))
+        #expect(metrics.body.contains("# TYPE tokend_outage_budget_seconds gauge"))
+        #expect(!metrics.body.contains("tok-"))
+        let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        #expect(try harness.curl(["http://localhost/metrics"], as: nobody).status == 403)
+        #expect(try await harness.stop() == 0)
+    }
+
     @Test func unknownAccessNamesAreConfigErrors() async throws {
         let harness = try await DaemonHarness()
         defer { Task { await harness.shutdown() } }

@@ -81,6 +81,7 @@ public struct APIRouter: Sendable {
         case instances
         case refresh(name: String)
         case health
+        case metrics
         case notFound
         case methodNotAllowed
     }
@@ -100,6 +101,8 @@ public struct APIRouter: Sendable {
             return method == "GET" ? .instances : .methodNotAllowed
         case 2 where segments == ["v1", "health"]:
             return method == "GET" ? .health : .methodNotAllowed
+        case 1 where segments == ["metrics"]:
+            return method == "GET" ? .metrics : .methodNotAllowed
         case 3 where segments[0] == "v1" && segments[1] == "tokens" && !segments[2].isEmpty:
             return method == "GET" ? .token(name: segments[2]) : .methodNotAllowed
         case 4 where segments[0] == "v1" && segments[1] == "tokens" && !segments[2].isEmpty && segments[3] == "invalidate":
@@ -132,6 +135,8 @@ public struct APIRouter: Sendable {
         case .refresh(let name):
             guard isAdmin(request.peer) else { return forbidden() }
             return instances.instance(named: name) == nil ? unknownInstance(name) : nil
+        case .metrics:
+            return isAdmin(request.peer) ? nil : forbidden()
         case .instances, .health, .notFound, .methodNotAllowed:
             return nil
         }
@@ -156,7 +161,7 @@ public struct APIRouter: Sendable {
                 reasons.isEmpty ? 200 : 503,
                 API.HealthBody(status: reasons.isEmpty ? "ok" : "degraded", reasons: reasons)
             )
-        case .invalidate, .refresh:
+        case .invalidate, .refresh, .metrics:
             // Commands change the scheduler's state; the daemon answers them before the router is asked.
             return error(503, "unavailable", "this endpoint needs the running daemon")
         case .methodNotAllowed:
