@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 /// The `tokend` command tree: the daemon and its operator commands.
 @main
@@ -11,6 +12,20 @@ struct Tokend: ParsableCommand {
         version: version,
         subcommands: [Run.self, Check.self, Token.self, Status.self, Refresh.self]
     )
+
+    /// ArgumentParser's flow, except that usage errors exit 2 (as documented) instead of 64.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }
 
 /// Options shared by the commands that read the config directory.

@@ -114,9 +114,9 @@ final class DaemonHarness: @unchecked Sendable {
     }
 
     /// Runs `tokend <arguments>` to completion; returns its exit status, stdout and stderr.
-    func runCLI(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    func runCLI(_ arguments: [String], viaEnv: Bool = false) throws -> (status: Int32, stdout: String, stderr: String) {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: try Self.binaryPath())
+        process.executableURL = URL(fileURLWithPath: viaEnv ? "/usr/bin/env" : try Self.binaryPath())
         process.arguments = arguments
         let out = Pipe()
         let err = Pipe()

@@ -25,7 +25,7 @@ import Glibc
         let json = try harness.runCLI(["token", "alpha", "--format", "json", "--socket", harness.socketPath])
         #expect(try JSONDecoder().decode(API.TokenBody.self, from: Data(json.stdout.utf8)).access_token == issued)
         let unknown = try harness.runCLI(["token", "nope", "--socket", harness.socketPath])
-        #expect(unknown.status == 3)
+        #expect(unknown.status == 1)
         #expect(unknown.stderr == "tokend: unknown_instance: no instance named 'nope'\n")
 
         let status = try harness.runCLI(["status", "--socket", harness.socketPath])
@@ -40,9 +40,18 @@ import Glibc
         try await eventually("a refreshed token") { try await harness.token("alpha") != issued }
         #expect(harness.endpoint.requestCount == 2)
 
-        let down = try harness.runCLI(["status", "--socket", harness.root + "/missing.sock"])
-        #expect(down.status != 0)
-        #expect(down.stderr.contains("cannot reach tokend"))
+        let missing = harness.root + "/missing.sock"
+        let down = try harness.runCLI(["status", "--socket", missing])
+        #expect(down.status == 3)
+        #expect(down.stderr == "tokend: cannot reach tokend: no socket at \(missing) (is tokend running? --socket names another path)\n")
+        // The socket is 0660 root:root: another user is refused by the kernel, and told so.
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: harness.root)
+        let denied = try harness.runCLI(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", try DaemonHarness.binaryPath(), "token", "alpha", "--socket", harness.socketPath], viaEnv: true)
+        #expect(denied.status == 3)
+        #expect(denied.stderr.contains("permission denied on \(harness.socketPath)"))
+        let usage = try harness.runCLI(["token"])
+        #expect(usage.status == 2)
+        #expect(usage.stderr.contains("Missing expected argument '<name>'"))
         #expect(try await harness.stop() == 0)
     }
 

@@ -1,0 +1,31 @@
+import ArgumentParser
+import Foundation
+import NIOHTTP1
+import TokendCore
+import TokendIO
+
+/// `tokend refresh NAME`: refresh now (admin).
+struct Refresh: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Refresh an instance's token now (root, the daemon's user or admin_group).",
+        discussion: """
+            A refresh already in flight is joined, not duplicated.
+
+            Example:
+              tokend refresh acme-prod
+            """
+    )
+
+    @OptionGroup var socket: SocketOption
+
+    @Argument(help: "The instance name.")
+    var name: String
+
+    func run() throws {
+        let client = socket.client
+        let path = "/v1/instances/\(FormURLEncoding.encode(name))/refresh"
+        let response = try ask(client, method: .POST, path: path)
+        guard response.status == 202 else { throw fail(response) }
+        print("\(name): refresh started")
+    }
+}
