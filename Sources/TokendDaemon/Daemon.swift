@@ -329,6 +329,7 @@ public final class Daemon: @unchecked Sendable {
         let (invalidated, actions) = instances[name]!.machine.tokenInvalidated(fingerprint: fingerprint, now: clock.now())
         if invalidated {
             logger.warning("token invalidated by a client", metadata: ["instance": "\(name)", "token": "\(fingerprint)"])
+            removeSink(instances[name]!.resolved.sink)
         }
         perform(actions, for: name)
         scheduleStatusUpdate()
@@ -493,6 +494,7 @@ public final class Daemon: @unchecked Sendable {
 
         for name in instances.keys.sorted()
         where loaded.instances[name] == nil && !loaded.failedInstances.contains(name) {
+            removeSink(instances[name]?.resolved.sink)
             instances.removeValue(forKey: name)
             published.remove(name)
             metrics.instanceRemoved(name)
@@ -511,6 +513,10 @@ public final class Daemon: @unchecked Sendable {
             let policy = RefreshPolicy(settings.refresh.applying(resolved.definition.refresh))
             published.publishAccess(name, resolved.access)
             if var running = instances[name], running.resolved.fingerprint == resolved.fingerprint {
+                if running.resolved.sink != resolved.sink {
+                    if running.resolved.sink?.path != resolved.sink?.path { removeSink(running.resolved.sink) }
+                    if let token = running.machine.servableToken(at: now) { writeSink(name, token: token, to: resolved.sink) }
+                }
                 running.resolved = resolved
                 running.machine.configChanged(policy: policy)
                 instances[name] = running
@@ -527,6 +533,7 @@ public final class Daemon: @unchecked Sendable {
                 break
             }
             if replacing {
+                removeSink(instances[name]?.resolved.sink)
                 let cache = self.cache
                 ioQueue.async { cache.remove(instance: name) }
                 queuedForFetch.remove(name)
@@ -547,6 +554,7 @@ public final class Daemon: @unchecked Sendable {
             if let token = instances[name]?.machine.token {
                 let generation = instances[name]!.generation
                 push(ScheduleEntry(due: token.serveUntil, name: name, generation: generation, purpose: .expiry))
+                writeSink(name, token: token, to: resolved.sink)
             }
         }
         updateStatus()
@@ -623,6 +631,7 @@ public final class Daemon: @unchecked Sendable {
                         logger.error("cache write failed", metadata: ["instance": "\(name)", "error": "\(error)"])
                     }
                 }
+                writeSink(name, token: token, to: running.resolved.sink)
                 push(ScheduleEntry(due: token.serveUntil, name: name, generation: running.generation, purpose: .expiry))
             case .serveWaiters(let token):
                 let now = clock.now()
@@ -649,6 +658,24 @@ public final class Daemon: @unchecked Sendable {
             }
         }
         published.publish(name, instances[name]!.machine)
+    }
+
+    /// Writes the token to the instance's sink file, if it has one (on the I/O queue).
+    private func writeSink(_ name: String, token: IssuedToken, to target: SinkTarget?) {
+        guard let target else { return }
+        let logger = self.logger
+        ioQueue.async {
+            do {
+                try FileSink.write(token.accessToken, to: target)
+            } catch {
+                logger.error("sink write failed", metadata: ["instance": "\(name)", "error": "\(error)"])
+            }
+        }
+    }
+
+    private func removeSink(_ target: SinkTarget?) {
+        guard let target else { return }
+        ioQueue.async { FileSink.remove(target) }
     }
 
     /// A client asked for a token valid for at least `minValid` seconds and the published one is not.
@@ -728,6 +755,7 @@ public final class Daemon: @unchecked Sendable {
                 perform(actions, for: first.name)
             case .expiry:
                 expired = true
+                removeSink(instances[first.name]?.resolved.sink)
                 logger.warning("token expired", metadata: ["instance": "\(first.name)"])
             }
         }

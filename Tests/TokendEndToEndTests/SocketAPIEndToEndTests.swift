@@ -135,6 +135,35 @@ import Glibc
         #expect(try await harness.stop() == 0)
     }
 
+    @Test func fileSinkFollowsTheTokenAndGoesWithTheInstance() async throws {
+        let harness = try await DaemonHarness(lifetime: 3)
+        defer { Task { await harness.shutdown() } }
+        let sinkPath = harness.root + "/sinks/alpha.token"
+        try FileManager.default.createDirectory(atPath: harness.root + "/sinks", withIntermediateDirectories: true)
+        try harness.writeInstance("alpha", extra: "[sink]\npath = \"\(sinkPath)\"\nmode = \"0640\"\ngroup = \"nogroup\"\n")
+        try harness.start()
+        try await harness.waitUntilReady()
+        let first = try #require(try await harness.token("alpha"))
+        try await eventually("the sink holds the token") { (try? String(contentsOfFile: sinkPath, encoding: .utf8)) == first }
+        var info = stat()
+        #expect(lstat(sinkPath, &info) == 0)
+        #expect(info.st_mode & 0o777 == 0o640)
+        #expect(info.st_gid == 65534)
+        // It follows each refresh.
+        try await eventually("the sink holds the refreshed token", timeout: 10) {
+            let now = try? String(contentsOfFile: sinkPath, encoding: .utf8)
+            let served = try await harness.token("alpha")
+            return now != nil && now != first && now == served
+        }
+        // No temp file is left beside it.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: harness.root + "/sinks") == ["alpha.token"])
+        try harness.removeInstance("alpha")
+        harness.signal(SIGHUP)
+        try await harness.waitUntilReady(count: 2)
+        try await eventually("the sink is removed with the instance") { !FileManager.default.fileExists(atPath: sinkPath) }
+        #expect(try await harness.stop() == 0)
+    }
+
     @Test func unknownAccessNamesAreConfigErrors() async throws {
         let harness = try await DaemonHarness()
         defer { Task { await harness.shutdown() } }

@@ -155,6 +155,26 @@ public enum ConfigLoader {
                 }
                 resolved?.access = AccessPolicy(uids: uids, gids: gids)
             }
+            if let sink = definition.sink {
+                var ids: [IdentityKind: UInt32] = [:]
+                for (kind, name) in [(IdentityKind.user, sink.owner), (.group, sink.group)] {
+                    guard let name else { continue }
+                    if let id = UInt32(name) ?? resolveIdentity(kind, name) {
+                        ids[kind] = id
+                    } else {
+                        resolution.append(
+                            ConfigDiagnostic(
+                                file: definition.file,
+                                line: sink.line,
+                                key: kind == .user ? "sink.owner" : "sink.group",
+                                message: "no \(kind.rawValue) named '\(name)' on this host"
+                            )
+                        )
+                        resolved = nil
+                    }
+                }
+                resolved?.sink = SinkTarget(path: sink.path, mode: sink.mode, uid: ids[.user], gid: ids[.group])
+            }
             diagnostics += resolution
             if let resolved {
                 instances[name] = resolved

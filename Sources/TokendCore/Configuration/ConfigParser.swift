@@ -152,6 +152,29 @@ public enum ConfigParser {
             }
             diagnostics += variableReader.finish()
         }
+        var sink: SinkSpec?
+        if let table = reader.subtable("sink") {
+            var sinkReader = TableReader(document: document, path: ["sink"], table: table)
+            let line = document.line(of: ["sink"])
+            let path = sinkReader.string("path")
+            var spec = SinkSpec(path: path ?? "", line: line)
+            if let mode = sinkReader.string("mode") {
+                if let parsed = UInt16(mode, radix: 8), parsed <= 0o777, parsed & 0o002 == 0 {
+                    spec.mode = parsed
+                } else {
+                    sinkReader.fail("mode", "expected an octal mode without write access for others, such as \"0640\"")
+                }
+            }
+            spec.owner = sinkReader.string("owner")
+            spec.group = sinkReader.string("group")
+            if path == nil {
+                sinkReader.fail("path", "missing: the file the token is written to")
+            } else if path?.hasPrefix("/") != true || path?.hasSuffix("/") == true {
+                sinkReader.fail("path", "expected an absolute file path")
+            }
+            diagnostics += sinkReader.finish()
+            sink = spec
+        }
         var access: AccessRule?
         if let table = reader.subtable("access") {
             var accessReader = TableReader(document: document, path: ["access"], table: table)
@@ -220,6 +243,7 @@ public enum ConfigParser {
             refresh: connector.refresh.overridden(by: instanceRefresh)
         )
         definition.access = access
+        definition.sink = sink
         return (definition, diagnostics)
     }
 

@@ -143,6 +143,8 @@ public struct InstanceDefinition: Sendable, Hashable {
     public var refresh: RefreshSettings.Overrides
     /// `[access]`: who may read the token over the socket; nil leaves it to the socket's permissions.
     public var access: AccessRule?
+    /// `sink = { path = "…", mode = "0640", owner = "…", group = "…" }`: a file that always holds the raw token.
+    public var sink: SinkSpec?
 
     public init(
         name: String,
@@ -162,6 +164,38 @@ public struct InstanceDefinition: Sendable, Hashable {
         self.secretVariables = secretVariables
         self.variableLines = variableLines
         self.refresh = refresh
+    }
+}
+
+/// A file sink as written: the raw token, replaced atomically each time it changes.
+public struct SinkSpec: Sendable, Hashable {
+    public var path: String
+    public var mode: UInt16
+    public var owner: String?
+    public var group: String?
+    public var line: Int?
+
+    public init(path: String, mode: UInt16 = 0o600, owner: String? = nil, group: String? = nil, line: Int? = nil) {
+        self.path = path
+        self.mode = mode
+        self.owner = owner
+        self.group = group
+        self.line = line
+    }
+}
+
+/// A file sink with its owner and group resolved to ids.
+public struct SinkTarget: Sendable, Hashable {
+    public var path: String
+    public var mode: UInt16
+    public var uid: UInt32?
+    public var gid: UInt32?
+
+    public init(path: String, mode: UInt16, uid: UInt32?, gid: UInt32?) {
+        self.path = path
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
     }
 }
 

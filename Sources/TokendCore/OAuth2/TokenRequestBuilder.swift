@@ -12,6 +12,8 @@ public struct ResolvedInstance: Sendable, Hashable {
     public var fingerprint: String
     /// Who may read the token; nil when the socket's permissions decide.
     public var access: AccessPolicy?
+    /// Where the raw token is also written, if anywhere.
+    public var sink: SinkTarget?
 
     public var name: String { definition.name }
 
