@@ -1,0 +1,114 @@
+import Foundation
+import Testing
+@testable import TokendCore
+
+/// A directory with access rules, for the router's checks.
+struct GuardedDirectory: InstanceDirectory {
+    var machines: [String: InstanceStateMachine]
+    var policies: [String: AccessPolicy]
+
+    func instance(named name: String) -> InstanceStateMachine? { machines[name] }
+    func allInstances() -> [(name: String, machine: InstanceStateMachine)] { machines.map { ($0.key, $0.value) } }
+    func access(named name: String) -> AccessPolicy? { policies[name] }
+}
+
+/// Every endpoint and status code of the router, with no socket.
+@Suite struct APIRoutingTests {
+    let router = APIRouter(admin: AdminPolicy(daemonUID: 999, adminGID: 50))
+    let directory: GuardedDirectory
+    static let alice = PeerCredentials(uid: 1001, gid: 1001, pid: 10)
+    static let bob = PeerCredentials(uid: 1002, gid: 1002, pid: 11, groups: [300])
+    static let operatorInAdminGroup = PeerCredentials(uid: 1003, gid: 1003, pid: 12, groups: [50])
+    static let root = PeerCredentials(uid: 0, gid: 0, pid: 1)
+
+    init() {
+        var generator = SeededGenerator(seed: 8)
+        var machine = InstanceStateMachine(policy: RefreshPolicy(RefreshSettings()))
+        _ = machine.started(cached: nil, now: epoch, using: &generator)
+        _ = machine.tokenReceived(token(lifetime: 600, value: "the-token"), now: epoch, using: &generator)
+        directory = GuardedDirectory(
+            machines: ["open": machine, "private": machine, "team": machine],
+            policies: ["private": AccessPolicy(uids: [1001], gids: []), "team": AccessPolicy(uids: [], gids: [300])]
+        )
+    }
+
+    func ask(_ method: String, _ target: String, peer: PeerCredentials?, body: String = "") -> APIResponse {
+        router.respond(
+            to: APIRequest(method: method, target: target, body: Array(body.utf8), peer: peer),
+            instances: directory,
+            now: epoch.addingTimeInterval(100)
+        )
+    }
+
+    @Test(arguments: [
+        ("GET", "/v1/tokens/a", APIRouter.Route.token(name: "a")),
+        ("GET", "/v1/tokens/a?format=raw", .token(name: "a")),
+        ("POST", "/v1/tokens/a/invalidate", .invalidate(name: "a")),
+        ("GET", "/v1/instances", .instances),
+        ("POST", "/v1/instances/a/refresh", .refresh(name: "a")),
+        ("GET", "/v1/health", .health),
+        ("GET", "/metrics", .metrics),
+        ("POST", "/v1/tokens/a", .methodNotAllowed),
+        ("GET", "/v1/tokens/a/invalidate", .methodNotAllowed),
+        ("DELETE", "/v1/instances", .methodNotAllowed),
+        ("GET", "/v1/tokens/", .notFound),
+        ("GET", "/v2/tokens/a", .notFound),
+        ("GET", "/", .notFound),
+    ])
+    func routes(_ method: String, _ target: String, _ expected: APIRouter.Route) {
+        #expect(router.route(APIRequest(method: method, target: target)) == expected)
+    }
+
+    @Test(arguments: [
+        ("open", alice, 200), ("private", alice, 200), ("private", bob, 403), ("team", bob, 200), ("team", alice, 403),
+        ("private", root, 200), ("private", operatorInAdminGroup, 200), ("nope", alice, 404),
+    ] as [(String, PeerCredentials, Int)])
+    func tokenReadsFollowAccessRules(_ name: String, _ peer: PeerCredentials, _ status: Int) {
+        let response = ask("GET", "/v1/tokens/\(name)?format=raw", peer: peer)
+        #expect(response.status == status)
+        #expect((String(decoding: response.body, as: UTF8.self) == "the-token") == (status == 200))
+    }
+
+    @Test func aDeniedCallerNeverSeesTheTokenAnywhere() {
+        for target in ["/v1/tokens/private", "/v1/tokens/private?format=header", "/v1/instances", "/v1/health", "/metrics"] {
+            let body = String(decoding: ask("GET", target, peer: Self.bob).body, as: UTF8.self)
+            #expect(!body.contains("the-token"), "\(target)")
+        }
+        let listed = ask("GET", "/v1/instances", peer: Self.bob)
+        let names = (try? JSONDecoder().decode(API.InstancesBody.self, from: Data(listed.body)))?.instances.map(\.name)
+        #expect(names == ["open", "team"])
+    }
+
+    @Test func adminEndpointsAreForRootTheDaemonAndTheAdminGroup() {
+        let daemon = PeerCredentials(uid: 999, gid: 999, pid: 13)
+        for peer in [Self.root, daemon, Self.operatorInAdminGroup] {
+            #expect(router.refusal(for: .refresh(name: "open"), request: APIRequest(method: "POST", path: "/", peer: peer), instances: directory) == nil)
+            #expect(router.refusal(for: .metrics, request: APIRequest(method: "GET", path: "/", peer: peer), instances: directory) == nil)
+        }
+        #expect(ask("POST", "/v1/instances/open/refresh", peer: Self.alice).status == 403)
+        #expect(ask("GET", "/metrics", peer: Self.alice).status == 403)
+        #expect(router.refusal(for: .refresh(name: "nope"), request: APIRequest(method: "POST", path: "/", peer: Self.root), instances: directory)?.status == 404)
+    }
+
+    @Test func minValidAndFormats() {
+        #expect(ask("GET", "/v1/tokens/open?min_valid=60", peer: nil).status == 200)
+        #expect(ask("GET", "/v1/tokens/open?min_valid=600", peer: nil).status == 503)
+        #expect(ask("GET", "/v1/tokens/open?min_valid=-1", peer: nil).status == 400)
+        #expect(ask("GET", "/v1/tokens/open?format=yaml", peer: nil).status == 400)
+        #expect(router.minValidRequest(APIRequest(method: "GET", target: "/v1/tokens/open?min_valid=30")).map { $0.minValid } == 30)
+        #expect(router.minValidRequest(APIRequest(method: "GET", target: "/v1/tokens/open")) == nil)
+    }
+
+    @Test func invalidateBodies() {
+        #expect(router.invalidatedFingerprint(APIRequest(method: "POST", path: "/", body: Array(#"{"fingerprint":"0123456789abcdef"}"#.utf8))) == "0123456789abcdef")
+        for bad in ["", "{}", #"{"fingerprint":"XYZ"}"#, #"{"fingerprint":"0123456789abcdef0"}"#, "garbage"] {
+            #expect(router.invalidatedFingerprint(APIRequest(method: "POST", path: "/", body: Array(bad.utf8))) == nil)
+        }
+    }
+
+    @Test func methodsAndPaths() {
+        #expect(ask("PUT", "/v1/tokens/open", peer: nil).status == 405)
+        #expect(ask("GET", "/nothing", peer: nil).status == 404)
+        #expect(ask("GET", "/v1/health", peer: nil).status == 200)
+    }
+}
