@@ -83,6 +83,8 @@ public final class Daemon: @unchecked Sendable {
     private var unsettled: Set<String> = []
     private var statusUpdatePending = false
     private var waiters: [String: [Waiter]] = [:]
+    /// Open `watch` streams by instance.
+    private var watchers: [String: [EventStream]] = [:]
     private var nextWaiterID = 0
     /// The peak number of token requests in flight, overall and to one host (for tests and benchmarks).
     private var peakInFlight = 0
@@ -199,8 +201,8 @@ public final class Daemon: @unchecked Sendable {
                 if group == nil { throw StartError(message: "socket_group '\(name)' names no group on this host", errno: EINVAL) }
             }
             let passed = SystemdNotifier.listenDescriptors()
-            let respond: UnixSocketServer.Responder = { [unowned self] request, respond in
-                self.handle(request, respond: respond)
+            let respond: UnixSocketServer.Responder = { [unowned self] request, respond, openStream in
+                self.handle(request, respond: respond, openStream: openStream)
             }
             if let descriptor = passed.first {
                 logger.info("using the socket systemd passed", metadata: ["fd": "\(descriptor)", "fds": "\(passed.count)"])
@@ -242,7 +244,11 @@ public final class Daemon: @unchecked Sendable {
 
     /// Answers one socket request on the calling event loop: from the published snapshot when it can, through the
     /// scheduler queue for commands and for min_valid requests the current token cannot satisfy.
-    private func handle(_ request: APIRequest, respond answer: @escaping @Sendable (APIResponse) -> Void) {
+    private func handle(
+        _ request: APIRequest,
+        respond answer: @escaping @Sendable (APIResponse) -> Void,
+        openStream: @escaping @Sendable (String) -> EventStream
+    ) {
         let now = clock.now()
         var router = self.router
         router.admin = published.admin
@@ -272,6 +278,9 @@ public final class Daemon: @unchecked Sendable {
                 return
             }
             queue.async { self.invalidationRequested(name, fingerprint: fingerprint, respond: respond) }
+        case .watch(let name):
+            metrics.requestAnswered(endpoint: endpoint, status: 200)
+            queue.async { self.watchRequested(name, openStream: openStream) }
         case .metrics:
             let body = metrics.render(published.allInstances(), now: now)
             respond(APIResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: body))
@@ -293,6 +302,7 @@ public final class Daemon: @unchecked Sendable {
     private static func endpointLabel(_ route: APIRouter.Route) -> String {
         switch route {
         case .token: "token"
+        case .watch: "watch"
         case .invalidate: "invalidate"
         case .instances: "instances"
         case .refresh: "refresh"
@@ -300,6 +310,30 @@ public final class Daemon: @unchecked Sendable {
         case .metrics: "metrics"
         case .notFound, .methodNotAllowed: "other"
         }
+    }
+
+    /// `GET /v1/tokens/{name}/watch`: the current token as an event, then each new one, until the client leaves, the
+    /// instance is removed or tokend stops.
+    private func watchRequested(_ name: String, openStream: @escaping @Sendable (String) -> EventStream) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        let stream = openStream("text/event-stream")
+        guard !isStopping, let running = instances[name] else {
+            stream.finish()
+            return
+        }
+        let now = clock.now()
+        if let token = running.machine.servableToken(at: now) {
+            stream.send(router.tokenEvent(name: name, token: token, now: now))
+        }
+        watchers[name, default: []].append(stream)
+    }
+
+    private func notifyWatchers(_ name: String, token: IssuedToken) {
+        guard var streams = watchers[name] else { return }
+        streams.removeAll { !$0.isOpen }
+        let event = router.tokenEvent(name: name, token: token, now: clock.now())
+        for stream in streams { stream.send(event) }
+        watchers[name] = streams.isEmpty ? nil : streams
     }
 
     /// `POST /v1/instances/{name}/refresh`: refresh now, joining a refresh in flight.
@@ -495,6 +529,7 @@ public final class Daemon: @unchecked Sendable {
         for name in instances.keys.sorted()
         where loaded.instances[name] == nil && !loaded.failedInstances.contains(name) {
             removeSink(instances[name]?.resolved.sink)
+            for stream in watchers.removeValue(forKey: name) ?? [] { stream.finish() }
             instances.removeValue(forKey: name)
             published.remove(name)
             metrics.instanceRemoved(name)
@@ -632,6 +667,7 @@ public final class Daemon: @unchecked Sendable {
                     }
                 }
                 writeSink(name, token: token, to: running.resolved.sink)
+                notifyWatchers(name, token: token)
                 push(ScheduleEntry(due: token.serveUntil, name: name, generation: running.generation, purpose: .expiry))
             case .serveWaiters(let token):
                 let now = clock.now()
@@ -924,6 +960,8 @@ public final class Daemon: @unchecked Sendable {
             waiter.respond(router.unavailable(name: "", message: "tokend is stopping", lastError: nil, retryAfter: 1))
         }
         waiters = [:]
+        for stream in watchers.values.joined() { stream.finish() }
+        watchers = [:]
         let server = self.server
         let endpoint = self.endpoint
         let ioQueue = self.ioQueue

@@ -44,6 +44,7 @@ struct GuardedDirectory: InstanceDirectory {
         ("GET", "/v1/tokens/a", APIRouter.Route.token(name: "a")),
         ("GET", "/v1/tokens/a?format=raw", .token(name: "a")),
         ("POST", "/v1/tokens/a/invalidate", .invalidate(name: "a")),
+        ("GET", "/v1/tokens/a/watch", .watch(name: "a")),
         ("GET", "/v1/instances", .instances),
         ("POST", "/v1/instances/a/refresh", .refresh(name: "a")),
         ("GET", "/v1/health", .health),

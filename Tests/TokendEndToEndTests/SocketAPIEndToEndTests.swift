@@ -164,6 +164,33 @@ import Glibc
         #expect(try await harness.stop() == 0)
     }
 
+    @Test func watchStreamsEachNewTokenAndEndsCleanlyOnShutdown() async throws {
+        let harness = try await DaemonHarness(lifetime: 3)
+        defer { Task { await harness.shutdown() } }
+        try harness.writeInstance("alpha")
+        try harness.start()
+        try await harness.waitUntilReady()
+        let output = harness.root + "/watch.out"
+        let curl = Process()
+        curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        curl.arguments = ["-sN", "--max-time", "30", "--unix-socket", harness.socketPath, "-o", output, "http://localhost/v1/tokens/alpha/watch"]
+        try curl.run()
+        @Sendable func events() -> [API.TokenBody] {
+            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+            return text.split(separator: "\n").filter { $0.hasPrefix("data: ") }.compactMap {
+                try? JSONDecoder().decode(API.TokenBody.self, from: Data($0.dropFirst(6).utf8))
+            }
+        }
+        try await eventually("the current token and a refreshed one", timeout: 10) { events().count >= 2 }
+        let seen = events().map(\.access_token)
+        #expect(Set(seen).count == seen.count, "each event carries a new token")
+        #expect(seen.allSatisfy { harness.endpoint.issuedTokens.contains($0) })
+        #expect(try await harness.stop() == 0)
+        try await eventually("the stream ends when tokend stops") { !curl.isRunning }
+        #expect(curl.terminationStatus == 0, "curl saw an unclean end: \(curl.terminationStatus)")
+        #expect(try String(contentsOfFile: output, encoding: .utf8).contains("event: token\n"))
+    }
+
     @Test func unknownAccessNamesAreConfigErrors() async throws {
         let harness = try await DaemonHarness()
         defer { Task { await harness.shutdown() } }

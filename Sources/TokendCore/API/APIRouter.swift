@@ -77,6 +77,7 @@ public struct APIRouter: Sendable {
     /// What a request asks for.
     public enum Route: Sendable, Hashable {
         case token(name: String)
+        case watch(name: String)
         case invalidate(name: String)
         case instances
         case refresh(name: String)
@@ -105,6 +106,8 @@ public struct APIRouter: Sendable {
             return method == "GET" ? .metrics : .methodNotAllowed
         case 3 where segments[0] == "v1" && segments[1] == "tokens" && !segments[2].isEmpty:
             return method == "GET" ? .token(name: segments[2]) : .methodNotAllowed
+        case 4 where segments[0] == "v1" && segments[1] == "tokens" && !segments[2].isEmpty && segments[3] == "watch":
+            return method == "GET" ? .watch(name: segments[2]) : .methodNotAllowed
         case 4 where segments[0] == "v1" && segments[1] == "tokens" && !segments[2].isEmpty && segments[3] == "invalidate":
             return method == "POST" ? .invalidate(name: segments[2]) : .methodNotAllowed
         case 4 where segments[0] == "v1" && segments[1] == "instances" && !segments[2].isEmpty && segments[3] == "refresh":
@@ -129,7 +132,7 @@ public struct APIRouter: Sendable {
     /// instance, 403 for a caller the instance's `[access]` (or the admin rule) does not allow.
     public func refusal(for route: Route, request: APIRequest, instances: some InstanceDirectory) -> APIResponse? {
         switch route {
-        case .token(let name), .invalidate(let name):
+        case .token(let name), .invalidate(let name), .watch(let name):
             guard instances.instance(named: name) != nil else { return unknownInstance(name) }
             return mayRead(name, peer: request.peer, instances: instances) ? nil : forbidden()
         case .refresh(let name):
@@ -161,7 +164,7 @@ public struct APIRouter: Sendable {
                 reasons.isEmpty ? 200 : 503,
                 API.HealthBody(status: reasons.isEmpty ? "ok" : "degraded", reasons: reasons)
             )
-        case .invalidate, .refresh, .metrics:
+        case .invalidate, .refresh, .metrics, .watch:
             // Commands change the scheduler's state; the daemon answers them before the router is asked.
             return error(503, "unavailable", "this endpoint needs the running daemon")
         case .methodNotAllowed:
@@ -249,6 +252,13 @@ public struct APIRouter: Sendable {
         default:
             return error(400, "bad_format", "format must be json, raw or header")
         }
+    }
+
+    /// One `text/event-stream` event carrying the token as the JSON of `GET /v1/tokens/{name}`.
+    public func tokenEvent(name: String, token: IssuedToken, now: Date) -> [UInt8] {
+        var json = tokenResponse(name: name, token: token, request: APIRequest(method: "GET", path: ""), now: now).body
+        while json.last == UInt8(ascii: "\n") { json.removeLast() }
+        return Array("event: token\ndata: ".utf8) + json + Array("\n\n".utf8)
     }
 
     /// A 503 `no_valid_token` answer with `Retry-After`.

@@ -15,7 +15,11 @@ import TokendCore
 /// not block: it answers at once from a published snapshot, or later (a `min_valid` request waiting for a refresh)
 /// by calling the completion from any thread.
 public final class UnixSocketServer: Sendable {
-    public typealias Responder = @Sendable (APIRequest, _ respond: @escaping @Sendable (APIResponse) -> Void) -> Void
+    public typealias Responder = @Sendable (
+        APIRequest,
+        _ respond: @escaping @Sendable (APIResponse) -> Void,
+        _ openStream: @escaping @Sendable (_ contentType: String) -> EventStream
+    ) -> Void
 
     /// Why the socket could not be set up.
     public struct SetupError: Error, Sendable, CustomStringConvertible {
@@ -152,6 +156,43 @@ public final class UnixSocketServer: Sendable {
     }
 }
 
+/// A response that stays open and carries events (`text/event-stream`): chunks are written on the connection's
+/// event loop from any thread; writes after the client left are dropped.
+public final class EventStream: Sendable {
+    private let eventLoop: any EventLoop
+    private let channel: any Channel
+    private let writePart: @Sendable (HTTPServerResponsePart, Bool) -> Void
+    private let finished = NIOLockedValueBox(false)
+
+    init(eventLoop: any EventLoop, channel: any Channel, write: @escaping @Sendable (HTTPServerResponsePart, Bool) -> Void) {
+        self.eventLoop = eventLoop
+        self.channel = channel
+        self.writePart = write
+    }
+
+    /// Whether the client is still there and the stream not finished.
+    public var isOpen: Bool { channel.isActive && !finished.withLockedValue { $0 } }
+
+    fileprivate func emit(_ part: HTTPServerResponsePart, flush: Bool) {
+        let write = writePart
+        eventLoop.execute { write(part, flush) }
+    }
+
+    /// Sends one chunk (an event).
+    public func send(_ bytes: [UInt8]) {
+        guard isOpen else { return }
+        emit(.body(.byteBuffer(ByteBuffer(bytes: bytes))), flush: true)
+    }
+
+    /// Ends the response and closes the connection (the stream had no length).
+    public func finish() {
+        guard !finished.withLockedValue({ state in defer { state = true }; return state }) else { return }
+        let channel = self.channel
+        emit(.end(nil), flush: true)
+        eventLoop.execute { channel.close(promise: nil) }
+    }
+}
+
 /// Answers each HTTP request through the responder. Keep-alive and pipelining are handled by NIO's
 /// `HTTPServerPipelineHandler`; this handler closes the connection when the client asked for it.
 final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
@@ -262,7 +303,7 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
             let eventLoop = context.eventLoop
             let bound = NIOLoopBound((handler: self, context: context), eventLoop: eventLoop)
             pending += 1
-            responder(request) { response in
+            let respond: @Sendable (APIResponse) -> Void = { response in
                 if eventLoop.inEventLoop {
                     bound.value.handler.pending -= 1
                     bound.value.handler.write(response, keepAlive: keepAlive, context: bound.value.context)
@@ -273,10 +314,28 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
                     }
                 }
             }
+            // A stream keeps its request pending (so the idle timeout leaves it alone) until it finishes.
+            let channel = context.channel
+            let openStream: @Sendable (String) -> EventStream = { contentType in
+                let stream = EventStream(eventLoop: eventLoop, channel: channel) { part, flush in
+                    guard bound.value.context.channel.isActive else { return }
+                    if flush {
+                        bound.value.context.writeAndFlush(bound.value.handler.wrapOutboundOut(part), promise: nil)
+                    } else {
+                        bound.value.context.write(bound.value.handler.wrapOutboundOut(part), promise: nil)
+                    }
+                }
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Type", value: contentType)
+                headers.add(name: "Cache-Control", value: "no-store")
+                stream.emit(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)), flush: true)
+                return stream
+            }
+            responder(request, respond, openStream)
         }
     }
 
-    private func write(_ response: APIResponse, keepAlive: Bool, context: ChannelHandlerContext) {
+    fileprivate func write(_ response: APIResponse, keepAlive: Bool, context: ChannelHandlerContext) {
         // The connection may have closed while a min_valid request waited.
         guard context.channel.isActive else { return }
         var headers = HTTPHeaders()
