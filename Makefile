@@ -1,7 +1,7 @@
 # tokend: `make demo` runs the daemon on examples/ against a local token endpoint; `make test` runs every test.
 SWIFT ?= swift
 
-.PHONY: all deps build test demo check-examples clean
+.PHONY: all deps build test demo bench-scale check-examples clean
 
 all: build
 
@@ -19,6 +19,9 @@ demo: deps
 	$(SWIFT) build --product tokend
 	$(SWIFT) build --product tokend-example-endpoint
 	scripts/demo
+
+bench-scale: deps
+	scripts/bench-scale
 
 check-examples: build
 	CREDENTIALS_DIRECTORY=$(CURDIR)/examples/credentials .build/debug/tokend check --config-dir examples

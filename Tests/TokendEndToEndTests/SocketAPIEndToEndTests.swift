@@ -97,6 +97,10 @@ import Glibc
         try await harness.waitUntilReady()
 
         let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        // A uid with no rule of its own, but nogroup among its supplementary groups, reads "shared" only.
+        let member = ["setpriv", "--reuid=4242", "--regid=4242", "--groups=65534"]
+        #expect(try harness.curl(["http://localhost/v1/tokens/shared?format=raw"], as: member).status == 200)
+        #expect(try harness.curl(["http://localhost/v1/tokens/private?format=raw"], as: member).status == 403)
         #expect(try harness.curl(["http://localhost/v1/tokens/open?format=raw"], as: nobody).status == 200)
         #expect(try harness.curl(["http://localhost/v1/tokens/shared?format=raw"], as: nobody).status == 200)
         let denied = try harness.curl(["http://localhost/v1/tokens/private?format=raw"], as: nobody)
@@ -129,6 +133,11 @@ import Glibc
         #expect(metrics.body.contains(#"tokend_refreshes_total{instance="alpha",result="success"} 1"#))
         #expect(metrics.body.contains(#"tokend_socket_requests_total{endpoint="token",status="200"}"#))
         #expect(metrics.body.contains("# TYPE tokend_outage_budget_seconds gauge"))
+        // Every sample line parses as Prometheus text: name{labels} value.
+        let sample = try Regex(#"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"]*",?)*\})? -?[0-9.eE+-]+$"#)
+        for line in metrics.body.split(separator: "\n") where !line.hasPrefix("#") && !line.isEmpty {
+            #expect(line.wholeMatch(of: sample) != nil, "not Prometheus text: \(line)")
+        }
         #expect(!metrics.body.contains("tok-"))
         let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
         #expect(try harness.curl(["http://localhost/metrics"], as: nobody).status == 403)
@@ -275,6 +284,110 @@ import Glibc
         #expect(oversized.status == 413)
         // Good clients are unaffected.
         #expect(try await harness.token("alpha") != nil)
+        #expect(try await harness.stop() == 0)
+    }
+}
+
+/// Load and abuse over the real socket: keep-alive, many concurrent clients, garbage and connection floods while a
+/// well-behaved client keeps reading.
+@Suite(.serialized) struct SocketLoadEndToEndTests {
+    @Test func keepAliveServesManyRequestsOnOneConnection() async throws {
+        let harness = try await DaemonHarness()
+        defer { Task { await harness.shutdown() } }
+        try harness.writeInstance("alpha")
+        try harness.start()
+        try await harness.waitUntilReady()
+        let urls = Array(repeating: "http://localhost/v1/tokens/alpha?format=raw", count: 100)
+        let result = try harness.curl(["-w", "%{num_connects} "] + urls)
+        // curl reports one new connection for the first transfer and zero for each reused one.
+        let connects = result.body.split(separator: " ").compactMap { Int($0.suffix(1)) }
+        #expect(connects.reduce(0, +) == 1, "connections opened: \(connects.reduce(0, +))")
+        #expect(result.status == 200)
+        #expect(try await harness.stop() == 0)
+    }
+
+    @Test func twoHundredConcurrentClients() async throws {
+        let harness = try await DaemonHarness()
+        defer { Task { await harness.shutdown() } }
+        try harness.writeInstance("alpha")
+        try harness.start()
+        try await harness.waitUntilReady()
+        let expected = try #require(try await harness.token("alpha"))
+        let statuses = try await withThrowingTaskGroup(of: (Int32, String).self) { group in
+            for _ in 0..<200 {
+                group.addTask {
+                    let process = Process()
+                    process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+                    process.arguments = ["-s", "--max-time", "20", "--unix-socket", harness.socketPath, "http://localhost/v1/tokens/alpha?format=raw"]
+                    let out = Pipe()
+                    process.standardOutput = out
+                    try process.run()
+                    let data = out.fileHandleForReading.readDataToEndOfFile()
+                    process.waitUntilExit()
+                    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+                }
+            }
+            var all: [(Int32, String)] = []
+            for try await result in group { all.append(result) }
+            return all
+        }
+        #expect(statuses.count == 200)
+        #expect(statuses.allSatisfy { $0.0 == 0 && $0.1 == expected })
+        #expect(try await harness.stop() == 0)
+    }
+
+    @Test func abuseNeverDisturbsAWellBehavedClient() async throws {
+        let harness = try await DaemonHarness()
+        defer { Task { await harness.shutdown() } }
+        try harness.writeInstance("alpha")
+        try harness.start()
+        try await harness.waitUntilReady()
+        let expected = try #require(try await harness.token("alpha"))
+        let good = Task {
+            var errors = 0
+            var served = 0
+            while !Task.isCancelled {
+                if (try? await harness.token("alpha")) == expected { served += 1 } else { errors += 1 }
+            }
+            return (served, errors)
+        }
+        // A 1 MiB header, garbage bytes, and 1,000 connections opened and dropped.
+        let huge = try harness.rawExchange("GET /v1/tokens/alpha HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "a", count: 1 << 20) + "\r\n\r\n")
+        #expect(huge.isEmpty || huge.hasPrefix("HTTP/1.1 4"))
+        let garbage = try harness.rawExchange(String(repeating: "\u{1}\u{2}garbage\r\n", count: 1000))
+        #expect(garbage.isEmpty || garbage.hasPrefix("HTTP/1.1 400"))
+        for _ in 0..<1000 {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+                buffer.copyBytes(from: harness.socketPath.utf8)
+                buffer[harness.socketPath.utf8.count] = 0
+            }
+            _ = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            close(fd)
+        }
+        // Half a request that stalls: the daemon keeps serving others meanwhile.
+        let stalled = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(stalled) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            buffer.copyBytes(from: harness.socketPath.utf8)
+            buffer[harness.socketPath.utf8.count] = 0
+        }
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(stalled, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        _ = Array("GET /v1/tokens/alpha HTTP/1.1\r\nHost: x\r\n".utf8).withUnsafeBytes { write(stalled, $0.baseAddress, $0.count) }
+        try await Task.sleep(for: .milliseconds(500))
+        good.cancel()
+        let (served, errors) = await good.value
+        #expect(errors == 0)
+        #expect(served > 0)
+        #expect(try await harness.token("alpha") == expected)
         #expect(try await harness.stop() == 0)
     }
 }
