@@ -301,8 +301,8 @@ import Glibc
         let result = try harness.curl(["-w", "%{num_connects} "] + urls)
         // curl reports one new connection for the first transfer and zero for each reused one.
         let connects = result.body.split(separator: " ").compactMap { Int($0.suffix(1)) }
+        #expect(connects.count == 100)
         #expect(connects.reduce(0, +) == 1, "connections opened: \(connects.reduce(0, +))")
-        #expect(result.status == 200)
         #expect(try await harness.stop() == 0)
     }
 
@@ -347,7 +347,9 @@ import Glibc
             var errors = 0
             var served = 0
             while !Task.isCancelled {
-                if (try? await harness.token("alpha")) == expected { served += 1 } else { errors += 1 }
+                let token = try? await harness.token("alpha")
+                if Task.isCancelled { break }  // the request cut short by the cancellation is not the daemon's error
+                if token == expected { served += 1 } else { errors += 1 }
             }
             return (served, errors)
         }
