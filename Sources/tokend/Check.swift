@@ -15,12 +15,7 @@ struct Check: ParsableCommand {
     var showInstance: String?
 
     func run() throws {
-        let resolved = DaemonPaths.resolve(
-            configDirectory: paths.configDir,
-            stateDirectory: paths.stateDir,
-            socket: paths.socket,
-            environment: ProcessInfo.processInfo.environment
-        )
+        let resolved = paths.resolved
         let directory = ConfigDirectory(
             path: resolved.configDirectory,
             credentialsDirectory: resolved.credentialsDirectory

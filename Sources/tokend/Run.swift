@@ -19,12 +19,7 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        let resolved = DaemonPaths.resolve(
-            configDirectory: paths.configDir,
-            stateDirectory: paths.stateDir,
-            socket: paths.socket,
-            environment: ProcessInfo.processInfo.environment
-        )
+        let resolved = paths.resolved
         Daemon.run(options: .init(paths: resolved, logLevelOverride: logLevel))
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TokendCore
 
 /// The `tokend` command tree: the daemon and its operator commands.
 @main
@@ -38,4 +39,14 @@ struct PathOptions: ParsableArguments {
 
     @Option(help: "Unix socket path (default: $TOKEND_SOCKET, $RUNTIME_DIRECTORY/tokend.sock, /run/tokend/tokend.sock).")
     var socket: String?
+
+    /// The paths after flags, `TOKEND_*` and systemd's variables (SPEC §2).
+    var resolved: DaemonPaths {
+        DaemonPaths.resolve(
+            configDirectory: configDir,
+            stateDirectory: stateDir,
+            socket: socket,
+            environment: ProcessInfo.processInfo.environment
+        )
+    }
 }

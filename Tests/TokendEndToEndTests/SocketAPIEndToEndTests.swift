@@ -232,15 +232,7 @@ import Glibc
         try harness.writeInstance("alpha")
         // A socket file nobody listens on, as a crash leaves it.
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            buffer.copyBytes(from: harness.socketPath.utf8)
-            buffer[harness.socketPath.utf8.count] = 0
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
+        let bound = withUnixAddress(harness.socketPath) { bind(fd, $0, $1) }
         #expect(bound == 0)
         close(fd)
         #expect(FileManager.default.fileExists(atPath: harness.socketPath))
@@ -359,30 +351,11 @@ import Glibc
         let garbage = try harness.rawExchange(String(repeating: "\u{1}\u{2}garbage\r\n", count: 1000))
         #expect(garbage.isEmpty || garbage.hasPrefix("HTTP/1.1 400"))
         for _ in 0..<1000 {
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-                buffer.copyBytes(from: harness.socketPath.utf8)
-                buffer[harness.socketPath.utf8.count] = 0
-            }
-            _ = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-            close(fd)
+            if let fd = connectUnixSocket(harness.socketPath) { close(fd) }
         }
         // Half a request that stalls: the daemon keeps serving others meanwhile.
-        let stalled = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let stalled = try #require(connectUnixSocket(harness.socketPath))
         defer { close(stalled) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            buffer.copyBytes(from: harness.socketPath.utf8)
-            buffer[harness.socketPath.utf8.count] = 0
-        }
-        _ = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(stalled, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
         _ = Array("GET /v1/tokens/alpha HTTP/1.1\r\nHost: x\r\n".utf8).withUnsafeBytes { write(stalled, $0.baseAddress, $0.count) }
         try await Task.sleep(for: .milliseconds(500))
         good.cancel()

@@ -25,11 +25,8 @@ public enum ConfigParser {
         file: String,
         text: String
     ) -> (connector: ConnectorDefinition?, diagnostics: [ConfigDiagnostic]) {
-        guard isValidInstanceName(name) else {
-            return (nil, [invalidName(name, file: file, what: "connector")])
-        }
         let document: ConfigDocument
-        switch ConfigDocument.parse(file: file, text: text) {
+        switch open(name: name, file: file, text: text, what: "connector") {
         case .success(let parsed): document = parsed
         case .failure(let diagnostic): return (nil, [diagnostic])
         }
@@ -84,11 +81,8 @@ public enum ConfigParser {
         text: String,
         connectors: (String) -> ConnectorLookup = { _ in .missing }
     ) -> (definition: InstanceDefinition?, diagnostics: [ConfigDiagnostic]) {
-        guard isValidInstanceName(name) else {
-            return (nil, [invalidName(name, file: file, what: "instance")])
-        }
         let document: ConfigDocument
-        switch ConfigDocument.parse(file: file, text: text) {
+        switch open(name: name, file: file, text: text, what: "instance") {
         case .success(let parsed): document = parsed
         case .failure(let diagnostic): return (nil, [diagnostic])
         }
@@ -490,12 +484,18 @@ public enum ConfigParser {
         }
     }
 
-    private static func invalidName(_ name: String, file: String, what: String) -> ConfigDiagnostic {
-        ConfigDiagnostic(
-            file: file,
-            line: nil,
-            message: "invalid \(what) name '\(name)': expected letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
+    /// Checks the name a file gives its connector or instance, then parses the TOML.
+    private static func open(name: String, file: String, text: String, what: String) -> Result<ConfigDocument, ConfigDiagnostic> {
+        guard isValidInstanceName(name) else {
+            return .failure(
+                ConfigDiagnostic(
+                    file: file,
+                    line: nil,
+                    message: "invalid \(what) name '\(name)': expected letters, digits, '.', '_' or '-', starting with a letter or digit"
+                )
+            )
+        }
+        return ConfigDocument.parse(file: file, text: text)
     }
 
     static func isValidVariableName(_ name: String) -> Bool {
