@@ -6,7 +6,14 @@ import TokendIO
 /// `tokend check`: validates a config directory the way `run` and a reload would.
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Validate a config directory; prints `file:line: message` lines, exits 1 on any error."
+        abstract: "Validate a config directory; prints `file:line: message` lines, exits 1 on any error.",
+        discussion: """
+            Reports exactly what `run` and a reload would. Secret files and credentials are read.
+
+            Examples:
+              tokend check --config-dir /etc/tokend
+              tokend check --config-dir /etc/tokend --show acme-prod   # the rendered request, secrets redacted
+            """
     )
 
     @OptionGroup var paths: PathOptions

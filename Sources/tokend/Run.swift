@@ -5,7 +5,16 @@ import TokendDaemon
 
 /// `tokend run`: the daemon.
 struct Run: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run the daemon (systemd Type=notify).")
+    static let configuration = CommandConfiguration(
+        abstract: "Run the daemon (systemd Type=notify).",
+        discussion: """
+            SIGHUP reloads the config directory, SIGTERM or SIGINT stops cleanly (exit 0).
+
+            Examples:
+              tokend run                                  # /etc/tokend, /var/lib/tokend, /run/tokend/tokend.sock
+              tokend run --config-dir ./examples --state-dir /tmp/tokend-state --socket /tmp/tokend.sock
+            """
+    )
 
     @OptionGroup var paths: PathOptions
 
