@@ -796,7 +796,8 @@ public final class Daemon: @unchecked Sendable {
             }
         }
         arm()
-        if expired { updateStatus() }
+        // Thousands of tokens issued together expire together: one coalesced STATUS= for all of them.
+        if expired { scheduleStatusUpdate() }
     }
 
     // MARK: - Fetching

@@ -100,11 +100,8 @@ import Glibc
     }
 
     @Test func restartServesTheCachedTokenWithoutANewRequest() async throws {
-        let harness = try await DaemonHarness()
+        let harness = try await DaemonHarness.running("alpha")
         defer { Task { await harness.shutdown() } }
-        try harness.writeInstance("alpha")
-        try harness.start()
-        try await harness.waitUntilReady()
         let first = try await harness.token("alpha")
         #expect(try await harness.stop() == 0)
         #expect(harness.endpoint.requestCount == 1)
@@ -159,11 +156,8 @@ import Glibc
     }
 
     @Test func outageServesTheTokenUntilExpiryThenRecovers() async throws {
-        let harness = try await DaemonHarness(lifetime: 4)
+        let harness = try await DaemonHarness.running("alpha", lifetime: 4)
         defer { Task { await harness.shutdown() } }
-        try harness.writeInstance("alpha")
-        try harness.start()
-        try await harness.waitUntilReady()
         let first = try #require(try await harness.token("alpha"))
         let issuedAt = try #require(harness.endpoint.requests.last?.receivedAt)
         await harness.endpoint.stop()

@@ -70,6 +70,20 @@ final class DaemonHarness: @unchecked Sendable {
         }
     }
 
+    /// A harness whose daemon runs these instances (inline form, default values) and has sent READY=1.
+    static func running(_ names: String..., lifetime: Int = 3600, settings: String = fastSettings) async throws -> DaemonHarness {
+        let harness = try await DaemonHarness(lifetime: lifetime, settings: settings)
+        do {
+            for name in names { try harness.writeInstance(name) }
+            try harness.start()
+            try await harness.waitUntilReady()
+        } catch {
+            await harness.shutdown()
+            throw error
+        }
+        return harness
+    }
+
     /// Writes `instances/<name>.toml` in the inline form, with the secret in a file.
     func writeInstance(
         _ name: String,

@@ -10,11 +10,8 @@ import Glibc
 /// The socket API's commands, per-caller access control and the CLI client, with the real binary.
 @Suite(.serialized) struct SocketAPIEndToEndTests {
     @Test func cliTokenStatusAndRefresh() async throws {
-        let harness = try await DaemonHarness()
+        let harness = try await DaemonHarness.running("alpha")
         defer { Task { await harness.shutdown() } }
-        try harness.writeInstance("alpha")
-        try harness.start()
-        try await harness.waitUntilReady()
         let issued = try #require(harness.endpoint.issuedTokens.first)
 
         let raw = try harness.runCLI(["token", "alpha", "--socket", harness.socketPath])
@@ -56,11 +53,8 @@ import Glibc
     }
 
     @Test func invalidateIsACompareAndSwap() async throws {
-        let harness = try await DaemonHarness()
+        let harness = try await DaemonHarness.running("alpha")
         defer { Task { await harness.shutdown() } }
-        try harness.writeInstance("alpha")
-        try harness.start()
-        try await harness.waitUntilReady()
         let first = try #require(try await harness.token("alpha"))
         // min_interval (1 s) must pass before a client-triggered refresh may start at once.
         try await Task.sleep(for: .milliseconds(1100))
@@ -174,11 +168,8 @@ import Glibc
     }
 
     @Test func watchStreamsEachNewTokenAndEndsCleanlyOnShutdown() async throws {
-        let harness = try await DaemonHarness(lifetime: 3)
+        let harness = try await DaemonHarness.running("alpha", lifetime: 3)
         defer { Task { await harness.shutdown() } }
-        try harness.writeInstance("alpha")
-        try harness.start()
-        try await harness.waitUntilReady()
         let output = harness.root + "/watch.out"
         let curl = Process()
         curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
@@ -213,11 +204,8 @@ import Glibc
 /// The socket itself: mode and group, stale and live socket files, socket activation, hostile requests.
 @Suite(.serialized) struct SocketEndToEndTests {
     @Test func socketGetsTheConfiguredModeAndGroup() async throws {
-        let harness = try await DaemonHarness(settings: "socket_mode = \"0640\"\nsocket_group = \"nogroup\"\n" + DaemonHarness.fastSettings)
+        let harness = try await DaemonHarness.running("alpha", settings: "socket_mode = \"0640\"\nsocket_group = \"nogroup\"\n" + DaemonHarness.fastSettings)
         defer { Task { await harness.shutdown() } }
-        try harness.writeInstance("alpha")
-        try harness.start()
-        try await harness.waitUntilReady()
         var info = stat()
         #expect(lstat(harness.socketPath, &info) == 0)
         #expect(info.st_mode & 0o777 == 0o640)
@@ -263,11 +251,8 @@ import Glibc
     }
 
     @Test func hostileRequestsAreAnsweredOrClosedWithoutHarm() async throws {
-        let harness = try await DaemonHarness()
+        let harness = try await DaemonHarness.running("alpha")
         defer { Task { await harness.shutdown() } }
-        try harness.writeInstance("alpha")
-        try harness.start()
-        try await harness.waitUntilReady()
         let huge = String(repeating: "x", count: 20_000)
         #expect(try harness.curl(["-H", "X-Big: \(huge)", "http://localhost/v1/tokens/alpha"]).status == 431)
         let garbage = try harness.rawExchange("GARBAGE\r\n\r\n")
@@ -284,11 +269,8 @@ import Glibc
 /// well-behaved client keeps reading.
 @Suite(.serialized) struct SocketLoadEndToEndTests {
     @Test func keepAliveServesManyRequestsOnOneConnection() async throws {
-        let harness = try await DaemonHarness()
+        let harness = try await DaemonHarness.running("alpha")
         defer { Task { await harness.shutdown() } }
-        try harness.writeInstance("alpha")
-        try harness.start()
-        try await harness.waitUntilReady()
         let urls = Array(repeating: "http://localhost/v1/tokens/alpha?format=raw", count: 100)
         let result = try harness.curl(["-w", "%{num_connects} "] + urls)
         // curl reports one new connection for the first transfer and zero for each reused one.
@@ -299,11 +281,8 @@ import Glibc
     }
 
     @Test func twoHundredConcurrentClients() async throws {
-        let harness = try await DaemonHarness()
+        let harness = try await DaemonHarness.running("alpha")
         defer { Task { await harness.shutdown() } }
-        try harness.writeInstance("alpha")
-        try harness.start()
-        try await harness.waitUntilReady()
         let expected = try #require(try await harness.token("alpha"))
         let statuses = try await withThrowingTaskGroup(of: (Int32, String).self) { group in
             for _ in 0..<200 {
@@ -329,11 +308,8 @@ import Glibc
     }
 
     @Test func abuseNeverDisturbsAWellBehavedClient() async throws {
-        let harness = try await DaemonHarness()
+        let harness = try await DaemonHarness.running("alpha")
         defer { Task { await harness.shutdown() } }
-        try harness.writeInstance("alpha")
-        try harness.start()
-        try await harness.waitUntilReady()
         let expected = try #require(try await harness.token("alpha"))
         let good = Task {
             var errors = 0
