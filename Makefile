@@ -1,7 +1,22 @@
 # tokend: `make demo` runs the daemon on examples/ against a local token endpoint; `make test` runs every test.
 SWIFT ?= swift
 
-.PHONY: all deps build test demo bench-scale check-examples clean
+.PHONY: all deps build test demo bench-scale check-examples release install install-files clean
+
+# `make install` (PREFIX, DESTDIR as usual): the static release binary, the units, sysusers/tmpfiles entries,
+# the man page, the README and examples. /etc/tokend/tokend.toml is installed only when there is none.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/tokend
+# The binary to install; `make install` builds it (release, Swift's runtime linked in statically).
+BIN ?= .build-release/release/tokend
+# Symbols stripped (153 MB -> 79 MB); INSTALL_STRIP= keeps them.
+INSTALL_STRIP ?= -s
 
 all: build
 
@@ -25,6 +40,30 @@ bench-scale: deps
 
 check-examples: build
 	CREDENTIALS_DIRECTORY=$(CURDIR)/examples/credentials .build/debug/tokend check --config-dir examples
+
+release: deps
+	$(SWIFT) build -c release --scratch-path .build-release --static-swift-stdlib --product tokend
+
+install: release install-files
+
+install-files:
+	install $(INSTALL_STRIP) -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/tokend
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed -e 's#/usr/local/bin/tokend#$(BINDIR)/tokend#g' -e 's#/usr/local/share/doc/tokend#$(DOCDIR)#g' \
+		systemd/tokend.service >$(DESTDIR)$(UNITDIR)/tokend.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/tokend.service
+	install -m 0644 systemd/tokend.socket $(DESTDIR)$(UNITDIR)/tokend.socket
+	install -D -m 0644 systemd/tokend.sysusers $(DESTDIR)$(SYSUSERSDIR)/tokend.conf
+	install -D -m 0644 systemd/tokend.tmpfiles $(DESTDIR)$(TMPFILESDIR)/tokend.conf
+	install -D -m 0644 docs/tokend.8 $(DESTDIR)$(MANDIR)/man8/tokend.8
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -d -m 0755 $(DESTDIR)$(DOCDIR)/examples/connectors $(DESTDIR)$(DOCDIR)/examples/instances
+	install -m 0644 examples/tokend.toml $(DESTDIR)$(DOCDIR)/examples/
+	install -m 0644 examples/connectors/*.toml $(DESTDIR)$(DOCDIR)/examples/connectors/
+	install -m 0644 examples/instances/*.toml $(DESTDIR)$(DOCDIR)/examples/instances/
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/tokend/connectors $(DESTDIR)$(SYSCONFDIR)/tokend/instances
+	[ -e $(DESTDIR)$(SYSCONFDIR)/tokend/tokend.toml ] || \
+		install -m 0644 systemd/tokend.toml $(DESTDIR)$(SYSCONFDIR)/tokend/tokend.toml
 
 clean:
 	rm -rf .build

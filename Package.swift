@@ -86,7 +86,10 @@ let package = Package(
         .testTarget(name: "TokendCoreTests", dependencies: ["TokendCore"]),
         .testTarget(
             name: "TokendIOTests",
-            dependencies: ["TokendIO", "TokendCore", "TokendTestSupport"]
+            dependencies: [
+                "TokendIO", "TokendCore", "TokendTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "TokendEndToEndTests",

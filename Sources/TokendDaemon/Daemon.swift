@@ -22,10 +22,14 @@ public final class Daemon: @unchecked Sendable {
         public var paths: DaemonPaths
         /// `--log-level`, which wins over `log_level` in `tokend.toml`.
         public var logLevelOverride: String?
+        /// Test hook (debug builds only): SIGUSR2 blocks the scheduler queue for good, so that the watchdog
+        /// pings stop and systemd's WatchdogSec= fires.
+        public var stallOnSIGUSR2: Bool
 
-        public init(paths: DaemonPaths, logLevelOverride: String? = nil) {
+        public init(paths: DaemonPaths, logLevelOverride: String? = nil, stallOnSIGUSR2: Bool = false) {
             self.paths = paths
             self.logLevelOverride = logLevelOverride
+            self.stallOnSIGUSR2 = stallOnSIGUSR2
         }
     }
 
@@ -126,7 +130,7 @@ public final class Daemon: @unchecked Sendable {
 
     /// Starts the daemon and never returns: on SIGTERM/SIGINT it exits 0, on a start error non-zero.
     public static func run(options: Options, notifier: any ServiceNotifier = SystemdNotifier()) -> Never {
-        let journal = ProcessInfo.processInfo.environment["JOURNAL_STREAM"]?.isEmpty == false
+        let journal = TokendLogHandler.stderrIsJournal(ProcessInfo.processInfo.environment["JOURNAL_STREAM"])
         var bootstrapLogger = Logger(label: "tokend") { label in
             TokendLogHandler(label: label, level: .info, journal: journal)
         }
@@ -234,6 +238,7 @@ public final class Daemon: @unchecked Sendable {
             self.timer = timer
             self.installClockWatch()
             self.apply(loaded, cached: cached)
+            self.published.isLoaded = true
             self.queue.asyncAfter(deadline: .now() + self.settings.startupTimeout) { [unowned self] in
                 self.becomeReady(force: true)
             }
@@ -249,6 +254,11 @@ public final class Daemon: @unchecked Sendable {
         respond answer: @escaping @Sendable (APIResponse) -> Void,
         openStream: @escaping @Sendable (String) -> EventStream
     ) {
+        guard published.isLoaded else {
+            // Start-up is still on the scheduler queue; once it is done the snapshot has every instance.
+            queue.async { self.handle(request, respond: answer, openStream: openStream) }
+            return
+        }
         let now = clock.now()
         var router = self.router
         router.admin = published.admin
@@ -284,14 +294,19 @@ public final class Daemon: @unchecked Sendable {
         case .metrics:
             let body = metrics.render(published.allInstances(), now: now)
             respond(APIResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: body))
-        case .token:
+        case .token(let name):
             // A min_valid request that the published token cannot satisfy goes to the scheduler, which starts or
-            // joins one shared refresh; everything else is answered from the snapshot.
-            if let wanted = router.minValidRequest(request), let machine = published.instance(named: wanted.name),
-                (machine.servableToken(at: now)?.serveUntil.timeIntervalSince(now) ?? -1) < wanted.minValid
-            {
-                queue.async { self.tokenRequested(wanted.name, minValid: wanted.minValid, request: request, respond: respond) }
-                return
+            // joins one shared refresh. So does, during start-up (before READY=1), a plain request for an instance
+            // whose first attempt has not finished: a socket-activated daemon's first caller waits for the token
+            // instead of getting 503. Everything else is answered from the snapshot.
+            let explicit = router.minValidRequest(request)
+            let wanted = explicit ?? (request.query["min_valid"] == nil ? (name, 0) : nil)
+            if let wanted, let machine = published.instance(named: wanted.name) {
+                let validFor = machine.servableToken(at: now)?.serveUntil.timeIntervalSince(now)
+                if validFor.map({ $0 < wanted.minValid }) ?? (explicit != nil || (!machine.hasSettled && !published.isReady)) {
+                    queue.async { self.tokenRequested(wanted.name, minValid: wanted.minValid, request: request, respond: respond) }
+                    return
+                }
             }
             respond(router.respond(to: request, instances: published, now: now))
         default:
@@ -421,6 +436,18 @@ public final class Daemon: @unchecked Sendable {
             source.activate()
             signalSources.append(source)
         }
+        #if DEBUG
+        if options.stallOnSIGUSR2 {
+            signal(SIGUSR2, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: SIGUSR2, queue: queue)
+            source.setEventHandler { [logger] in
+                logger.warning("stalling the scheduler queue on request (--debug-stall-on-sigusr2)")
+                while true { sleep(3600) }
+            }
+            source.activate()
+            signalSources.append(source)
+        }
+        #endif
     }
 
     private func installWatchdog() {
@@ -496,10 +523,29 @@ public final class Daemon: @unchecked Sendable {
         let unsettled = self.unsettled.count
         guard force || unsettled == 0 else { return }
         isReady = true
+        published.isReady = true
         extendTimer?.cancel()
         extendTimer = nil
         lastStatus = statusLine()
         notifier.notify("READY=1\nSTATUS=\(lastStatus)")
+        // Start-up callers still waiting for a first token (READY=1 came by startup_timeout) get their 503 now.
+        for name in Array(waiters.keys) where instances[name]?.machine.token == nil {
+            let (waiting, released) = waiters[name]!.reduce(into: ([Waiter](), [Waiter]())) { split, waiter in
+                if waiter.minValid > 0 { split.0.append(waiter) } else { split.1.append(waiter) }
+            }
+            waiters[name] = waiting.isEmpty ? nil : waiting
+            let lastError = instances[name]?.machine.lastFailure
+            for waiter in released {
+                waiter.respond(
+                    router.unavailable(
+                        name: name,
+                        message: lastError.map { "no valid token: \($0.message)" } ?? "no valid token yet",
+                        lastError: lastError?.code,
+                        retryAfter: 1
+                    )
+                )
+            }
+        }
         logger.info(
             "ready",
             metadata: ["instances": "\(instances.count)", "unsettled": "\(unsettled)", "status": "\(lastStatus)"]

@@ -8,7 +8,8 @@ struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Validate a config directory; prints `file:line: message` lines, exits 1 on any error.",
         discussion: """
-            Reports exactly what `run` and a reload would. Secret files and credentials are read.
+            Reports exactly what `run` and a reload would. Secret files and credentials are read, unless \
+            --skip-credentials is given (tokend.service's ExecReload= uses it: credentials only change on a restart).
 
             Examples:
               tokend check --config-dir /etc/tokend
@@ -21,11 +22,15 @@ struct Check: ParsableCommand {
     @Option(name: .customLong("show"), help: "Print the rendered token request of this instance (secrets redacted).")
     var showInstance: String?
 
+    @Flag(help: "Do not read { credential = \"…\" } values; check everything else.")
+    var skipCredentials = false
+
     func run() throws {
         let resolved = paths.resolved
         let directory = ConfigDirectory(
             path: resolved.configDirectory,
-            credentialsDirectory: resolved.credentialsDirectory
+            credentialsDirectory: resolved.credentialsDirectory,
+            readsCredentials: !skipCredentials
         )
         let loaded: ConfigLoader.Loaded
         do {

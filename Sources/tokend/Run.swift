@@ -21,6 +21,10 @@ struct Run: ParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (overrides log_level).")
     var logLevel: String?
 
+    #if DEBUG
+    @Flag(help: .hidden) var debugStallOnSigusr2 = false
+    #endif
+
     func validate() throws {
         if let logLevel, !DaemonSettings.logLevels.contains(logLevel) {
             throw ValidationError("--log-level must be one of \(DaemonSettings.logLevels.joined(separator: ", "))")
@@ -29,6 +33,10 @@ struct Run: ParsableCommand {
 
     func run() throws {
         let resolved = paths.resolved
-        Daemon.run(options: .init(paths: resolved, logLevelOverride: logLevel))
+        var options = Daemon.Options(paths: resolved, logLevelOverride: logLevel)
+        #if DEBUG
+        options.stallOnSIGUSR2 = debugStallOnSigusr2
+        #endif
+        Daemon.run(options: options)
     }
 }

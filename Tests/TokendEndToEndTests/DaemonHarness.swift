@@ -129,23 +129,8 @@ final class DaemonHarness: @unchecked Sendable {
 
     /// Runs `tokend <arguments>` to completion; returns its exit status, stdout and stderr.
     func runCLI(_ arguments: [String], viaEnv: Bool = false) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: viaEnv ? "/usr/bin/env" : try Self.binaryPath())
-        process.arguments = arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // A command that does not end within 60 s is killed, so the test fails instead of hanging.
-        let pid = process.processIdentifier
-        let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
-        DispatchQueue.global().asyncAfter(deadline: .now() + 60, execute: watchdog)
-        defer { watchdog.cancel() }
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+        let result = try runCommand(viaEnv ? arguments : [try Self.binaryPath()] + arguments)
+        return (result.status, result.stdout, result.stderr)
     }
 
     /// Lets other users reach the socket: the temporary directory 0755, the socket 0666 (access rules decide).
@@ -211,9 +196,14 @@ final class DaemonHarness: @unchecked Sendable {
 
     /// Starts the binary; `watchdogMicroseconds` sets `WATCHDOG_USEC`; `wrapper` runs it through another
     /// command (e.g. `systemd-socket-activate`).
-    func start(watchdogMicroseconds: Int? = nil, wrappedIn wrapper: [String] = []) throws {
+    func start(
+        watchdogMicroseconds: Int? = nil,
+        wrappedIn wrapper: [String] = [],
+        socket: String? = nil,
+        environment extra: [String: String] = [:]
+    ) throws {
         let process = Process()
-        let arguments = ["run", "--config-dir", configDir, "--state-dir", stateDir, "--socket", socketPath]
+        let arguments = ["run", "--config-dir", configDir, "--state-dir", stateDir, "--socket", socket ?? socketPath]
         if wrapper.isEmpty {
             process.executableURL = URL(fileURLWithPath: try Self.binaryPath())
             process.arguments = arguments
@@ -228,6 +218,7 @@ final class DaemonHarness: @unchecked Sendable {
         environment["NOTIFY_SOCKET"] = notify.path
         environment["SWIFT_BACKTRACE"] = "enable=no"
         if let watchdogMicroseconds { environment["WATCHDOG_USEC"] = String(watchdogMicroseconds) }
+        environment.merge(extra) { _, new in new }
         process.environment = environment
         if !FileManager.default.fileExists(atPath: logPath) {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)

@@ -147,13 +147,33 @@ import Glibc
         try harness.writeInstance("alpha")
         let started = Date()
         try harness.start()
+        // A caller that comes before READY=1 waits for the first attempt, and gets its 503 when READY=1 comes.
+        try await eventually("the socket accepts") { unixSocketAcceptsConnections(at: harness.socketPath) }
+        async let early = harness.get("/v1/tokens/alpha")
         try await harness.waitUntilReady(timeout: 10)
         let waited = Date().timeIntervalSince(started)
         #expect(waited >= 1.9 && waited < 8, "READY=1 after \(waited) s")
         let assignments = harness.notify.assignments
         let extend = try #require(assignments.firstIndex { $0.hasPrefix("EXTEND_TIMEOUT_USEC=") })
         #expect(extend < assignments.firstIndex(of: "READY=1")!)
+        #expect(try await early.status == 503)
+        #expect(Date().timeIntervalSince(started) < 8)
         #expect(try await harness.get("/v1/tokens/alpha").status == 503)
+        #expect(try await harness.stop() == 0)
+    }
+
+    @Test func aRequestDuringStartUpWaitsForTheFirstToken() async throws {
+        let harness = try await DaemonHarness()
+        defer { Task { await harness.shutdown() } }
+        harness.endpoint.setResponseDelay(milliseconds: 1500)
+        try harness.writeInstance("alpha")
+        try harness.start()
+        try await eventually("the socket accepts") { unixSocketAcceptsConnections(at: harness.socketPath) }
+        #expect(!harness.notify.assignments.contains("READY=1"))
+        let answer = try await harness.get("/v1/tokens/alpha?format=raw")
+        #expect(answer.status == 200, "\(answer.body)")
+        #expect(answer.body == harness.endpoint.issuedTokens.first)
+        #expect(harness.endpoint.requestCount == 1)
         #expect(try await harness.stop() == 0)
     }
 

@@ -6,7 +6,7 @@ import Darwin
 import TokendCore
 
 /// One JSON file per instance (`<dir>/<name>.json`, mode 0600, directory 0700), written crash-safely:
-/// temp file + fsync + rename + fsync of the directory. Symlinks are never followed.
+/// temp file + fsync + rename + fsync of the directory. Symlinks inside the directory are never followed.
 public struct FileTokenCache: TokenCache {
     public let directory: String
     /// Cache files larger than this are corrupt by definition.
@@ -21,8 +21,10 @@ public struct FileTokenCache: TokenCache {
         if mkdir(directory, 0o700) != 0 && errno != EEXIST {
             throw CacheError(operation: "mkdir", path: directory, errno: errno)
         }
+        // The directory itself may be a symlink: DynamicUser= makes /var/lib/tokend one to /var/lib/private/tokend.
+        // Only root can place it; the files inside are still opened with O_NOFOLLOW.
         var info = stat()
-        guard lstat(directory, &info) == 0 else { throw CacheError(operation: "stat", path: directory, errno: errno) }
+        guard stat(directory, &info) == 0 else { throw CacheError(operation: "stat", path: directory, errno: errno) }
         guard (info.st_mode & S_IFMT) == S_IFDIR else {
             throw CacheError(operation: "use as state directory", path: directory, errno: ENOTDIR)
         }

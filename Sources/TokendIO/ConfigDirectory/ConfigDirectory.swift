@@ -9,13 +9,17 @@ public struct ConfigDirectory: Sendable {
     public let path: String
     /// `$CREDENTIALS_DIRECTORY`, for `{ credential = "…" }` values.
     public let credentialsDirectory: String?
+    /// When false, `{ credential = "…" }` values are not read (a placeholder stands in): for `tokend check` as
+    /// systemd's `ExecReload=`, which does not see the unit's credentials on systemd 252–256.
+    public let readsCredentials: Bool
 
     /// Files larger than this are refused (a config file is a few KiB).
     static let maxFileBytes = 1 << 20
 
-    public init(path: String, credentialsDirectory: String?) {
+    public init(path: String, credentialsDirectory: String?, readsCredentials: Bool = true) {
         self.path = path
         self.credentialsDirectory = credentialsDirectory
+        self.readsCredentials = readsCredentials
     }
 
     /// A failure to read the directory itself: fatal at start-up, a rejected reload later.
@@ -47,8 +51,12 @@ public struct ConfigDirectory: Sendable {
         let connectors = Self.tomlFiles(in: Self.join(path, "connectors"))
         let input = ConfigLoader.Input(settings: settings, connectors: connectors, instances: instances)
         let credentials = credentialsDirectory
+        let readsCredentials = readsCredentials
         return ConfigLoader.load(input, resolveIdentity: Self.resolveIdentity) { source in
-            Self.readSecret(source, credentialsDirectory: credentials)
+            if !readsCredentials, case .credential(let name) = source {
+                return .success(.init("<credential \(name), not read>"))
+            }
+            return Self.readSecret(source, credentialsDirectory: credentials)
         }
     }
 

@@ -6,8 +6,10 @@ import Darwin
 import Foundation
 import Logging
 
-/// Logs one line per event to stderr: `<N>` syslog priority prefixes when journald reads the stream
-/// (`JOURNAL_STREAM` set), a timestamped readable line otherwise. Metadata follows as `key=value`.
+/// Logs one line per event to stderr: `<N>` syslog priority prefixes (sd-daemon.h levels) when journald reads the
+/// stream (`JOURNAL_STREAM` names stderr's device and inode), a timestamped readable line otherwise. Metadata
+/// (the instance's name among it) follows as `key=value`; newlines in values become spaces, so one event is one
+/// line.
 public struct TokendLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level
@@ -25,20 +27,21 @@ public struct TokendLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
+    /// Whether journald reads our stderr: `JOURNAL_STREAM` is `<device>:<inode>` of the stream systemd connected,
+    /// and stderr is still that stream (not redirected by a wrapper or a shell).
+    public static func stderrIsJournal(_ journalStream: String?) -> Bool {
+        guard let parts = journalStream?.split(separator: ":"), parts.count == 2,
+            let device = UInt64(parts[0]), let inode = UInt64(parts[1])
+        else { return false }
+        var info = stat()
+        guard fstat(STDERR_FILENO, &info) == 0 else { return false }
+        return UInt64(info.st_dev) == device && UInt64(info.st_ino) == inode
+    }
+
     public func log(event: LogEvent) {
         var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-        var line = ""
-        if journal {
-            line = "<\(Self.priority(event.level))>"
-        } else {
-            line = "\(Self.timestamp()) \(event.level.rawValue.uppercased()) "
-        }
-        line += event.message.description
-        for key in merged.keys.sorted() {
-            line += " \(key)=\(Self.quoted("\(merged[key]!)"))"
-        }
-        line += "\n"
+        let line = Self.render(level: event.level, message: event.message.description, metadata: merged, journal: journal)
         // One write(2) per line: lines from several threads never interleave.
         var bytes = Array(line.utf8)
         bytes.withUnsafeMutableBytes { buffer in
@@ -50,6 +53,17 @@ public struct TokendLogHandler: LogHandler {
                 offset += count
             }
         }
+    }
+
+    /// One line, newline-terminated: `<N>message key=value…` for journald, `TIMESTAMP LEVEL message key=value…`
+    /// otherwise.
+    public static func render(level: Logger.Level, message: String, metadata: Logger.Metadata, journal: Bool) -> String {
+        var line = journal ? "<\(priority(level))>" : "\(timestamp()) \(level.rawValue.uppercased()) "
+        line += String(message.map { $0.isNewline ? " " : $0 })
+        for key in metadata.keys.sorted() {
+            line += " \(key)=\(quoted("\(metadata[key]!)"))"
+        }
+        return line + "\n"
     }
 
     static func priority(_ level: Logger.Level) -> Int {

@@ -65,8 +65,14 @@ public final class UnixSocketServer: Sendable {
         // Created with no access for others, then opened up to `mode`: never more open than configured.
         let previous = umask(0o177)
         defer { umask(previous) }
-        let channel = try await bootstrap(limits: limits, responder: responder)
-            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false).get()
+        let channel: any Channel
+        do {
+            channel = try await bootstrap(limits: limits, responder: responder)
+                .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false).get()
+        } catch let error as IOError {
+            // systemd gets the errno (ERRNO=), the operator a plain reason.
+            throw SetupError(path: path, reason: "bind failed: \(String(cString: strerror(error.errnoCode)))", errno: error.errnoCode)
+        }
         if let group, chown(path, uid_t.max, gid_t(group)) != 0 {
             let error = errno
             try? await channel.close()

@@ -1,0 +1,87 @@
+import Foundation
+import Testing
+import TokendTestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The parts of the systemd contract a fake notify socket can show: `ERRNO=` on a fatal start and the journald
+/// log format.
+@Suite(.serialized) struct NotifyAndLogEndToEndTests {
+    @Test func aMissingConfigDirectoryEndsTheStartWithErrnoAndStatus() async throws {
+        let harness = try await DaemonHarness()
+        defer { Task { await harness.shutdown() } }
+        try FileManager.default.removeItem(atPath: harness.configDir)
+        try harness.start()
+        try await Self.expectFatalStart(harness, errno: ENOENT, status: "STATUS=cannot start: \(harness.configDir)")
+    }
+
+    @Test func aSocketThatCannotBeBoundEndsTheStartWithErrno() async throws {
+        let harness = try await DaemonHarness()
+        defer { Task { await harness.shutdown() } }
+        try harness.writeInstance("alpha")
+        // The socket's directory is a regular file.
+        let blocker = harness.root + "/not-a-directory"
+        FileManager.default.createFile(atPath: blocker, contents: Data())
+        try harness.start(socket: blocker + "/tokend.sock")
+        try await Self.expectFatalStart(
+            harness,
+            errno: ENOTDIR,
+            status: "STATUS=cannot start: socket: \(blocker)/tokend.sock: bind failed: Not a directory"
+        )
+    }
+
+    /// tokend exits 1 after sending `STATUS=` (starting with `status`) and `ERRNO=errno`, never `READY=1`.
+    private static func expectFatalStart(_ harness: DaemonHarness, errno: Int32, status: String) async throws {
+        try await eventually("tokend exits") { harness.process?.isRunning == false }
+        #expect(harness.process?.terminationStatus == 1)
+        try await eventually("ERRNO= arrives") { harness.notify.assignments.contains { $0.hasPrefix("ERRNO=") } }
+        let assignments = harness.notify.assignments
+        #expect(assignments.contains("ERRNO=\(errno)"), "\(assignments)")
+        #expect(assignments.contains { $0.hasPrefix(status) }, "\(assignments)")
+        #expect(!assignments.contains("READY=1"))
+    }
+
+    @Test func aRejectedReloadStillEndsWithReadyAndAStatusSayingWhy() async throws {
+        let harness = try await DaemonHarness.running("alpha")
+        defer { Task { await harness.shutdown() } }
+        try "log_level = 7\n".write(toFile: harness.configDir + "/tokend.toml", atomically: true, encoding: .utf8)
+        harness.signal(SIGHUP)
+        try await harness.waitUntilReady(count: 2)
+        let assignments = harness.notify.assignments
+        let reloading = try #require(assignments.firstIndex(of: "RELOADING=1"))
+        #expect(assignments[reloading + 1].hasPrefix("MONOTONIC_USEC="))
+        let ready = try #require(assignments.indices.last { assignments[$0] == "READY=1" })
+        #expect(reloading < ready)
+        #expect(assignments[ready + 1] == "STATUS=1 instance: 1 valid; reload rejected: tokend.toml is invalid", "\(assignments)")
+        #expect(try await harness.token("alpha") != nil, "the old config no longer serves")
+    }
+
+    @Test func journalPrioritiesOnlyWhenJournalStreamNamesStderr() async throws {
+        // Without JOURNAL_STREAM: readable lines with a timestamp and the level.
+        let plain = try await DaemonHarness.running("alpha")
+        #expect(try await plain.stop() == 0)
+        let plainLines = plain.log.split(separator: "\n")
+        await plain.shutdown()
+        #expect(!plainLines.isEmpty)
+        #expect(plainLines.allSatisfy { !$0.hasPrefix("<") }, "\(plainLines)")
+        #expect(plainLines.contains { $0.contains(" INFO token refreshed") && $0.contains("instance=alpha") }, "\(plainLines)")
+
+        // With JOURNAL_STREAM naming the log file (what stderr is): `<N>` on every line.
+        let harness = try await DaemonHarness()
+        defer { Task { await harness.shutdown() } }
+        try harness.writeInstance("alpha")
+        try harness.writeRaw("broken", "token_url = 42\n")
+        FileManager.default.createFile(atPath: harness.logPath, contents: Data())
+        var info = stat()
+        #expect(stat(harness.logPath, &info) == 0)
+        try harness.start(environment: ["JOURNAL_STREAM": "\(info.st_dev):\(info.st_ino)"])
+        try await harness.waitUntilReady()
+        #expect(try await harness.stop() == 0)
+        let lines = harness.log.split(separator: "\n")
+        #expect(lines.allSatisfy { $0.range(of: #"^<[0-7]>"#, options: .regularExpression) != nil }, "\(lines)")
+        #expect(lines.contains { $0.hasPrefix("<6>token refreshed") && $0.contains("instance=alpha") }, "\(lines)")
+        #expect(lines.contains { $0.hasPrefix("<3>config error") && $0.contains("broken.toml") }, "\(lines)")
+    }
+}
