@@ -83,7 +83,10 @@ let package = Package(
             name: "tokend-example-endpoint",
             dependencies: ["TokendTestSupport"]
         ),
-        .testTarget(name: "TokendCoreTests", dependencies: ["TokendCore"]),
+        .testTarget(
+            name: "TokendCoreTests",
+            dependencies: ["TokendCore", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .testTarget(
             name: "TokendIOTests",
             dependencies: [

@@ -174,4 +174,14 @@ import Testing
         #expect(locator.line(of: ["t", "x"]) == 3)
         #expect(locator.line(of: ["u", "v", "w", "inner"]) == 9)
     }
+
+    @Test func keyLocatorCountsCRLFLinesAndIgnoresBlanks() {
+        let text = "# comment\r\n\ta = 1 \r\n[t]\r\n  b . c = 2\t\r\nlong = '''\r\nx = 3\r\n'''\r\nd = 4\r\n"
+        let locator = TOMLKeyLocator(text: text)
+        #expect(locator.line(of: ["a"]) == 2)
+        #expect(locator.line(of: ["t"]) == 3)
+        #expect(locator.line(of: ["t", "b", "c"]) == 4)
+        #expect(locator.line(of: ["t", "x"]) == 3)
+        #expect(locator.line(of: ["t", "d"]) == 8)
+    }
 }

@@ -13,9 +13,10 @@ public struct TOMLKeyLocator: Sendable {
         var table: [String] = []
         var inMultiline: String? = nil
         var lineNumber = 0
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // "\r\n" is one Character in Swift: split on both so that CRLF files get their line numbers too.
+        for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             lineNumber += 1
-            let line = rawLine.trimmingCharacters(in: .whitespaces)
+            let line = Self.trimmed(rawLine)
             if let delimiter = inMultiline {
                 if line.contains(delimiter) { inMultiline = nil }
                 continue
@@ -25,25 +26,32 @@ public struct TOMLKeyLocator: Sendable {
                 let isArray = line.hasPrefix("[[")
                 let inner = line.dropFirst(isArray ? 2 : 1)
                 guard let end = inner.firstIndex(of: "]") else { continue }
-                table = Self.splitKey(String(inner[..<end]))
+                table = Self.splitKey(inner[..<end])
                 let path = table.joined(separator: ".")
                 if lines[path] == nil { lines[path] = lineNumber }
                 continue
             }
             guard let equals = Self.assignmentIndex(in: line) else { continue }
-            let key = Self.splitKey(String(line[..<equals]))
+            let key = Self.splitKey(line[..<equals])
             guard !key.isEmpty else { continue }
             let path = (table + key).joined(separator: ".")
             if lines[path] == nil { lines[path] = lineNumber }
             let value = line[line.index(after: equals)...]
-            for delimiter in ["\"\"\"", "'''"] {
-                let count = value.components(separatedBy: delimiter).count - 1
-                if count % 2 == 1 {
-                    inMultiline = delimiter
-                    break
-                }
+            for delimiter in ["\"\"\"", "'''"] where value.ranges(of: delimiter).count % 2 == 1 {
+                inMultiline = delimiter
+                break
             }
         }
+    }
+
+    /// Without leading and trailing blanks (spaces, tabs, a stray CR): Foundation's trimming costs more than the
+    /// rest of this scan.
+    private static func trimmed(_ text: Substring) -> Substring {
+        var result = text.drop { $0 == " " || $0 == "\t" }
+        while let last = result.last, last == " " || last == "\t" || last == "\r" {
+            result = result.dropLast()
+        }
+        return result
     }
 
     /// The line of `path` (dotted), or of its nearest ancestor that is written in the text.
@@ -56,7 +64,7 @@ public struct TOMLKeyLocator: Sendable {
         return nil
     }
 
-    private static func assignmentIndex(in line: String) -> String.Index? {
+    private static func assignmentIndex(in line: Substring) -> String.Index? {
         var quote: Character? = nil
         for index in line.indices {
             let character = line[index]
@@ -71,7 +79,7 @@ public struct TOMLKeyLocator: Sendable {
         return nil
     }
 
-    private static func splitKey(_ text: String) -> [String] {
+    private static func splitKey(_ text: Substring) -> [String] {
         var parts: [String] = []
         var current = ""
         var quote: Character? = nil
@@ -81,13 +89,13 @@ public struct TOMLKeyLocator: Sendable {
             } else if character == "\"" || character == "'" {
                 quote = character
             } else if character == "." {
-                parts.append(current.trimmingCharacters(in: .whitespaces))
+                parts.append(String(trimmed(current[...])))
                 current = ""
             } else {
                 current.append(character)
             }
         }
-        parts.append(current.trimmingCharacters(in: .whitespaces))
+        parts.append(String(trimmed(current[...])))
         return parts.filter { !$0.isEmpty }
     }
 }
