@@ -16,7 +16,7 @@ public struct TOMLKeyLocator: Sendable {
         // "\r\n" is one Character in Swift: split on both so that CRLF files get their line numbers too.
         for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             lineNumber += 1
-            let line = Self.trimmed(rawLine)
+            let line = rawLine.trimmingBlanks()
             if let delimiter = inMultiline {
                 if line.contains(delimiter) { inMultiline = nil }
                 continue
@@ -37,21 +37,28 @@ public struct TOMLKeyLocator: Sendable {
             let path = (table + key).joined(separator: ".")
             if lines[path] == nil { lines[path] = lineNumber }
             let value = line[line.index(after: equals)...]
-            for delimiter in ["\"\"\"", "'''"] where value.ranges(of: delimiter).count % 2 == 1 {
+            for delimiter in ["\"\"\"", "'''"] where Self.occurrences(of: delimiter, in: value) % 2 == 1 {
                 inMultiline = delimiter
                 break
             }
         }
     }
 
-    /// Without leading and trailing blanks (spaces, tabs, a stray CR): Foundation's trimming costs more than the
-    /// rest of this scan.
-    private static func trimmed(_ text: Substring) -> Substring {
-        var result = text.drop { $0 == " " || $0 == "\t" }
-        while let last = result.last, last == " " || last == "\t" || last == "\r" {
-            result = result.dropLast()
+    /// Non-overlapping occurrences of an ASCII `delimiter`, counted over UTF-8.
+    private static func occurrences(of delimiter: String, in text: Substring) -> Int {
+        let needle = Array(delimiter.utf8)
+        let bytes = Array(text.utf8)
+        var count = 0
+        var index = 0
+        while index + needle.count <= bytes.count {
+            if bytes[index..<index + needle.count].elementsEqual(needle) {
+                count += 1
+                index += needle.count
+            } else {
+                index += 1
+            }
         }
-        return result
+        return count
     }
 
     /// The line of `path` (dotted), or of its nearest ancestor that is written in the text.
@@ -89,13 +96,13 @@ public struct TOMLKeyLocator: Sendable {
             } else if character == "\"" || character == "'" {
                 quote = character
             } else if character == "." {
-                parts.append(String(trimmed(current[...])))
+                parts.append(String(current.trimmingBlanks()))
                 current = ""
             } else {
                 current.append(character)
             }
         }
-        parts.append(String(trimmed(current[...])))
+        parts.append(String(current.trimmingBlanks()))
         return parts.filter { !$0.isEmpty }
     }
 }

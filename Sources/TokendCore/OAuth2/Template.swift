@@ -16,7 +16,7 @@ public enum Template {
             let afterOpen = rest[open.upperBound...]
             guard let close = afterOpen.range(of: "}}") else { break }
             if open.lowerBound > rest.startIndex { visit(.literal(String(rest[..<open.lowerBound]))) }
-            let name = afterOpen[..<close.lowerBound].trimmingCharacters(in: .whitespaces)
+            let name = String(afterOpen[..<close.lowerBound].trimmingBlanks())
             visit(.placeholder(name: name, original: String(rest[open.lowerBound..<close.upperBound])))
             rest = afterOpen[close.upperBound...]
         }
