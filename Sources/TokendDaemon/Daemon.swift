@@ -530,10 +530,9 @@ public final class Daemon: @unchecked Sendable {
         notifier.notify("READY=1\nSTATUS=\(lastStatus)")
         // Start-up callers still waiting for a first token (READY=1 came by startup_timeout) get their 503 now.
         for name in Array(waiters.keys) where instances[name]?.machine.token == nil {
-            let (waiting, released) = waiters[name]!.reduce(into: ([Waiter](), [Waiter]())) { split, waiter in
-                if waiter.minValid > 0 { split.0.append(waiter) } else { split.1.append(waiter) }
-            }
-            waiters[name] = waiting.isEmpty ? nil : waiting
+            let released = waiters[name]!.filter { $0.minValid == 0 }
+            waiters[name]!.removeAll { $0.minValid == 0 }
+            if waiters[name]!.isEmpty { waiters[name] = nil }
             let lastError = instances[name]?.machine.lastFailure
             for waiter in released {
                 waiter.respond(
@@ -546,10 +545,6 @@ public final class Daemon: @unchecked Sendable {
                 )
             }
         }
-        logger.info(
-            "ready",
-            metadata: ["instances": "\(instances.count)", "unsettled": "\(unsettled)", "status": "\(lastStatus)"]
-        )
     }
 
     // MARK: - Configuration
