@@ -211,7 +211,8 @@ final class DaemonHarness: @unchecked Sendable {
 
     /// Starts the binary; `watchdogMicroseconds` sets `WATCHDOG_USEC`; `wrapper` runs it through another
     /// command (e.g. `systemd-socket-activate`).
-    func start(watchdogMicroseconds: Int? = nil, wrappedIn wrapper: [String] = []) throws {
+    /// `environment` adds to (or overrides) the inherited environment, e.g. `HTTPS_PROXY`.
+    func start(watchdogMicroseconds: Int? = nil, wrappedIn wrapper: [String] = [], environment extra: [String: String] = [:]) throws {
         let process = Process()
         let arguments = ["run", "--config-dir", configDir, "--state-dir", stateDir, "--socket", socketPath]
         if wrapper.isEmpty {
@@ -222,12 +223,14 @@ final class DaemonHarness: @unchecked Sendable {
             process.arguments = wrapper + [try Self.binaryPath()] + arguments
         }
         var environment = ProcessInfo.processInfo.environment
-        for key in ["LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "TOKEND_CONFIG_DIR", "TOKEND_STATE_DIR", "TOKEND_SOCKET"] {
+        for key in ["LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "TOKEND_CONFIG_DIR", "TOKEND_STATE_DIR", "TOKEND_SOCKET",
+            "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"] {
             environment.removeValue(forKey: key)
         }
         environment["NOTIFY_SOCKET"] = notify.path
         environment["SWIFT_BACKTRACE"] = "enable=no"
         if let watchdogMicroseconds { environment["WATCHDOG_USEC"] = String(watchdogMicroseconds) }
+        environment.merge(extra) { _, new in new }
         process.environment = environment
         if !FileManager.default.fileExists(atPath: logPath) {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)

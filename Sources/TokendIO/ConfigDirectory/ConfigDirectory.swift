@@ -13,9 +13,13 @@ public struct ConfigDirectory: Sendable {
     /// Files larger than this are refused (a config file is a few KiB).
     static let maxFileBytes = 1 << 20
 
-    public init(path: String, credentialsDirectory: String?) {
+    /// The environment, for `HTTPS_PROXY` and `NO_PROXY` on discovery requests.
+    public let environment: [String: String]
+
+    public init(path: String, credentialsDirectory: String?, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.path = path
         self.credentialsDirectory = credentialsDirectory
+        self.environment = environment
     }
 
     /// A failure to read the directory itself: fatal at start-up, a rejected reload later.
@@ -47,7 +51,14 @@ public struct ConfigDirectory: Sendable {
         let connectors = Self.tomlFiles(in: Self.join(path, "connectors"))
         let input = ConfigLoader.Input(settings: settings, connectors: connectors, instances: instances)
         let credentials = credentialsDirectory
-        return ConfigLoader.load(input, resolveIdentity: Self.resolveIdentity) { source in
+        let discovery = DiscoveryFetcher(environment: environment)
+        defer { discovery.close() }
+        return ConfigLoader.load(
+            input,
+            resolveIdentity: Self.resolveIdentity,
+            checkTLS: TLSConfigurations.check,
+            discover: discovery.discoverer
+        ) { source in
             Self.readSecret(source, credentialsDirectory: credentials)
         }
     }
