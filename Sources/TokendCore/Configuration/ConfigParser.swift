@@ -43,7 +43,11 @@ public enum ConfigParser {
                 }
                 var specReader = TableReader(document: document, path: ["variables", key], table: specTable)
                 var spec = connector?.variables[key] ?? VariableSpec()
-                if let required = specReader.bool("required") { spec.required = required }
+                if let required = specReader.bool("required") {
+                    spec.required = required
+                    // A built-in's default (audience, resource, …) gives way to an explicit `required = true`.
+                    if required, specTable["default"] == nil { spec.defaultValue = nil }
+                }
                 if let secret = specReader.bool("secret") { spec.secret = secret }
                 spec.description = specReader.string("description") ?? spec.description
                 if let value = specReader.raw("default") {

@@ -44,8 +44,9 @@ final class DiscoveryFetcher: Sendable {
         var reasons: [String] = []
         var found: Result<DiscoveryDocument, DiscoveryError>?
         for url in DiscoveryDocument.wellKnownURLs(issuer: issuer) {
-            var request = TokenRequest(method: "GET", url: url, headers: [.init("Accept", "application/json")], body: [])
-            request.tls = tls
+            var get = TokenRequest(method: "GET", url: url, headers: [.init("Accept", "application/json")], body: [])
+            get.tls = tls
+            let request = get
             let response = Self.blocking { await endpoint.send(request) }
             switch response {
             case .success(let answer) where answer.status == 200:
