@@ -97,7 +97,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TokendIOTests",
-            dependencies: ["TokendIO", "TokendCore", "TokendTestSupport"]
+            dependencies: ["TokendIO", "TokendCore", "TokendTestSupport", .product(name: "NIOSSL", package: "swift-nio-ssl")]
         ),
         .testTarget(
             name: "TokendEndToEndTests",

@@ -75,8 +75,11 @@ import TokendTestSupport
             #expect(try await setup.harness.token(name) == nil)
             let error = try #require(try await lastError(setup.harness, name), "\(name) has no last error")
             #expect(error.code == "tls")
-            #expect(error.message.contains("TLS handshake with 127.0.0.1:\(setup.server.port) failed"), "\(error.message)")
-            #expect(error.message.contains("not trusted"), "\(error.message)")
+            #expect(
+                error.message == "TLS handshake with 127.0.0.1:\(setup.server.port) failed: its certificate is not trusted "
+                    + "(CERTIFICATE_VERIFY_FAILED; for a private CA set ca_file)",
+                "\(error.message)"
+            )
         }
         // Only the trusted instance reached the endpoint's HTTP layer.
         #expect(setup.server.requestCount == 1)

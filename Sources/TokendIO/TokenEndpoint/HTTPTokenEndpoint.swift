@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -121,15 +122,18 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
             )
         }
         let text = String(String(describing: error).prefix(300))
-        if error is NIOSSLError || error is BoringSSLError || text.contains("CERTIFICATE_VERIFY_FAILED") {
-            if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("certificate verify failed") {
-                return FetchFailure(
-                    kind: .transient,
-                    code: "tls",
-                    message: "TLS handshake with \(host) failed: its certificate is not trusted (for a private CA set ca_file): \(text)"
-                )
-            }
-            return FetchFailure(kind: .transient, code: "tls", message: "TLS handshake with \(host) failed: \(text)")
+        if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
+            // BoringSSL's reason code ("CERTIFICATE_VERIFY_FAILED") says it all; the rest is a source path.
+            let reason = text.range(of: #"OPENSSL_internal:[A-Z0-9_]+"#, options: .regularExpression)
+                .map { String(text[$0].dropFirst("OPENSSL_internal:".count)) }
+            let message =
+                switch reason {
+                case "CERTIFICATE_VERIFY_FAILED"?:
+                    "its certificate is not trusted (CERTIFICATE_VERIFY_FAILED; for a private CA set ca_file)"
+                case let code?: code
+                case nil: text
+                }
+            return FetchFailure(kind: .transient, code: "tls", message: "TLS handshake with \(host) failed: \(message)")
         }
         return .network("request to \(host) failed: \(text)")
     }
