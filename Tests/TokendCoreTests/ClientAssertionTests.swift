@@ -134,6 +134,12 @@ import _CryptoExtras
         #expect(!"\(resolved.request)".contains(keyBody) && !TokenRequestBuilder.describe(resolved).contains(keyBody))
         #expect(!resolved.fingerprint.isEmpty && !"\(resolved.request.assertion!)".contains(keyBody))
         #expect(resolved.definition.secretVariables.contains("private_key"))
+        #expect(
+            TokenRequestBuilder.describe(resolved).hasSuffix(
+                "(+ client_assertion_type=\(ClientAssertion.assertionType), client_assertion=<ES256 JWT signed for each request: "
+                    + "iss=sub=client-42, aud=https://idp.example.com/oauth2/token, kid=2026-key>)"
+            )
+        )
     }
 
     @Test func assertionAudienceOverridesTheTokenURLAndJSONBodiesGetTheFieldsToo() throws {

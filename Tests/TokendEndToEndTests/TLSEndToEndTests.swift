@@ -3,6 +3,10 @@ import Testing
 import TokendCore
 import TokendTestSupport
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Issue #7 with the real binary: HTTPS token endpoints under a CA made by the test, mTLS, signed client assertions,
 /// issuer discovery, an outbound CONNECT proxy and refused redirects.
 @Suite(.serialized) struct TLSEndToEndTests {
@@ -203,6 +207,19 @@ import TokendTestSupport
         #expect(!server.requests.contains { $0.uri == "/as/token" }, "the OpenID document comes first")
         #expect(plain.requests.map(\.uri).contains("/tenant/token"))
         #expect(plain.requests.first?.uri == "/tenant/.well-known/openid-configuration")
+
+        // A reload reads the documents again: a moved token endpoint is picked up, with a new token.
+        let before = try await setup.harness.token("oidc")
+        server.serveDocument(
+            path: "/.well-known/openid-configuration",
+            json: #"{"issuer":"\#(issuer)","token_endpoint":"\#(issuer)/oidc/v2/token"}"#
+        )
+        setup.harness.signal(SIGHUP)
+        try await setup.harness.waitUntilReady(count: 2)
+        try await eventually("a token from the rediscovered endpoint") {
+            server.requests.contains { $0.uri == "/oidc/v2/token" }
+        }
+        try await eventually("the new token is served") { try await setup.harness.token("oidc") != before }
     }
 
     @Test func tokenRequestsGoThroughTheProxyFromTheEnvironment() async throws {

@@ -134,15 +134,20 @@ public enum TokenRequestBuilder {
             }
         }
         lines.append("")
-        var body = String(decoding: request.body, as: UTF8.self)
+        lines.append(String(decoding: request.body, as: UTF8.self))
         if let assertion = resolved.request.assertion {
-            body += (body.isEmpty ? "" : " ")
-                + "+ client_assertion_type=\(ClientAssertion.assertionType) client_assertion=<\(assertion.algorithm.rawValue) JWT "
-                + "signed at each request: iss=sub=\(assertion.clientID) aud=\(assertion.audience)"
-                + (assertion.keyID.map { " kid=\($0)" } ?? "") + ">"
+            lines.append(
+                "(+ client_assertion_type=\(ClientAssertion.assertionType), client_assertion=<\(assertion.algorithm.rawValue) JWT "
+                    + "signed for each request: iss=sub=\(assertion.clientID), aud=\(assertion.audience)"
+                    + (assertion.keyID.map { ", kid=\($0)" } ?? "") + ">)"
+            )
         }
-        if !resolved.request.tls.isDefault { lines.insert("TLS: \(resolved.request.tls)", at: 1) }
-        lines.append(body)
+        let tls = resolved.request.tls
+        if !tls.isDefault {
+            lines.append(
+                "(TLS: ca_file \(tls.caFile ?? "-"), client certificate \(tls.clientCertificatePEM == nil ? "no" : "yes"), TLS 1.2 at least)"
+            )
+        }
         return lines.joined(separator: "\n").replacingOccurrences(of: marker, with: "<redacted>")
     }
 
