@@ -113,6 +113,8 @@ import Testing
         #expect(settings == nil && errors.first?.key == "http.proxy" && errors.first?.line == 2)
         let good = ConfigParser.parseSettings(file: "/c/tokend.toml", text: "[http]\nproxy = \"http://127.0.0.1:3128\"\nno_proxy = [\"localhost\"]\n").settings
         #expect(good?.proxy == "http://127.0.0.1:3128" && good?.noProxy == ["localhost"])
+        let notAList = ConfigParser.parseSettings(file: "/c/tokend.toml", text: "[http]\nno_proxy = \"localhost\"\n").errors
+        #expect(notAList.first?.key == "http.no_proxy" && notAList.first?.line == 2)
     }
 
     @Test func resourceAndAudienceAreOrdinaryVariablesOfTheDefaultBody() throws {

@@ -301,16 +301,12 @@ public enum ConfigParser {
                 }
             }
             if let value = httpReader.raw("no_proxy") {
-                let hosts: [String]? =
-                    if case .array(let items) = value {
-                        items.compactMap { item -> String? in
-                            if case .string(let host) = item, !host.isEmpty { return host }
-                            return nil
-                        }
-                    } else { nil }
-                if let hosts, case .array(let items) = value, hosts.count == items.count {
-                    settings.noProxy = hosts
-                } else {
+                if case .array(let items) = value {
+                    var hosts: [String] = []
+                    for case .string(let host) in items where !host.isEmpty { hosts.append(host) }
+                    if hosts.count == items.count { settings.noProxy = hosts }
+                }
+                if settings.noProxy == nil {
                     httpReader.fail("no_proxy", "expected an array of host names, such as [\"localhost\", \".internal.example\"]")
                 }
             }
