@@ -107,13 +107,15 @@ public final class LocalTokenServer: Sendable {
 
     /// Serves HTTPS from now on (call before ``start(port:)``): this certificate and key, and, with `clientCA`, a
     /// client certificate signed by it is required (RFC 8705 mTLS).
-    public func useTLS(certificatePath: String, keyPath: String, clientCAPath: String? = nil) throws {
+    /// `maximumVersion` caps the protocol, to show that clients refuse old ones.
+    public func useTLS(certificatePath: String, keyPath: String, clientCAPath: String? = nil, maximumVersion: TLSVersion? = nil) throws {
         let chain = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: chain,
             privateKey: .privateKey(try NIOSSLPrivateKey(file: keyPath, format: .pem))
         )
-        configuration.minimumTLSVersion = .tlsv12
+        configuration.minimumTLSVersion = maximumVersion == nil ? .tlsv12 : .tlsv1
+        configuration.maximumTLSVersion = maximumVersion
         if let clientCAPath {
             configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(clientCAPath))
             configuration.certificateVerification = .noHostnameVerification

@@ -1,4 +1,5 @@
 import Foundation
+import NIOSSL
 import Testing
 import TokendCore
 import TokendTestSupport
@@ -23,13 +24,18 @@ import Glibc
         }
     }
 
-    func setup(requireClientCertificate: Bool = false, settings: String = DaemonHarness.fastSettings) async throws -> Setup {
+    func setup(
+        requireClientCertificate: Bool = false,
+        maximumVersion: TLSVersion? = nil,
+        settings: String = DaemonHarness.fastSettings
+    ) async throws -> Setup {
         let pki = try TestPKI.make()
         let server = LocalTokenServer()
         try server.useTLS(
             certificatePath: pki.serverCertificate,
             keyPath: pki.serverKey,
-            clientCAPath: requireClientCertificate ? pki.caCertificate : nil
+            clientCAPath: requireClientCertificate ? pki.caCertificate : nil,
+            maximumVersion: maximumVersion
         )
         try await server.start(port: 0)
         let harness = try await DaemonHarness(settings: settings)
@@ -87,6 +93,18 @@ import Glibc
         }
         // Only the trusted instance reached the endpoint's HTTP layer.
         #expect(setup.server.requestCount == 1)
+    }
+
+    @Test func aServerThatSpeaksOnlyTLS11IsRefused() async throws {
+        let setup = try await setup(maximumVersion: .tlsv11)
+        defer { Task { await setup.close() } }
+        try instance(setup, "old-tls", caFile: setup.pki.caCertificate)
+        try setup.harness.start()
+        try await setup.harness.waitUntilReady()
+        #expect(try await setup.harness.token("old-tls") == nil)
+        let error = try #require(try await lastError(setup.harness, "old-tls"))
+        #expect(error.code == "tls" && error.message.hasPrefix("TLS handshake with 127.0.0.1:\(setup.server.port) failed: "), "\(error.message)")
+        #expect(setup.server.requestCount == 0)
     }
 
     @Test func mutualTLSRequiredByTheServerIsSatisfiedByTLSClientAuth() async throws {
