@@ -86,7 +86,10 @@ import Testing
         #expect(Set(missing.compactMap(\.key)) == ["variables.client_certificate", "variables.client_key"])
         let text = "token_url = \"https://a/t\"\nclient_auth = \"tls_client_auth\"\n[variables]\nclient_id = \"c\"\nclient_certificate = { file = \"/cert\" }\nclient_key = { file = \"/key\" }\n"
         let input = ConfigLoader.Input(settings: nil, instances: [("alpha", .success(.init(path: "/c/instances/alpha.toml", text: text)))])
-        let loaded = ConfigLoader.load(input) { source in .success(.init(source == .file(path: "/cert") ? "CERT PEM" : "KEY PEM")) }
+        let loaded = ConfigLoader.load(input) { source in
+            .success(.init(source == .file(path: "/cert") ? "CERT PEM" : "KEY PEM", warning: "readable by every user"))
+        }
+        #expect(loaded.diagnostics.map(\.key) == ["variables.client_key"], "a certificate file may be world-readable, a key may not")
         let request = try #require(loaded.instances["alpha"]).request
         #expect(request.tls.clientCertificatePEM == "CERT PEM" && request.tls.clientKeyPEM?.revealed == "KEY PEM")
         #expect(String(decoding: request.body, as: UTF8.self) == "grant_type=client_credentials&client_id=c")

@@ -222,7 +222,8 @@ public enum ConfigLoader {
                 switch readSecret(source) {
                 case .success(let secret):
                     values[name] = Secret(trimmingOneNewline(secret.text))
-                    if let warning = secret.warning {
+                    // A certificate is public: its file may well be readable by everyone.
+                    if let warning = secret.warning, name != "client_certificate" {
                         warnings.append(
                             ConfigDiagnostic(
                                 file: definition.file,
