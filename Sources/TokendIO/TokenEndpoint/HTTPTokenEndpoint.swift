@@ -63,7 +63,9 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
         }
         // The host without its port ("[::1]:8443" → "[::1]") for NO_PROXY.
         let hostName = host.hasPrefix("[") ? String(host.prefix { $0 != "]" }) + "]" : String(host.prefix { $0 != ":" })
-        let client = proxied.flatMap { proxy?.applies(to: hostName) == true ? $0 : nil } ?? direct
+        // Only HTTPS goes through the proxy (as HTTPS_PROXY means); http:// is for loopback hosts and goes direct.
+        let viaProxy = request.url.lowercased().hasPrefix("https://") && proxy?.applies(to: hostName) == true
+        let client = viaProxy ? proxied ?? direct : direct
         do {
             let response = try await client.execute(outgoing, timeout: timeout)
             if (300..<400).contains(Int(response.status.code)) {
