@@ -117,9 +117,19 @@ public final class Daemon: @unchecked Sendable {
         self.logger = logger
         self.notifier = notifier
         self.clock = clock
+        let (proxy, proxyWarning) = ProxySettings.resolve(
+            setting: settings.proxy,
+            noProxySetting: settings.noProxy,
+            environment: ProcessInfo.processInfo.environment
+        )
+        if let proxyWarning { logger.warning("proxy", metadata: ["warning": "\(proxyWarning)"]) }
+        if let proxy {
+            logger.info("outbound proxy", metadata: ["proxy": "\(proxy.host):\(proxy.port)", "no_proxy": "\(proxy.noProxy.joined(separator: ","))"])
+        }
         self.endpoint = HTTPTokenEndpoint(
             connectTimeout: settings.connectTimeout,
-            requestTimeout: settings.requestTimeout
+            requestTimeout: settings.requestTimeout,
+            proxy: proxy
         )
         self.cache = FileTokenCache(directory: options.paths.stateDirectory)
         self.configDirectory = ConfigDirectory(
@@ -859,12 +869,19 @@ public final class Daemon: @unchecked Sendable {
         inFlightByHost[host, default: 0] += 1
         peakInFlight = max(peakInFlight, inFlight)
         peakInFlightPerHost = max(peakInFlightPerHost, inFlightByHost[host]!)
-        let request = running.resolved.request
+        // A client assertion is signed for each request, with a fresh jti and the current time.
+        let signed = running.resolved.request.signingAssertion(now: clock.now(), jti: UUID().uuidString)
         let generation = running.generation
         let endpoint = self.endpoint
-        logger.debug("fetching token", metadata: ["instance": "\(name)", "endpoint": "\(request.endpointHost)"])
+        logger.debug("fetching token", metadata: ["instance": "\(name)", "endpoint": "\(host)"])
         Task { [unowned self] in
-            let result = await endpoint.send(request)
+            let result: Result<TokenEndpointResponse, FetchFailure>
+            switch signed {
+            case .success(let request):
+                result = await endpoint.send(request)
+            case .failure(let error):
+                result = .failure(FetchFailure(kind: .permanent, code: "invalid_client_assertion", message: error.message))
+            }
             self.queue.async { self.fetchFinished(name, host: host, generation: generation, result: result) }
         }
     }

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import TokendCore
 
 /// A small OAuth 2.0 token endpoint on 127.0.0.1 for tests and the demo. It records every request, issues
@@ -68,6 +69,9 @@ public final class LocalTokenServer: Sendable {
         var responseDelay: TimeAmount = .zero
         var inProgress = 0
         var peakInProgress = 0
+        var tls: NIOSSLContext?
+        var documents: [String: String] = [:]
+        var assertionCheck: (@Sendable (String) -> String?)?
     }
 
     private let state: NIOLockedValueBox<State>
@@ -81,8 +85,44 @@ public final class LocalTokenServer: Sendable {
     /// The bound port (0 before the first start).
     public var port: Int { state.withLockedValue { $0.port } }
 
-    /// `http://127.0.0.1:<port>/token`.
-    public var tokenURL: String { "http://127.0.0.1:\(port)/token" }
+    /// `http://127.0.0.1:<port>/token`, or `https://…` when started with TLS.
+    public var tokenURL: String { baseURL + "/token" }
+
+    /// `http(s)://127.0.0.1:<port>`.
+    public var baseURL: String {
+        state.withLockedValue { "\($0.tls == nil ? "http" : "https")://127.0.0.1:\($0.port)" }
+    }
+
+    /// Serves `json` with 200 to a GET of `path` (a discovery document, say), whatever the script says; other GETs
+    /// under `/.well-known/` get 404.
+    public func serveDocument(path: String, json: String) {
+        state.withLockedValue { $0.documents[path] = json }
+    }
+
+    /// Requires a client assertion (RFC 7523): `check` gets the JWT and returns why it is refused, or nil to accept.
+    /// A refused or missing assertion gets 401 `invalid_client`.
+    public func requireClientAssertion(_ check: @escaping @Sendable (String) -> String?) {
+        state.withLockedValue { $0.assertionCheck = check }
+    }
+
+    /// Serves HTTPS from now on (call before ``start(port:)``): this certificate and key, and, with `clientCA`, a
+    /// client certificate signed by it is required (RFC 8705 mTLS).
+    /// `maximumVersion` caps the protocol, to show that clients refuse old ones.
+    public func useTLS(certificatePath: String, keyPath: String, clientCAPath: String? = nil, maximumVersion: TLSVersion? = nil) throws {
+        let chain = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: chain,
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: keyPath, format: .pem))
+        )
+        configuration.minimumTLSVersion = maximumVersion == nil ? .tlsv12 : .tlsv1
+        configuration.maximumTLSVersion = maximumVersion
+        if let clientCAPath {
+            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(clientCAPath))
+            configuration.certificateVerification = .noHostnameVerification
+        }
+        let context = try NIOSSLContext(configuration: configuration)
+        state.withLockedValue { $0.tls = context }
+    }
 
     public var requests: [RecordedRequest] { state.withLockedValue { $0.requests } }
 
@@ -118,11 +158,15 @@ public final class LocalTokenServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { [self] channel in
                 let id = ObjectIdentifier(channel)
+                let tls = state.withLockedValue { $0.tls }
                 state.withLockedValue { $0.connections[id] = channel }
                 channel.closeFuture.whenComplete { [state] _ in
                     _ = state.withLockedValue { $0.connections.removeValue(forKey: id) }
                 }
                 return channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                    }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(Handler(server: self))
                 }
@@ -162,10 +206,32 @@ public final class LocalTokenServer: Sendable {
     }
 
     fileprivate func answer(_ request: RecordedRequest) -> (status: Int, headers: [TokenRequest.Header], body: String)? {
-        let (behavior, expected, number) = state.withLockedValue { state in
+        let path = String(request.uri.prefix { $0 != "?" })
+        if request.method == "GET", path.contains("/.well-known/") {
+            let document = state.withLockedValue { state in
+                state.requests.append(request)
+                return state.documents[path]
+            }
+            return document.map { (200, [], $0) } ?? (404, [], #"{"error":"not_found"}"#)
+        }
+        let (behavior, expected, number, assertionCheck) = state.withLockedValue { state in
             state.requests.append(request)
             let behavior = state.script.isEmpty ? state.fallback : state.script.removeFirst()
-            return (behavior, state.expectedClients, state.requests.count)
+            return (behavior, state.expectedClients, state.requests.count, state.assertionCheck)
+        }
+        if let assertionCheck {
+            let fields = request.formFields
+            let refusal: String? =
+                if fields["client_assertion_type"] != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+                    "client_assertion_type missing or wrong"
+                } else if let jwt = fields["client_assertion"] {
+                    assertionCheck(jwt)
+                } else {
+                    "client_assertion missing"
+                }
+            if let refusal {
+                return (401, [], #"{"error":"invalid_client","error_description":"\#(refusal)"}"#)
+            }
         }
         if !expected.isEmpty {
             let presented = request.clientCredentials

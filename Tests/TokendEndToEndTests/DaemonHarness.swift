@@ -196,6 +196,8 @@ final class DaemonHarness: @unchecked Sendable {
 
     /// Starts the binary; `watchdogMicroseconds` sets `WATCHDOG_USEC`; `wrapper` runs it through another
     /// command (e.g. `systemd-socket-activate`).
+    /// `socket` replaces the harness's socket path; `environment` adds to (or overrides) the inherited
+    /// environment, e.g. `HTTPS_PROXY` or `JOURNAL_STREAM`.
     func start(
         watchdogMicroseconds: Int? = nil,
         wrappedIn wrapper: [String] = [],
@@ -212,7 +214,8 @@ final class DaemonHarness: @unchecked Sendable {
             process.arguments = wrapper + [try Self.binaryPath()] + arguments
         }
         var environment = ProcessInfo.processInfo.environment
-        for key in ["LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "TOKEND_CONFIG_DIR", "TOKEND_STATE_DIR", "TOKEND_SOCKET"] {
+        for key in ["LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "TOKEND_CONFIG_DIR", "TOKEND_STATE_DIR", "TOKEND_SOCKET",
+            "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"] {
             environment.removeValue(forKey: key)
         }
         environment["NOTIFY_SOCKET"] = notify.path

@@ -67,6 +67,16 @@ public enum ConfigLoader {
     /// Resolves numeric ids only: what a pure caller (a test) gets unless it passes its own resolver.
     public static let numericIdentities: IdentityResolver = { _, name in UInt32(name) }
 
+    /// Checks that TLS material parses (certificates, key, CA bundle); the IO layer's, with NIOSSL.
+    public typealias TLSChecker = @Sendable (TLSMaterial) -> TLSProblem?
+
+    /// Fetches an issuer's metadata (OpenID Connect Discovery, then RFC 8414) with the instance's TLS material and the
+    /// daemon's proxy and timeouts; the failure says why, naming the URLs tried.
+    public typealias Discoverer = @Sendable (_ issuer: String, _ tls: TLSMaterial, _ settings: DaemonSettings) -> Result<DiscoveryDocument, DiscoveryError>
+
+    /// What a pure caller gets: no discovery.
+    public static let noDiscovery: Discoverer = { issuer, _, _ in .failure(DiscoveryError("discovery of \(issuer) is not available here")) }
+
     public struct SecretReadError: Error, Sendable, Hashable {
         public var message: String
 
@@ -78,6 +88,8 @@ public enum ConfigLoader {
     public static func load(
         _ input: Input,
         resolveIdentity: IdentityResolver = numericIdentities,
+        checkTLS: TLSChecker = { _ in nil },
+        discover: Discoverer = noDiscovery,
         readSecret: SecretReader
     ) -> Loaded {
         var diagnostics: [ConfigDiagnostic] = []
@@ -132,7 +144,13 @@ public enum ConfigLoader {
                 failed.insert(name)
                 continue
             }
-            var (resolved, resolution) = resolve(definition, readSecret: readSecret)
+            var (resolved, resolution) = resolve(
+                definition,
+                settings: settings ?? DaemonSettings(),
+                checkTLS: checkTLS,
+                discover: discover,
+                readSecret: readSecret
+            )
             if let rule = definition.access {
                 var uids: Set<UInt32> = []
                 var gids: Set<UInt32> = []
@@ -188,6 +206,9 @@ public enum ConfigLoader {
     /// Reads the instance's secret sources and renders its request.
     public static func resolve(
         _ definition: InstanceDefinition,
+        settings: DaemonSettings = DaemonSettings(),
+        checkTLS: TLSChecker = { _ in nil },
+        discover: Discoverer = noDiscovery,
         readSecret: SecretReader
     ) -> (resolved: ResolvedInstance?, diagnostics: [ConfigDiagnostic]) {
         var values: [String: Secret] = [:]
@@ -201,7 +222,8 @@ public enum ConfigLoader {
                 switch readSecret(source) {
                 case .success(let secret):
                     values[name] = Secret(trimmingOneNewline(secret.text))
-                    if let warning = secret.warning {
+                    // A certificate is public: its file may well be readable by everyone.
+                    if let warning = secret.warning, name != "client_certificate" {
                         warnings.append(
                             ConfigDiagnostic(
                                 file: definition.file,
@@ -225,9 +247,101 @@ public enum ConfigLoader {
             }
         }
         guard errors.isEmpty else { return (nil, warnings + errors) }
-        switch TokenRequestBuilder.resolve(definition, values: values) {
+        let tls: TLSMaterial
+        switch tlsMaterial(definition, values: values, checkTLS: checkTLS, readSecret: readSecret) {
+        case .success(let material): tls = material
+        case .failure(let error): return (nil, warnings + [error])
+        }
+        var definition = definition
+        if let issuerTemplate = definition.connector.issuer {
+            switch discoverTokenURL(definition, issuerTemplate: issuerTemplate, values: values, tls: tls, settings: settings, discover: discover) {
+            case .success(let url): definition.connector.tokenURL = url
+            case .failure(let error): return (nil, warnings + [error])
+            }
+        }
+        switch TokenRequestBuilder.resolve(definition, values: values, tls: tls) {
         case .success(let resolved): return (resolved, warnings)
         case .failure(let error): return (nil, warnings + [error])
+        }
+    }
+
+    /// `ca_file` read, the client certificate and key taken from their variables, and all of it checked.
+    static func tlsMaterial(
+        _ definition: InstanceDefinition,
+        values: [String: Secret],
+        checkTLS: TLSChecker,
+        readSecret: SecretReader
+    ) -> Result<TLSMaterial, ConfigDiagnostic> {
+        var tls = TLSMaterial()
+        if let caFile = definition.caFile {
+            tls.caFile = caFile.path
+            switch readSecret(.file(path: caFile.path)) {
+            case .success(let text): tls.trustRootsPEM = text.text
+            case .failure(let error):
+                return .failure(ConfigDiagnostic(file: caFile.file, line: caFile.line, key: "ca_file", message: error.message))
+            }
+        }
+        if let certificate = values["client_certificate"]?.revealed, !certificate.isEmpty {
+            tls.clientCertificatePEM = certificate
+        }
+        if let key = values["client_key"], !key.revealed.isEmpty {
+            tls.clientKeyPEM = key
+        }
+        if (tls.clientCertificatePEM == nil) != (tls.clientKeyPEM == nil) {
+            let missing = tls.clientKeyPEM == nil ? "client_key" : "client_certificate"
+            return .failure(
+                ConfigDiagnostic(
+                    file: definition.file,
+                    line: definition.variableLines[missing == "client_key" ? "client_certificate" : "client_key"],
+                    key: "variables.\(missing)",
+                    message: "a client certificate needs both client_certificate and client_key"
+                )
+            )
+        }
+        guard let problem = checkTLS(tls) else { return .success(tls) }
+        if problem.key == "ca_file", let caFile = definition.caFile {
+            return .failure(ConfigDiagnostic(file: caFile.file, line: caFile.line, key: "ca_file", message: problem.message))
+        }
+        let variable = problem.key.hasPrefix("variables.") ? String(problem.key.dropFirst("variables.".count)) : problem.key
+        return .failure(
+            ConfigDiagnostic(file: definition.file, line: definition.variableLines[variable], key: problem.key, message: problem.message)
+        )
+    }
+
+    /// The token URL from the issuer's metadata, checked against the configured `client_auth`.
+    static func discoverTokenURL(
+        _ definition: InstanceDefinition,
+        issuerTemplate: String,
+        values: [String: Secret],
+        tls: TLSMaterial,
+        settings: DaemonSettings,
+        discover: Discoverer
+    ) -> Result<String, ConfigDiagnostic> {
+        let connector = definition.connector
+        var merged: [String: String] = [:]
+        for (name, spec) in connector.variables { merged[name] = spec.defaultValue }
+        for (name, value) in values { merged[name] = value.revealed }
+        let issuer = TokenRequestBuilder.renderURL(issuerTemplate, text: { merged[$0] })
+        let line = connector.issuerLine
+        func failure(_ message: String) -> Result<String, ConfigDiagnostic> {
+            .failure(ConfigDiagnostic(file: connector.file, line: line, key: "issuer", message: message))
+        }
+        if let problem = TokenRequestBuilder.urlProblem(issuer, allowInsecureHTTP: connector.allowInsecureHTTP) {
+            return failure(problem)
+        }
+        let document: DiscoveryDocument
+        switch discover(issuer, tls, settings) {
+        case .success(let found): document = found
+        case .failure(let error): return failure("discovery failed: \(error.message)")
+        }
+        switch document.tokenEndpoint(issuer: issuer, auth: connector.clientAuth) {
+        case .success(let url):
+            if let problem = TokenRequestBuilder.urlProblem(url, allowInsecureHTTP: connector.allowInsecureHTTP) {
+                return failure("the discovered token endpoint \(url): \(problem)")
+            }
+            return .success(url)
+        case .failure(let error):
+            return failure(error.message)
         }
     }
 

@@ -43,7 +43,11 @@ public enum ConfigParser {
                 }
                 var specReader = TableReader(document: document, path: ["variables", key], table: specTable)
                 var spec = connector?.variables[key] ?? VariableSpec()
-                if let required = specReader.bool("required") { spec.required = required }
+                if let required = specReader.bool("required") {
+                    spec.required = required
+                    // A built-in's default (audience, resource, …) gives way to an explicit `required = true`.
+                    if required, specTable["default"] == nil { spec.defaultValue = nil }
+                }
                 if let secret = specReader.bool("secret") { spec.secret = secret }
                 spec.description = specReader.string("description") ?? spec.description
                 if let value = specReader.raw("default") {
@@ -92,10 +96,14 @@ public enum ConfigParser {
         let connector: ConnectorDefinition?
         let description: String?
         var instanceRefresh = RefreshSettings.Overrides()
+        var instanceCAFile: FileReference?
         if document.root["connector"] != nil {
             let connectorName = reader.string("connector") ?? ""
             description = reader.string("description")
             instanceRefresh = parseRefreshOverrides(&reader)
+            instanceCAFile = absolutePath("ca_file", &reader).map {
+                FileReference(path: $0, file: file, line: document.line(of: ["ca_file"]))
+            }
             switch connectors(connectorName) {
             case .found(let found):
                 connector = found
@@ -238,6 +246,8 @@ public enum ConfigParser {
         )
         definition.access = access
         definition.sink = sink
+        definition.caFile = instanceCAFile
+            ?? connector.caFile.map { FileReference(path: $0, file: connector.file, line: connector.caFileLine) }
         return (definition, diagnostics)
     }
 
@@ -283,6 +293,23 @@ public enum ConfigParser {
             var httpReader = TableReader(document: document, path: ["http"], table: http)
             if let value = httpReader.duration("connect_timeout") { settings.connectTimeout = max(value, 0.001) }
             if let value = httpReader.duration("timeout") { settings.requestTimeout = max(value, 0.001) }
+            if let proxy = httpReader.string("proxy") {
+                if ProxySettings.parse(proxy) != nil {
+                    settings.proxy = proxy
+                } else {
+                    httpReader.fail("proxy", "expected an http://host:port URL without credentials, found \"\(proxy)\"")
+                }
+            }
+            if let value = httpReader.raw("no_proxy") {
+                if case .array(let items) = value {
+                    var hosts: [String] = []
+                    for case .string(let host) in items where !host.isEmpty { hosts.append(host) }
+                    if hosts.count == items.count { settings.noProxy = hosts }
+                }
+                if settings.noProxy == nil {
+                    httpReader.fail("no_proxy", "expected an array of host names, such as [\"localhost\", \".internal.example\"]")
+                }
+            }
             diagnostics += httpReader.finish()
         }
         diagnostics += reader.finish()
@@ -303,17 +330,21 @@ public enum ConfigParser {
         let document = reader.document
         let description = reader.string("description")
         let tokenURL = reader.string("token_url")
-        if tokenURL == nil, document.root["token_url"] == nil {
+        let issuer = reader.string("issuer")
+        if tokenURL == nil, document.root["token_url"] == nil, issuer == nil, document.root["issuer"] == nil {
             diagnostics.append(
                 ConfigDiagnostic(
                     file: document.file,
                     line: 1,
                     key: "token_url",
                     message: inline
-                        ? "missing required key (or name a shared connector with connector = \"…\")"
-                        : "missing required key"
+                        ? "missing required key: token_url or issuer (or name a shared connector with connector = \"…\")"
+                        : "missing required key: token_url or issuer"
                 )
             )
+        }
+        if tokenURL != nil, issuer != nil {
+            reader.fail("issuer", "give token_url or issuer, not both (issuer discovers the token URL)")
         }
         let clientAuth = enumValue(ClientAuthentication.self, "client_auth", &reader) ?? .clientSecretPost
         var connector = ConnectorDefinition(
@@ -326,6 +357,15 @@ public enum ConfigParser {
         connector.description = description
         connector.tokenURLLine = document.line(of: ["token_url"])
         connector.clientAuth = clientAuth
+        connector.issuer = issuer
+        connector.issuerLine = document.line(of: ["issuer"])
+        connector.caFile = absolutePath("ca_file", &reader)
+        connector.caFileLine = document.line(of: ["ca_file"])
+        connector.assertionAudience = reader.string("assertion_audience")
+        connector.assertionAudienceLine = document.line(of: ["assertion_audience"])
+        if connector.assertionAudience != nil, !clientAuth.usesAssertion {
+            reader.fail("assertion_audience", "only used with client_auth = \"private_key_jwt\" or \"client_secret_jwt\"")
+        }
         connector.basicEncoding = enumValue(BasicEncoding.self, "basic_encoding", &reader) ?? .formURLEncoded
         connector.contentType = enumValue(BodyContentType.self, "content_type", &reader) ?? .form
         connector.allowInsecureHTTP = reader.bool("allow_insecure_http") ?? false
@@ -447,6 +487,16 @@ public enum ConfigParser {
         let choices = Value.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
         reader.fail(key, "expected one of \(choices), found \"\(text)\"")
         return nil
+    }
+
+    /// An absolute file path (`ca_file`).
+    static func absolutePath(_ key: String, _ reader: inout TableReader) -> String? {
+        guard let path = reader.string(key) else { return nil }
+        guard path.hasPrefix("/"), !path.hasSuffix("/") else {
+            reader.fail(key, "expected an absolute file path, found \"\(path)\"")
+            return nil
+        }
+        return path
     }
 
     private static func nonEmptyPath(_ key: String, _ reader: inout TableReader) -> String? {

@@ -10,6 +10,10 @@ public struct DaemonSettings: Sendable, Hashable {
     public var refresh = RefreshSettings()
     public var connectTimeout: Double = 10
     public var requestTimeout: Double = 30
+    /// `[http] proxy`: an `http://host:port` proxy for token and discovery requests (else `HTTPS_PROXY`).
+    public var proxy: String?
+    /// `[http] no_proxy`: hosts reached directly (else `NO_PROXY`).
+    public var noProxy: [String]?
 
     public init() {}
 

@@ -2,11 +2,20 @@
 public enum ClientAuthentication: String, Sendable, Hashable, CaseIterable {
     case clientSecretPost = "client_secret_post"
     case clientSecretBasic = "client_secret_basic"
+    /// An HS256 JWT signed with the client secret (OpenID Connect Core §9).
+    case clientSecretJWT = "client_secret_jwt"
+    /// An RS256 or ES256 JWT signed with the `private_key` variable (RFC 7523 §2.2, OpenID Connect Core §9).
+    case privateKeyJWT = "private_key_jwt"
+    /// A client certificate presented on the TLS connection (RFC 8705 §2.1).
+    case tlsClientAuth = "tls_client_auth"
     /// No client authentication by tokend: credentials go only where the connector's headers or body put them.
     case none = "none"
 
     /// Whether `client_secret` is required for this style.
-    public var needsSecret: Bool { self != .none }
+    public var needsSecret: Bool { self == .clientSecretPost || self == .clientSecretBasic || self == .clientSecretJWT }
+
+    /// Whether each request carries a signed client assertion (RFC 7523 §2.2).
+    public var usesAssertion: Bool { self == .clientSecretJWT || self == .privateKeyJWT }
 }
 
 /// The body encoding of the token request.
@@ -70,9 +79,18 @@ public struct ConnectorDefinition: Sendable, Hashable {
     public var file: String
     public var isInline: Bool
     public var description: String?
-    /// `token_url`, possibly with `{{variable}}` placeholders.
+    /// `token_url`, possibly with `{{variable}}` placeholders; empty when `issuer` is set, until discovery fills it.
     public var tokenURL: String
     public var tokenURLLine: Int?
+    /// `issuer`: the token endpoint comes from the issuer's metadata (OpenID Connect Discovery, RFC 8414).
+    public var issuer: String?
+    public var issuerLine: Int?
+    /// `ca_file`: a PEM file of CA certificates trusted in addition to the system's.
+    public var caFile: String?
+    public var caFileLine: Int?
+    /// `assertion_audience`: the `aud` of client assertions instead of the token URL.
+    public var assertionAudience: String?
+    public var assertionAudienceLine: Int?
     public var clientAuth: ClientAuthentication = .clientSecretPost
     public var basicEncoding: BasicEncoding = .formURLEncoded
     public var contentType: BodyContentType = .form
@@ -102,18 +120,35 @@ public struct ConnectorDefinition: Sendable, Hashable {
 
     /// The built-in variables for a client authentication style (the seed's defaults).
     public static func builtinVariables(for auth: ClientAuthentication) -> [String: VariableSpec] {
-        [
+        var variables = [
             "grant_type": VariableSpec(defaultValue: "client_credentials"),
             "scope": VariableSpec(defaultValue: ""),
             "client_id": VariableSpec(required: true),
             "client_secret": VariableSpec(required: auth.needsSecret, secret: true),
+            // RFC 8707 and the common `audience` extension: in the default body when not empty.
+            "resource": VariableSpec(defaultValue: ""),
+            "audience": VariableSpec(defaultValue: ""),
+            // A client certificate (PEM) for RFC 8705; optional with the other styles (certificate-bound tokens).
+            "client_certificate": VariableSpec(required: auth == .tlsClientAuth),
+            "client_key": VariableSpec(required: auth == .tlsClientAuth, secret: true),
         ]
+        if auth.usesAssertion {
+            variables["kid"] = VariableSpec(defaultValue: "")
+        }
+        if auth == .privateKeyJWT {
+            variables["private_key"] = VariableSpec(required: true, secret: true)
+        }
+        return variables
     }
 
     /// Every `{{name}}` its templates use, with the line of the template that uses it.
     public var placeholders: [(name: String, key: String, line: Int?)] {
         var found: [(String, String, Int?)] = []
         for name in Template.placeholders(in: tokenURL) { found.append((name, "token_url", tokenURLLine)) }
+        for name in Template.placeholders(in: issuer ?? "") { found.append((name, "issuer", issuerLine)) }
+        for name in Template.placeholders(in: assertionAudience ?? "") {
+            found.append((name, "assertion_audience", assertionAudienceLine))
+        }
         for (table, fields) in [("query", query), ("headers", headers), ("body", body ?? [])] {
             for field in fields {
                 for name in Template.placeholders(in: field.template) {
@@ -145,6 +180,8 @@ public struct InstanceDefinition: Sendable, Hashable {
     public var access: AccessRule?
     /// `sink = { path = "…", mode = "0640", owner = "…", group = "…" }`: a file that always holds the raw token.
     public var sink: SinkSpec?
+    /// `ca_file`: the instance's own, else its connector's.
+    public var caFile: FileReference?
 
     public init(
         name: String,
@@ -164,6 +201,19 @@ public struct InstanceDefinition: Sendable, Hashable {
         self.secretVariables = secretVariables
         self.variableLines = variableLines
         self.refresh = refresh
+    }
+}
+
+/// A path written in a config file, with where it was written (for messages about the file it names).
+public struct FileReference: Sendable, Hashable {
+    public var path: String
+    public var file: String
+    public var line: Int?
+
+    public init(path: String, file: String, line: Int?) {
+        self.path = path
+        self.file = file
+        self.line = line
     }
 }
 

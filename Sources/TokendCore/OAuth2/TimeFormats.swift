@@ -38,14 +38,8 @@ public enum JWTClaims {
     /// The `exp` claim of a JWS compact token, when the token is one.
     public static func expiry(of token: String) -> Date? {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, let payload = base64URLDecode(parts[1]) else { return nil }
+        guard parts.count == 3, let payload = Base64URL.decode(parts[1]).map(Array.init) else { return nil }
         guard let exp = JSONValue.parse(payload)?.value(at: "exp"), case .number(let seconds) = exp else { return nil }
         return Date(timeIntervalSince1970: seconds)
-    }
-
-    static func base64URLDecode(_ text: Substring) -> [UInt8]? {
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while base64.count % 4 != 0 { base64 += "=" }
-        return Data(base64Encoded: base64).map(Array.init)
     }
 }

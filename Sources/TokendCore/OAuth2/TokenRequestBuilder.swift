@@ -30,7 +30,8 @@ public enum TokenRequestBuilder {
     /// Builds the request; errors name the file and the key at fault.
     public static func resolve(
         _ definition: InstanceDefinition,
-        values: [String: Secret]
+        values: [String: Secret],
+        tls: TLSMaterial = TLSMaterial()
     ) -> Result<ResolvedInstance, ConfigDiagnostic> {
         var variables: [String: Secret] = [:]
         for (name, spec) in definition.connector.variables {
@@ -51,14 +52,67 @@ public enum TokenRequestBuilder {
         let redacted = try? render(definition, text: redactedText(definition, variables, marker: { _ in "<redacted>" })).get()
         var withRedactedURL = request
         withRedactedURL.redactedURL = redacted?.url ?? "<redacted>"
+        withRedactedURL.tls = tls
+        switch assertion(definition, variables: { variables[$0]?.revealed }, tokenURL: request.url) {
+        case .success(let built): withRedactedURL.assertion = built
+        case .failure(let diagnostic): return .failure(diagnostic)
+        }
 
-        let hashed = try? render(definition, text: redactedText(definition, variables) { "sha256-" + sha256Hex($0) }).get()
+        var hashed = (try? render(definition, text: redactedText(definition, variables) { "sha256-" + sha256Hex($0) }).get()) ?? request
+        hashed.tls = tls
+        hashed.assertion = withRedactedURL.assertion
         return .success(
             ResolvedInstance(
                 definition: definition,
                 variables: variables,
                 request: withRedactedURL,
-                fingerprint: fingerprint(of: hashed ?? request, definition.connector)
+                fingerprint: fingerprint(of: hashed, definition.connector)
+            )
+        )
+    }
+
+    /// The client assertion of a `private_key_jwt` or `client_secret_jwt` instance (nil for other styles); the key
+    /// is parsed here so that a bad one is a config error, not a failing fetch.
+    static func assertion(
+        _ definition: InstanceDefinition,
+        variables text: (String) -> String?,
+        tokenURL: String
+    ) -> Result<ClientAssertion?, ConfigDiagnostic> {
+        let connector = definition.connector
+        guard connector.clientAuth.usesAssertion else { return .success(nil) }
+        let keyVariable = connector.clientAuth == .privateKeyJWT ? "private_key" : "client_secret"
+        let material = text(keyVariable) ?? ""
+        func problem(_ message: String) -> Result<ClientAssertion?, ConfigDiagnostic> {
+            .failure(
+                ConfigDiagnostic(
+                    file: definition.file,
+                    line: definition.variableLines[keyVariable],
+                    key: "variables.\(keyVariable)",
+                    message: message
+                )
+            )
+        }
+        let algorithm: AssertionAlgorithm
+        if connector.clientAuth == .clientSecretJWT {
+            algorithm = .hs256
+        } else {
+            switch AssertionKey.parse(pem: material) {
+            case .success(let key): algorithm = key.algorithm
+            case .failure(let error): return problem("invalid private key: \(error.message)")
+            }
+        }
+        if material.isEmpty {
+            return problem("empty; \(connector.clientAuth.rawValue) signs the client assertion with it")
+        }
+        let audience = connector.assertionAudience.map { Template.render($0, value: text) }
+        let kid = text("kid") ?? ""
+        return .success(
+            ClientAssertion(
+                clientID: text("client_id") ?? "",
+                audience: audience ?? String(tokenURL.prefix { $0 != "?" }),
+                keyID: kid.isEmpty ? nil : kid,
+                keyMaterial: Secret(material),
+                algorithm: algorithm
             )
         )
     }
@@ -81,6 +135,19 @@ public enum TokenRequestBuilder {
         }
         lines.append("")
         lines.append(String(decoding: request.body, as: UTF8.self))
+        if let assertion = resolved.request.assertion {
+            lines.append(
+                "(+ client_assertion_type=\(ClientAssertion.assertionType), client_assertion=<\(assertion.algorithm.rawValue) JWT "
+                    + "signed for each request: iss=sub=\(assertion.clientID), aud=\(assertion.audience)"
+                    + (assertion.keyID.map { ", kid=\($0)" } ?? "") + ">)"
+            )
+        }
+        let tls = resolved.request.tls
+        if !tls.isDefault {
+            lines.append(
+                "(TLS: ca_file \(tls.caFile ?? "-"), client certificate \(tls.clientCertificatePEM == nil ? "no" : "yes"), TLS 1.2 at least)"
+            )
+        }
         return lines.joined(separator: "\n").replacingOccurrences(of: marker, with: "<redacted>")
     }
 
@@ -155,12 +222,19 @@ public enum TokenRequestBuilder {
         if let body = connector.body {
             fields = body.map { ($0.name, Template.render($0.template, value: text)) }
         } else {
-            fields = [("grant_type", text("grant_type") ?? ""), ("scope", text("scope") ?? "")]
+            fields = [
+                ("grant_type", text("grant_type") ?? ""), ("scope", text("scope") ?? ""),
+                ("resource", text("resource") ?? ""), ("audience", text("audience") ?? ""),
+            ]
             switch connector.clientAuth {
             case .clientSecretPost:
                 fields += [("client_id", clientID), ("client_secret", clientSecret)]
             case .clientSecretBasic:
                 break
+            case .clientSecretJWT, .privateKeyJWT, .tlsClientAuth:
+                // The assertion (added when sent) or the certificate authenticates; client_id names the client
+                // (RFC 7521 §4.2, RFC 8705 §2).
+                fields.append(("client_id", clientID))
             case .none:
                 if !clientID.isEmpty { fields.append(("client_id", clientID)) }
             }
@@ -172,7 +246,9 @@ public enum TokenRequestBuilder {
         case .form: body = Array(FormURLEncoding.encode(fields: fields).utf8)
         case .json: body = jsonObject(fields)
         }
-        return .success(TokenRequest(url: url, headers: headers, body: body))
+        var request = TokenRequest(url: url, headers: headers, body: body)
+        request.contentType = connector.contentType
+        return .success(request)
     }
 
     /// Renders a URL template, escaping each value for where it lands: raw in the scheme and authority (a base
@@ -266,6 +342,19 @@ public enum TokenRequestBuilder {
             connector.tokenKey, connector.tokenTypeKey, connector.expiresInKey, connector.expiresAtKey ?? "-",
             connector.defaultTTL.map { String($0) } ?? "-",
         ]
+        // Added only when present, so that the fingerprints of instances without them stay as they were.
+        if let assertion = request.assertion {
+            fields += [
+                "assertion", assertion.algorithm.rawValue, assertion.clientID, assertion.audience, assertion.keyID ?? "-",
+                sha256Hex(assertion.keyMaterial.revealed),
+            ]
+        }
+        if !request.tls.isDefault {
+            fields += [
+                "tls", sha256Hex(request.tls.trustRootsPEM ?? "-"), sha256Hex(request.tls.clientCertificatePEM ?? "-"),
+                sha256Hex(request.tls.clientKeyPEM?.revealed ?? "-"),
+            ]
+        }
         for field in fields { canonical += "\(field.utf8.count):\(field)\n" }
         return sha256Hex(canonical)
     }

@@ -16,10 +16,19 @@ public struct ConfigDirectory: Sendable {
     /// Files larger than this are refused (a config file is a few KiB).
     static let maxFileBytes = 1 << 20
 
-    public init(path: String, credentialsDirectory: String?, readsCredentials: Bool = true) {
+    /// The environment, for `HTTPS_PROXY` and `NO_PROXY` on discovery requests.
+    public let environment: [String: String]
+
+    public init(
+        path: String,
+        credentialsDirectory: String?,
+        readsCredentials: Bool = true,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) {
         self.path = path
         self.credentialsDirectory = credentialsDirectory
         self.readsCredentials = readsCredentials
+        self.environment = environment
     }
 
     /// A failure to read the directory itself: fatal at start-up, a rejected reload later.
@@ -52,7 +61,14 @@ public struct ConfigDirectory: Sendable {
         let input = ConfigLoader.Input(settings: settings, connectors: connectors, instances: instances)
         let credentials = credentialsDirectory
         let readsCredentials = readsCredentials
-        return ConfigLoader.load(input, resolveIdentity: Self.resolveIdentity) { source in
+        let discovery = DiscoveryFetcher(environment: environment)
+        defer { discovery.close() }
+        return ConfigLoader.load(
+            input,
+            resolveIdentity: Self.resolveIdentity,
+            checkTLS: TLSConfigurations.check,
+            discover: discovery.discoverer
+        ) { source in
             if !readsCredentials, case .credential(let name) = source {
                 return .success(.init("<credential \(name), not read>"))
             }

@@ -1,39 +1,84 @@
 import AsyncHTTPClient
+import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import TokendCore
 
-/// Token requests over HTTP(S) through AsyncHTTPClient: no redirects followed, bounded response size.
+/// Token requests over HTTP(S) through AsyncHTTPClient: no redirects followed, bounded response size, TLS 1.2 at
+/// least with the instance's private CA and client certificate, through the outbound proxy unless `NO_PROXY` says
+/// otherwise.
 public final class HTTPTokenEndpoint: TokenEndpoint {
     /// Responses larger than this are refused (a token response is a few KiB).
     public static let maxResponseBytes = 1 << 20
 
-    private let client: HTTPClient
+    /// Requests that go direct; with a proxy, a second client for those that go through it.
+    private let direct: HTTPClient
+    private let proxied: HTTPClient?
+    private let proxy: ProxySettings?
     private let timeout: TimeAmount
+    /// One configuration per distinct TLS material, so that connections to one endpoint are pooled.
+    private let tlsConfigurations = NIOLockedValueBox<[TLSMaterial: TLSConfiguration]>([:])
 
-    public init(connectTimeout: Double, requestTimeout: Double) {
-        var configuration = HTTPClient.Configuration(
-            redirectConfiguration: .disallow,
-            timeout: .init(connect: .milliseconds(Int64(connectTimeout * 1000)), read: nil)
-        )
-        configuration.decompression = .disabled
-        // tokend retries with its own backoff and classifies the failure; the pool must fail fast instead of
-        // retrying a refused connection until the request deadline.
-        configuration.connectionPool.retryConnectionEstablishment = false
-        configuration.httpVersion = .automatic
-        self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    public init(connectTimeout: Double, requestTimeout: Double, proxy: ProxySettings? = nil) {
+        func client(_ proxy: ProxySettings?) -> HTTPClient {
+            var configuration = HTTPClient.Configuration(
+                redirectConfiguration: .disallow,
+                timeout: .init(connect: .milliseconds(Int64(connectTimeout * 1000)), read: nil),
+                proxy: proxy.map { .server(host: $0.host, port: $0.port) }
+            )
+            configuration.decompression = .disabled
+            // tokend retries with its own backoff and classifies the failure; the pool must fail fast instead of
+            // retrying a refused connection until the request deadline.
+            configuration.connectionPool.retryConnectionEstablishment = false
+            configuration.httpVersion = .automatic
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.minimumTLSVersion = .tlsv12
+            configuration.tlsConfiguration = tls
+            return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        }
+        self.direct = client(nil)
+        self.proxied = proxy.map { client($0) }
+        self.proxy = proxy
         self.timeout = .milliseconds(Int64(requestTimeout * 1000))
     }
 
     public func send(_ request: TokenRequest) async -> Result<TokenEndpointResponse, FetchFailure> {
+        let host = request.endpointHost
         var outgoing = HTTPClientRequest(url: request.url)
         outgoing.method = HTTPMethod(rawValue: request.method)
         for header in request.headers {
             outgoing.headers.add(name: header.name, value: header.value)
         }
-        outgoing.body = .bytes(ByteBuffer(bytes: request.body))
+        if !request.body.isEmpty || request.method == "POST" {
+            outgoing.body = .bytes(ByteBuffer(bytes: request.body))
+        }
+        if !request.tls.isDefault {
+            switch tlsConfiguration(request.tls) {
+            case .success(let configuration): outgoing.tlsConfiguration = configuration
+            case .failure(let problem):
+                return .failure(FetchFailure(kind: .permanent, code: "tls_config", message: "\(problem.key): \(problem.message)"))
+            }
+        }
+        // The host without its port ("[::1]:8443" → "[::1]") for NO_PROXY.
+        let hostName = host.hasPrefix("[") ? String(host.prefix { $0 != "]" }) + "]" : String(host.prefix { $0 != ":" })
+        // Only HTTPS goes through the proxy (as HTTPS_PROXY means); http:// is for loopback hosts and goes direct.
+        let viaProxy = request.url.lowercased().hasPrefix("https://") && proxy?.applies(to: hostName) == true
+        let client = viaProxy ? proxied ?? direct : direct
         do {
             let response = try await client.execute(outgoing, timeout: timeout)
+            if (300..<400).contains(Int(response.status.code)) {
+                // Redirects are never followed: a token request must not carry credentials to another place.
+                let location = response.headers.first(name: "Location").map { String($0.prefix(300)) } ?? "(no Location header)"
+                return .failure(
+                    FetchFailure(
+                        kind: .transient,
+                        code: "redirect",
+                        message: "HTTP \(response.status.code) from \(host): redirect to \(location) not followed (token requests never follow redirects; fix the token URL)"
+                    )
+                )
+            }
             let body = try await response.body.collect(upTo: Self.maxResponseBytes)
             return .success(
                 TokenEndpointResponse(
@@ -43,12 +88,22 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
                 )
             )
         } catch {
-            return .failure(Self.classify(error, host: request.endpointHost))
+            return .failure(Self.classify(error, host: host))
         }
     }
 
     public func shutdown() async {
-        try? await client.shutdown()
+        try? await direct.shutdown()
+        try? await proxied?.shutdown()
+    }
+
+    private func tlsConfiguration(_ material: TLSMaterial) -> Result<TLSConfiguration, TLSProblem> {
+        if let known = tlsConfigurations.withLockedValue({ $0[material] }) { return .success(known) }
+        let made = TLSConfigurations.make(material)
+        if case .success(let configuration) = made {
+            tlsConfigurations.withLockedValue { $0[material] = configuration }
+        }
+        return made
     }
 
     /// Maps a transport error to a transient failure with a stable code; never includes the request.
@@ -68,7 +123,20 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
                 message: "response from \(host) is larger than \(maxResponseBytes) bytes"
             )
         }
-        let text = String(String(describing: error).prefix(200))
+        let text = String(String(describing: error).prefix(300))
+        if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
+            // BoringSSL's reason code ("CERTIFICATE_VERIFY_FAILED") says it all; the rest is a source path.
+            let reason = text.range(of: #"OPENSSL_internal:[A-Z0-9_]+"#, options: .regularExpression)
+                .map { String(text[$0].dropFirst("OPENSSL_internal:".count)) }
+            let message =
+                switch reason {
+                case "CERTIFICATE_VERIFY_FAILED"?:
+                    "its certificate is not trusted (CERTIFICATE_VERIFY_FAILED; for a private CA set ca_file)"
+                case let code?: code
+                case nil: text
+                }
+            return FetchFailure(kind: .transient, code: "tls", message: "TLS handshake with \(host) failed: \(message)")
+        }
         return .network("request to \(host) failed: \(text)")
     }
 }
