@@ -83,7 +83,7 @@ let package = Package(
             name: "tokend-example-endpoint",
             dependencies: ["TokendTestSupport"]
         ),
-        .testTarget(name: "TokendCoreTests", dependencies: ["TokendCore"]),
+        .testTarget(name: "TokendCoreTests", dependencies: ["TokendCore", "TokendTestSupport"]),
         .testTarget(
             name: "TokendIOTests",
             dependencies: [

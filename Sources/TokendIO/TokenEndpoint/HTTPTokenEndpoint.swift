@@ -33,8 +33,9 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
         }
         outgoing.body = .bytes(ByteBuffer(bytes: request.body))
         do {
-            let response = try await client.execute(outgoing, timeout: timeout)
-            let body = try await response.body.collect(upTo: Self.maxResponseBytes)
+            let deadline = NIODeadline.now() + timeout
+            let response = try await client.execute(outgoing, deadline: deadline)
+            let body = try await Self.collect(response.body, by: deadline)
             return .success(
                 TokenEndpointResponse(
                     status: Int(response.status.code),
@@ -44,6 +45,22 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
             )
         } catch {
             return .failure(Self.classify(error, host: request.endpointHost))
+        }
+    }
+
+    /// The whole body by `deadline`. AsyncHTTPClient's deadline covers only the response head: a server that sent
+    /// the head and then stalls or drips the body (a `Content-Length` it never fulfils) would otherwise hold the
+    /// fetch, and with it the instance's single flight, forever. Cancelling the collection closes the connection.
+    static func collect(_ body: HTTPClientResponse.Body, by deadline: NIODeadline) async throws -> ByteBuffer {
+        try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask { try await body.collect(upTo: maxResponseBytes) }
+            group.addTask {
+                try await Task.sleep(nanoseconds: UInt64(max(0, (deadline - .now()).nanoseconds)))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard case let buffer?? = try await group.next() else { throw HTTPClientError.deadlineExceeded }
+            return buffer
         }
     }
 
