@@ -1,7 +1,7 @@
 # tokend: `make demo` runs the daemon on examples/ against a local token endpoint; `make test` runs every test.
 SWIFT ?= swift
 
-.PHONY: all deps build test demo bench-scale check-examples release install install-files clean
+.PHONY: all deps build test fuzz demo bench-scale check-examples release install install-files clean
 
 # `make install` (PREFIX, DESTDIR as usual): the static release binary, the units, sysusers/tmpfiles entries,
 # the man page, the README and examples. /etc/tokend/tokend.toml is installed only when there is none.
@@ -29,6 +29,24 @@ build: deps
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --disable-xctest --no-parallel
+
+# `make fuzz`: libFuzzer (with AddressSanitizer) over the config parser and validator, the template renderer, the
+# token response parser and the socket API router, FUZZ_TIME seconds each. Not part of `make test`. Seeds are in
+# Fuzz/corpus/<target>/ (never written to); new inputs go to Fuzz/.build/corpus/<target>/, crashes to
+# Fuzz/artifacts/<target>-crash-… (turn each into a regression test in Tests/TokendCoreTests).
+FUZZ_TIME ?= 60
+FUZZ_TARGETS ?= config template response router
+FUZZ_BIN = Fuzz/.build/debug/tokend-fuzz
+
+fuzz:
+	$(SWIFT) build --package-path Fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld
+	@mkdir -p Fuzz/artifacts
+	@for target in $(FUZZ_TARGETS); do \
+		mkdir -p Fuzz/.build/corpus/$$target; \
+		echo "fuzzing $$target for $(FUZZ_TIME) s"; \
+		LSAN_OPTIONS=suppressions=Fuzz/lsan.supp TOKEND_FUZZ_TARGET=$$target $(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -timeout=10 -rss_limit_mb=4096 -max_len=65536 \
+			-artifact_prefix=Fuzz/artifacts/$$target- Fuzz/.build/corpus/$$target Fuzz/corpus/$$target || exit 1; \
+	done
 
 demo: deps
 	$(SWIFT) build --product tokend

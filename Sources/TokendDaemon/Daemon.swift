@@ -907,9 +907,10 @@ public final class Daemon: @unchecked Sendable {
                 retryAfter: response.retryAfter,
                 shape: .init(resolved.definition.connector),
                 requestedScope: resolved.variables["scope"]?.revealed,
+                secrets: resolved.sensitiveValues,
                 now: now
             )
-        }.mapError { $0.redacting(resolved.secretValues) }
+        }.mapError { $0.redacting(resolved.sensitiveValues) }
         let actions: [InstanceStateMachine.Action]
         switch parsed {
         case .success(let token):

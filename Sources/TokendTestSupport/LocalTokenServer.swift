@@ -51,15 +51,45 @@ public final class LocalTokenServer: Sendable {
     public enum Behavior: Sendable, Hashable {
         /// Issue a new token with this lifetime (seconds).
         case issue(lifetime: Int)
+        /// Issue a new token whose `expires_in` is this raw JSON value (`"6"`, `"\"6\""`, `"1e300"`, `"-5"`), or
+        /// absent when nil; with `jwtExpiresIn` the token is an (unsigned) JWT whose `exp` lies that many seconds
+        /// ahead. The token's true expiry (see ``trueExpiry(of:)``) is the earlier of the two that are valid.
+        case issueToken(expiresIn: String?, jwtExpiresIn: Int? = nil)
         /// Answer with this status, headers and body.
         case respond(status: Int, headers: [TokenRequest.Header], body: String)
+        /// 429 with `Retry-After` as an HTTP-date this many seconds ahead of the moment of the answer.
+        case tooManyRequests(retryAfterDateIn: Int)
+        /// Send the head (with the full `Content-Length`) and half of this body, then close the connection.
+        case dropMidBody(body: String)
+        /// Send the head with a `Content-Length` larger than this body, then the body, and keep the connection
+        /// open: the rest never comes.
+        case partialBody(body: String, declaredLength: Int)
         /// Never answer (the connection stays open until the client gives up or the server stops).
         case hang
+        /// Echo the request's body and Authorization header back in an error, as careless providers do: as the
+        /// `error_description` of an OAuth error when `oauth`, else as a plain-text body; after `padding` filler
+        /// characters, so that a secret can be made to straddle where tokend clips messages.
+        case echoRequest(status: Int, oauth: Bool, padding: Int)
+    }
+
+    /// How one answer goes on the wire.
+    fileprivate enum Delivery: Sendable {
+        case complete
+        case dropMidBody
+        case partial(declaredLength: Int)
+    }
+
+    fileprivate struct Answer: Sendable {
+        var status: Int
+        var headers: [TokenRequest.Header]
+        var body: String
+        var delivery: Delivery = .complete
     }
 
     private struct State {
         var requests: [RecordedRequest] = []
         var issued: [String] = []
+        var trueExpiry: [String: Date] = [:]
         var script: [Behavior] = []
         var fallback: Behavior
         var expectedClients: [String: String] = [:]
@@ -136,6 +166,12 @@ public final class LocalTokenServer: Sendable {
     public var requestCount: Int { state.withLockedValue { $0.requests.count } }
     public var issuedTokens: [String] { state.withLockedValue { $0.issued } }
 
+    /// When a token this server issued really expires (for a token issued with an invalid lifetime, the moment
+    /// it was issued: it must never be served); nil for a token this server never issued.
+    public func trueExpiry(of token: String) -> Date? {
+        state.withLockedValue { $0.trueExpiry[token] }
+    }
+
     /// Answers every request not covered by a script this way.
     public func setBehavior(_ behavior: Behavior) {
         state.withLockedValue { $0.fallback = behavior }
@@ -205,14 +241,14 @@ public final class LocalTokenServer: Sendable {
         state.withLockedValue { $0.inProgress -= 1 }
     }
 
-    fileprivate func answer(_ request: RecordedRequest) -> (status: Int, headers: [TokenRequest.Header], body: String)? {
+    fileprivate func answer(_ request: RecordedRequest) -> Answer? {
         let path = String(request.uri.prefix { $0 != "?" })
         if request.method == "GET", path.contains("/.well-known/") {
             let document = state.withLockedValue { state in
                 state.requests.append(request)
                 return state.documents[path]
             }
-            return document.map { (200, [], $0) } ?? (404, [], #"{"error":"not_found"}"#)
+            return document.map { Answer(status: 200, headers: [], body: $0) } ?? Answer(status: 404, headers: [], body: #"{"error":"not_found"}"#)
         }
         let (behavior, expected, number, assertionCheck) = state.withLockedValue { state in
             state.requests.append(request)
@@ -230,27 +266,83 @@ public final class LocalTokenServer: Sendable {
                     "client_assertion missing"
                 }
             if let refusal {
-                return (401, [], #"{"error":"invalid_client","error_description":"\#(refusal)"}"#)
+                return Answer(status: 401, headers: [], body: #"{"error":"invalid_client","error_description":"\#(refusal)"}"#)
             }
         }
         if !expected.isEmpty {
             let presented = request.clientCredentials
             if presented.map({ expected[$0.id] != $0.secret }) ?? true {
-                return (401, [], #"{"error":"invalid_client","error_description":"client authentication failed"}"#)
+                return Answer(status: 401, headers: [], body: #"{"error":"invalid_client","error_description":"client authentication failed"}"#)
             }
         }
         switch behavior {
         case .hang:
             return nil
         case .respond(let status, let headers, let body):
-            return (status, headers, body)
+            return Answer(status: status, headers: headers, body: body)
+        case .tooManyRequests(let seconds):
+            let formatter = DateFormatter()
+            formatter.locale = Locale(identifier: "en_US_POSIX")
+            formatter.timeZone = TimeZone(identifier: "GMT")
+            formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+            let date = formatter.string(from: Date().addingTimeInterval(Double(seconds)))
+            return Answer(status: 429, headers: [.init("Retry-After", date)], body: #"{"error":"slow_down"}"#)
+        case .echoRequest(let status, let oauth, let padding):
+            let echoed = String(repeating: "x", count: padding) + request.bodyText + " " + (request.header("authorization") ?? "")
+            guard oauth else { return Answer(status: status, headers: [.init("Content-Type", "text/plain")], body: echoed) }
+            let escaped = echoed.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            return Answer(status: status, headers: [], body: #"{"error":"invalid_request","error_description":"\#(escaped)"}"#)
+        case .dropMidBody(let body):
+            return Answer(status: 200, headers: [], body: body, delivery: .dropMidBody)
+        case .partialBody(let body, let declaredLength):
+            return Answer(status: 200, headers: [], body: body, delivery: .partial(declaredLength: declaredLength))
         case .issue(let lifetime):
-            let token = "tok-\(number)-\(String(UInt64.random(in: 0...UInt64.max), radix: 36))"
-            state.withLockedValue { $0.issued.append(token) }
+            let token = issue(number: number, expiresIn: String(lifetime), jwtExpiresIn: nil)
             onIssue?(token, lifetime)
             let body = #"{"access_token":"\#(token)","token_type":"Bearer","expires_in":\#(lifetime)}"#
-            return (200, [], body)
+            return Answer(status: 200, headers: [], body: body)
+        case .issueToken(let expiresIn, let jwtExpiresIn):
+            let token = issue(number: number, expiresIn: expiresIn, jwtExpiresIn: jwtExpiresIn)
+            let lifetime = expiresIn.map { #","expires_in":\#($0)"# } ?? ""
+            return Answer(status: 200, headers: [], body: #"{"access_token":"\#(token)","token_type":"Bearer"\#(lifetime)}"#)
         }
+    }
+
+    /// Makes a distinct token and records it with its true expiry.
+    private func issue(number: Int, expiresIn: String?, jwtExpiresIn: Int?) -> String {
+        let now = Date()
+        let id = "tok-\(number)-\(String(UInt64.random(in: 0...UInt64.max), radix: 36))"
+        var token = id
+        var expiries: [Date] = []
+        if let seconds = expiresIn.flatMap(Self.lifetime(fromJSON:)) { expiries.append(now.addingTimeInterval(seconds)) }
+        if let jwtExpiresIn {
+            let exp = Int(now.timeIntervalSince1970) + jwtExpiresIn
+            token = Self.unsignedJWT(#"{"sub":"\#(id)","exp":\#(exp)}"#)
+            expiries.append(Date(timeIntervalSince1970: Double(exp)))
+        }
+        let expiry = expiries.min() ?? now
+        state.withLockedValue {
+            $0.issued.append(token)
+            $0.trueExpiry[token] = expiry
+        }
+        return token
+    }
+
+    /// A positive, finite number of seconds in a raw JSON value (a number or a numeric string).
+    static func lifetime(fromJSON raw: String) -> Double? {
+        var text = raw.trimmingCharacters(in: .whitespaces)
+        if text.hasPrefix("\""), text.hasSuffix("\""), text.count >= 2 { text = String(text.dropFirst().dropLast()) }
+        guard let seconds = Double(text), seconds.isFinite, seconds > 0 else { return nil }
+        return min(seconds, Date.distantFuture.timeIntervalSinceNow)
+    }
+
+    /// A JWS compact serialization with `alg: none` and this payload (tokend reads `exp`, never verifies).
+    public static func unsignedJWT(_ payload: String) -> String {
+        func base64URL(_ text: String) -> String {
+            Data(text.utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+                .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        }
+        return base64URL(#"{"alg":"none","typ":"JWT"}"#) + "." + base64URL(payload) + ".sig"
     }
 
     private final class Handler: ChannelInboundHandler, @unchecked Sendable {
@@ -302,25 +394,33 @@ public final class LocalTokenServer: Sendable {
             }
         }
 
-        func respond(
-            _ answer: (status: Int, headers: [TokenRequest.Header], body: String),
-            version: HTTPVersion,
-            context: ChannelHandlerContext
-        ) {
+        func respond(_ answer: Answer, version: HTTPVersion, context: ChannelHandlerContext) {
             guard context.channel.isActive else { return }
-            do {
-                var headers = HTTPHeaders()
-                headers.add(name: "Content-Type", value: "application/json")
-                headers.add(name: "Content-Length", value: String(answer.body.utf8.count))
-                for header in answer.headers { headers.add(name: header.name, value: header.value) }
-                let responseHead = HTTPResponseHead(
-                    version: version,
-                    status: HTTPResponseStatus(statusCode: answer.status),
-                    headers: headers
-                )
-                context.write(wrapOutboundOut(.head(responseHead)), promise: nil)
-                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: answer.body)))), promise: nil)
+            let body = Array(answer.body.utf8)
+            var declared = body.count
+            var sent = body[...]
+            if case .dropMidBody = answer.delivery { sent = body.prefix(body.count / 2) }
+            if case .partial(let length) = answer.delivery { declared = length }
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: "application/json")
+            headers.add(name: "Content-Length", value: String(declared))
+            for header in answer.headers { headers.add(name: header.name, value: header.value) }
+            let responseHead = HTTPResponseHead(
+                version: version,
+                status: HTTPResponseStatus(statusCode: answer.status),
+                headers: headers
+            )
+            context.write(wrapOutboundOut(.head(responseHead)), promise: nil)
+            switch answer.delivery {
+            case .complete:
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: sent)))), promise: nil)
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            case .dropMidBody:
+                context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: sent)))), promise: nil)
+                context.close(promise: nil)
+            case .partial:
+                // The promised rest never comes; the connection stays open.
+                context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: sent)))), promise: nil)
             }
         }
     }

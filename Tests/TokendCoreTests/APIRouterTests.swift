@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import TokendCore
+import TokendTestSupport
 
 /// A fixed set of instances for the router.
 struct FixedDirectory: InstanceDirectory {

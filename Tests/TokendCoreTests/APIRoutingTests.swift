@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import TokendCore
+import TokendTestSupport
 
 /// A directory with access rules, for the router's checks.
 struct GuardedDirectory: InstanceDirectory {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import TokendCore
+import TokendTestSupport
 
 @Suite struct InstanceStateMachineTests {
     var generator = SeededGenerator(seed: 11)

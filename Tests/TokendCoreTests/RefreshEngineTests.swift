@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import TokendCore
+import TokendTestSupport
 
 /// The refresh rules of SPEC §6 as tables over the pure state machine and policy, with a manual clock (plain
 /// `Date` values) and seeded randomness.

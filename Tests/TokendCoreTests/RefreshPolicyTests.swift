@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import TokendCore
+import TokendTestSupport
 
 @Suite struct RefreshPolicyTests {
     static let defaults = RefreshPolicy(RefreshSettings())

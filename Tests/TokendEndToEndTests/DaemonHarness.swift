@@ -24,6 +24,25 @@ final class DaemonHarness: @unchecked Sendable {
     private let client = HTTPClient(eventLoopGroupProvider: .singleton)
     /// Set by the notify listener when READY=1 arrived: whether the API socket accepted a connection then.
     private let readyProbe = ReadyProbe()
+    /// The secrets this harness configured and the endpoints whose tokens it handed out, for the leak audit.
+    private let audited = Audited()
+
+    final class Audited: @unchecked Sendable {
+        private let lock = NSLock()
+        private var secretValues: [String] = []
+        private var extraEndpoints: [LocalTokenServer] = []
+
+        func add(secret: String) {
+            lock.withLock { secretValues.append(secret) }
+        }
+
+        func add(endpoint: LocalTokenServer) {
+            lock.withLock { extraEndpoints.append(endpoint) }
+        }
+
+        var secrets: [String] { lock.withLock { secretValues } }
+        var endpoints: [LocalTokenServer] { lock.withLock { extraEndpoints } }
+    }
 
     final class ReadyProbe: @unchecked Sendable {
         private let lock = NSLock()
@@ -91,11 +110,12 @@ final class DaemonHarness: @unchecked Sendable {
         secret: String = "s3cret-value",
         auth: String = "client_secret_basic",
         scope: String = "read",
+        tokenURL: String? = nil,
         extra: String = ""
     ) throws {
         let secretPath = try writeSecret(name, secret)
         let text = """
-            token_url   = "\(endpoint.tokenURL)"
+            token_url   = "\(tokenURL ?? endpoint.tokenURL)"
             client_auth = "\(auth)"
             token_key   = "access_token"
             expires_in_key = "expires_in"
@@ -110,6 +130,60 @@ final class DaemonHarness: @unchecked Sendable {
         try writeRaw(name, text)
     }
 
+    /// Writes `count` minimal instances `i0`, `i1`, … sharing one secret file; returns their names.
+    @discardableResult
+    func writeNumberedInstances(_ count: Int) throws -> [String] {
+        let secret = try writeSecret("shared", "s3cret-shared")
+        return try (0..<count).map { index in
+            try writeRaw(
+                "i\(index)",
+                "token_url = \"\(endpoint.tokenURL)\"\n[variables]\nclient_id = \"i\(index)\"\nclient_secret = { file = \"\(secret)\" }\n"
+            )
+            return "i\(index)"
+        }
+    }
+
+    /// `clients` tasks that read raw tokens in a loop until cancelled, client `n` starting at `names[n % count]`
+    /// and going round; each returns how many answers were the `expected` token and a line for every other one.
+    /// (An answer cut short by the cancellation is not counted as the daemon's error.)
+    func readContinuously(_ names: [String], expected: [String: String], clients: Int) -> [Task<(served: Int, errors: [String]), Never>] {
+        (0..<clients).map { client in
+            Task {
+                var served = 0
+                var errors: [String] = []
+                var next = client
+                while !Task.isCancelled {
+                    let name = names[next % names.count]
+                    next += 1
+                    do {
+                        let answer = try await self.get("/v1/tokens/\(name)?format=raw")
+                        if Task.isCancelled { break }
+                        if answer.status == 200 && answer.body == expected[name] {
+                            served += 1
+                        } else {
+                            errors.append("\(name): \(answer.status) \(answer.body.prefix(100))")
+                        }
+                    } catch {
+                        if !Task.isCancelled { errors.append("\(name): \(error)") }
+                    }
+                }
+                return (served, errors)
+            }
+        }
+    }
+
+    /// Cancels the readers and adds up what they saw.
+    static func finish(_ readers: [Task<(served: Int, errors: [String]), Never>]) async -> (served: Int, errors: [String]) {
+        for reader in readers { reader.cancel() }
+        var total = (served: 0, errors: [String]())
+        for reader in readers {
+            let result = await reader.value
+            total.served += result.served
+            total.errors += result.errors
+        }
+        return total
+    }
+
     func writeRaw(_ name: String, _ text: String) throws {
         try text.write(toFile: "\(configDir)/instances/\(name).toml", atomically: true, encoding: .utf8)
     }
@@ -122,6 +196,7 @@ final class DaemonHarness: @unchecked Sendable {
     /// Writes a secret file, mode 0600 unless said otherwise.
     func writeSecret(_ name: String, _ secret: String, mode: Int = 0o600) throws -> String {
         let path = "\(root)/secrets/\(name)"
+        audited.add(secret: secret)
         try secret.write(toFile: path, atomically: true, encoding: .utf8)
         try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: path)
         return path
@@ -249,14 +324,67 @@ final class DaemonHarness: @unchecked Sendable {
         kill(process.processIdentifier, number)
     }
 
-    /// Sends SIGTERM and returns the exit status.
+    /// Sends SIGTERM and returns the exit status; then audits what the daemon left for leaked secrets and tokens
+    /// (every test that stops its daemon this way takes part in the audit).
     @discardableResult
     func stop(timeout: Double = 15) async throws -> Int32 {
         guard let process else { return -1 }
         kill(process.processIdentifier, SIGTERM)
         try await eventually("tokend exits", timeout: timeout) { !process.isRunning }
         self.process = nil
+        for leak in leaks() { Issue.record(Comment(rawValue: leak)) }
         return process.terminationStatus
+    }
+
+    /// A secret or token to look for besides the harness's own (`writeSecret`, its endpoint's tokens).
+    func audit(secret: String) {
+        audited.add(secret: secret)
+    }
+
+    /// Another endpoint whose tokens the audit looks for.
+    func audit(endpoint: LocalTokenServer) {
+        audited.add(endpoint: endpoint)
+    }
+
+    /// The configured secrets of at least 6 characters, their form-encoded spellings, and the first half of each
+    /// one of 16 or more (a secret clipped in the middle of a message is a leak too).
+    var auditedSecrets: [String] {
+        let whole = audited.secrets.filter { $0.utf8.count >= 6 }.flatMap { [$0, FormURLEncoding.encode($0)] }
+        return Array(Set(whole + whole.filter { $0.count >= 16 }.map { String($0.prefix($0.count / 2)) }))
+    }
+
+    /// Every token the endpoints issued.
+    var auditedTokens: [String] {
+        ([endpoint] + audited.endpoints).flatMap(\.issuedTokens)
+    }
+
+    /// Where the daemon's log holds a configured secret or an issued token, or its state directory a secret
+    /// (the cache holds tokens by design; files a test moved aside as `.corrupt` are the test's own).
+    func leaks(in extra: [(what: String, text: String)] = []) -> [String] {
+        let secrets = auditedSecrets
+        let tokens = Set(auditedTokens)
+        var findings: [String] = []
+        for (what, text) in [("the daemon log", log)] + extra {
+            for secret in secrets where Self.holds(text, secret) { findings.append("\(what) holds the secret \(secret.prefix(3))…") }
+            // Tokens are words of [A-Za-z0-9._-]: one pass over the text finds them, whatever their number (the
+            // 10,000-instance test has 10,000).
+            let words = text.split { !($0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0))) }
+            for word in Set(words.map(String.init)).intersection(tokens) {
+                findings.append("\(what) holds the token \(TokenFingerprint.of(Secret(word)))")
+            }
+        }
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: stateDir)) ?? []
+        for file in files where !file.hasSuffix(".corrupt") {
+            guard let data = FileManager.default.contents(atPath: stateDir + "/" + file) else { continue }
+            let text = String(decoding: data, as: UTF8.self)
+            for secret in secrets where Self.holds(text, secret) { findings.append("\(stateDir)/\(file) holds the secret \(secret.prefix(3))…") }
+        }
+        return findings
+    }
+
+    /// Byte-wise substring search (Foundation's `contains` is slow on logs of megabytes).
+    static func holds(_ text: String, _ needle: String) -> Bool {
+        text.utf8.firstRange(of: needle.utf8) != nil
     }
 
     struct Answer {

@@ -185,13 +185,7 @@ import Glibc
         )
         defer { Task { await harness.shutdown() } }
         harness.endpoint.setResponseDelay(milliseconds: 2)
-        let secret = try harness.writeSecret("shared", "s3cret")
-        for index in 0..<count {
-            try harness.writeRaw(
-                "i\(index)",
-                "token_url = \"\(harness.endpoint.tokenURL)\"\n[variables]\nclient_id = \"i\(index)\"\nclient_secret = { file = \"\(secret)\" }\n"
-            )
-        }
+        try harness.writeNumberedInstances(count)
         try harness.start()
         try await harness.waitUntilReady(timeout: 300)
         let requests = harness.endpoint.requests

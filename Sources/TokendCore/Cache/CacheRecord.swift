@@ -52,7 +52,9 @@ public struct CacheRecord: Codable, Sendable, Hashable {
     public static func decode(_ bytes: [UInt8], instance: String) -> CacheRecord? {
         guard let record = try? JSONDecoder().decode(CacheRecord.self, from: Data(bytes)),
             record.version == currentVersion, record.instance == instance, !record.access_token.isEmpty,
-            record.expires_at.isFinite, record.obtained_at.isFinite, record.expires_at > record.obtained_at
+            record.expires_at.isFinite, record.obtained_at.isFinite, record.expires_at > record.obtained_at,
+            record.expires_at - record.obtained_at <= TokenResponseParser.maxLifetime + 1,
+            record.refresh_in.map({ $0.isFinite }) ?? true
         else { return nil }
         return record
     }

@@ -36,6 +36,11 @@ public struct ConfigDocument: Sendable {
         if text.utf8.contains(0) {
             return .failure(ConfigDiagnostic(file: file, line: nil, message: "file contains a NUL byte; expected TOML text"))
         }
+        if let line = lineNestedDeeperThan(maxNesting, in: text) {
+            return .failure(
+                ConfigDiagnostic(file: file, line: line, message: "keys or values nested deeper than \(maxNesting) levels")
+            )
+        }
         do {
             let table = try TOMLTable(string: text)
             let root = convert(table)
@@ -51,6 +56,61 @@ public struct ConfigDocument: Sendable {
         } catch {
             return .failure(ConfigDiagnostic(file: file, line: nil, message: "TOML syntax error"))
         }
+    }
+
+    /// The deepest nesting a config file may use (tokend's own files need 3): `[a.a.a.…]` 50,000 levels deep
+    /// overflows the stack of the TOML parser, so such a file is refused before it gets there.
+    public static let maxNesting = 32
+
+    /// The first line where dotted-key segments and open brackets and braces, counted together outside strings
+    /// and comments, exceed `limit`; nil when none does. One pass, no recursion.
+    static func lineNestedDeeperThan(_ limit: Int, in text: String) -> Int? {
+        let bytes = Array(text.utf8)
+        let (newline, hash, quote, apostrophe, backslash) = (UInt8(10), UInt8(35), UInt8(34), UInt8(39), UInt8(92))
+        var line = 1
+        var depth = 0
+        var segments = 0
+        var string: (quote: UInt8, multiline: Bool)?
+        var escaped = false
+        var inComment = false
+        var index = 0
+        func tripled(_ byte: UInt8, at start: Int) -> Bool {
+            start + 2 < bytes.count && bytes[start] == byte && bytes[start + 1] == byte && bytes[start + 2] == byte
+        }
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == newline {
+                line += 1
+                inComment = false
+                segments = 0
+                if string?.multiline == false { string = nil }
+            } else if inComment {
+            } else if let open = string {
+                if escaped {
+                    escaped = false
+                } else if open.quote == quote && byte == backslash {
+                    escaped = true
+                } else if byte == open.quote && (!open.multiline || tripled(byte, at: index)) {
+                    string = nil
+                    if open.multiline { index += 2 }
+                }
+            } else {
+                switch byte {
+                case hash: inComment = true
+                case quote, apostrophe:
+                    string = (byte, tripled(byte, at: index))
+                    if string!.multiline { index += 2 }
+                case UInt8(ascii: "["), UInt8(ascii: "{"): depth += 1
+                case UInt8(ascii: "]"), UInt8(ascii: "}"): depth = max(0, depth - 1)
+                case UInt8(ascii: "."): segments += 1
+                case UInt8(ascii: "="), UInt8(ascii: ","): segments = 0
+                default: break
+                }
+                if depth + segments > limit { return line }
+            }
+            index += 1
+        }
+        return nil
     }
 
     /// The line a dotted key path was written on (or its nearest ancestor's).

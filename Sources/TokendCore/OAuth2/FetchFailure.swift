@@ -30,14 +30,21 @@ public struct FetchFailure: Error, Sendable, Hashable, CustomStringConvertible {
     /// provider echoes the request back in its error page.
     public func redacting(_ secrets: [String]) -> FetchFailure {
         var copy = self
+        copy.message = Self.redact(message, secrets)
+        return copy
+    }
+
+    /// `text` with every secret (of 4 or more bytes), as written and form-url-encoded, replaced by `<redacted>`.
+    public static func redact(_ text: String, _ secrets: [String]) -> String {
+        var text = text
         for secret in secrets where secret.utf8.count >= 4 {
-            copy.message = copy.message.replacingOccurrences(of: secret, with: "<redacted>")
+            text = text.replacingOccurrences(of: secret, with: "<redacted>")
             let encoded = FormURLEncoding.encode(secret)
             if encoded != secret {
-                copy.message = copy.message.replacingOccurrences(of: encoded, with: "<redacted>")
+                text = text.replacingOccurrences(of: encoded, with: "<redacted>")
             }
         }
-        return copy
+        return text
     }
 
     public static func network(_ message: String) -> FetchFailure {

@@ -21,15 +21,19 @@ public enum RFC3339 {
 /// `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date.
 public enum RetryAfter {
     /// Seconds to wait from `now`, or nil when the value is neither form.
+    /// The longest wait honoured (a day): a hostile or broken `Retry-After: 9223372036854775807` must not overflow
+    /// time arithmetic or park an instance for centuries.
+    public static let maxSeconds: Double = 86_400
+
     public static func seconds(from value: String, now: Date) -> Double? {
         let value = value.trimmingCharacters(in: .whitespaces)
-        if let seconds = Int(value), seconds >= 0 { return Double(seconds) }
+        if let seconds = Int(value), seconds >= 0 { return min(Double(seconds), maxSeconds) }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
         guard let date = formatter.date(from: value) else { return nil }
-        return max(0, date.timeIntervalSince(now))
+        return min(max(0, date.timeIntervalSince(now)), maxSeconds)
     }
 }
 

@@ -21,6 +21,15 @@ public struct ResolvedInstance: Sendable, Hashable {
     public var secretValues: [String] {
         definition.secretVariables.compactMap { variables[$0]?.revealed }.filter { !$0.isEmpty }
     }
+
+    /// The secret values and the credentials of the request's `Authorization` header (a Basic header carries the
+    /// secret base64-encoded): everything a provider's echo of the request must be scrubbed of.
+    public var sensitiveValues: [String] {
+        let credentials = request.headers.filter { $0.name.lowercased() == "authorization" }.flatMap { header in
+            [header.value, String(header.value.drop { $0 != " " }.dropFirst())]
+        }
+        return secretValues + credentials.filter { $0.utf8.count >= 8 }
+    }
 }
 
 /// Renders an instance's token request from its connector and variable values: `{{name}}` placeholders in the URL,

@@ -4,8 +4,11 @@ import Foundation
 /// failure otherwise (§5.2).
 public enum TokenResponseParser {
     /// The RFC 6749 §5.2 codes after which retrying soon cannot help.
+    /// `invalid_grant` is among them: a client-credentials request has no grant that could expire, and providers
+    /// (Salesforce, for one) answer a disabled or misconfigured client with it.
     public static let permanentErrorCodes: Set<String> = [
         "invalid_client", "unauthorized_client", "invalid_scope", "unsupported_grant_type", "invalid_request",
+        "invalid_grant",
     ]
 
     public struct Shape: Sendable, Hashable {
@@ -40,26 +43,29 @@ public enum TokenResponseParser {
         }
     }
 
-    /// Parses one response. `retryAfter` is the raw `Retry-After` header, if any.
+    /// Parses one response. `retryAfter` is the raw `Retry-After` header, if any. `secrets` (the instance's
+    /// secret values and credentials) are scrubbed from what the provider sent before it is clipped into a message,
+    /// so that a provider that echoes the request cannot leak even part of one.
     public static func parse(
         status: Int,
         body: [UInt8],
         retryAfter: String? = nil,
         shape: Shape,
         requestedScope: String? = nil,
+        secrets: [String] = [],
         now: Date
     ) -> Result<IssuedToken, FetchFailure> {
         var json = JSONValue.parse(body)
         if case .object = json {} else { json = nil }
         guard (200..<300).contains(status) else {
-            return .failure(classifyError(status: status, json: json, body: body, retryAfter: retryAfter, now: now))
+            return .failure(classifyError(status: status, json: json, body: body, retryAfter: retryAfter, secrets: secrets, now: now))
         }
         guard let json else {
             return .failure(
                 FetchFailure(
                     kind: .transient,
                     code: "invalid_response",
-                    message: "HTTP \(status) with a body that is not a JSON object: \(snippet(body))"
+                    message: "HTTP \(status) with a body that is not a JSON object: \(snippet(body, secrets: secrets))"
                 )
             )
         }
@@ -92,7 +98,15 @@ public enum TokenResponseParser {
         )
     }
 
+    /// The longest lifetime tokend believes: a longer (or absurd, `1e300`) one is cut to 366 days, so that the
+    /// token is still refreshed within the year and no time arithmetic overflows.
+    public static let maxLifetime: Double = 366 * 86_400
+
+    /// The token's lifetime in seconds: from `expires_in` (or `expires_at`), cut short by the token's own JWT `exp`
+    /// when that comes sooner (resource servers reject the token then), else from the JWT alone, else
+    /// `default_ttl`; never more than ``maxLifetime``.
     static func lifetimeOf(json: JSONValue, token: String, shape: Shape, now: Date) -> Result<Double, FetchFailure> {
+        var declared: Double?
         if let raw = json.value(at: shape.expiresInKey) {
             guard let seconds = raw.numberValue, seconds.isFinite else {
                 return .failure(invalid("'\(shape.expiresInKey)' is not a number of seconds"))
@@ -100,32 +114,29 @@ public enum TokenResponseParser {
             guard seconds > 0 else {
                 return .failure(invalid("'\(shape.expiresInKey)' is \(seconds); expected a lifetime above zero"))
             }
-            return .success(seconds)
-        }
-        if let key = shape.expiresAtKey, let raw = json.value(at: key) {
-            guard let expiresAt = date(raw) else {
+            declared = seconds
+        } else if let key = shape.expiresAtKey, let raw = json.value(at: key) {
+            guard let seconds = date(raw)?.timeIntervalSince(now), seconds.isFinite else {
                 return .failure(invalid("'\(key)' is neither epoch seconds nor an RFC 3339 time"))
             }
-            let seconds = expiresAt.timeIntervalSince(now)
             guard seconds > 0 else { return .failure(invalid("'\(key)' lies in the past")) }
-            return .success(seconds)
+            declared = seconds
         }
-        if let exp = JWTClaims.expiry(of: token) {
-            let seconds = exp.timeIntervalSince(now)
-            guard seconds > 0 else { return .failure(invalid("the token's JWT 'exp' lies in the past")) }
-            return .success(seconds)
+        let claimed = JWTClaims.expiry(of: token)?.timeIntervalSince(now)
+        if let claimed, !(claimed > 0) {
+            return .failure(invalid("the token's JWT 'exp' lies in the past"))
         }
-        if let ttl = shape.defaultTTL {
-            return .success(ttl)
-        }
-        return .failure(
-            FetchFailure(
-                kind: .permanent,
-                code: "no_lifetime",
-                message: "the response gives no lifetime ('\(shape.expiresInKey)' absent, the token is not a JWT "
-                    + "with 'exp'); set expires_in_key, expires_at_key or default_ttl"
+        guard let seconds = [declared, claimed].compactMap({ $0 }).min() ?? shape.defaultTTL else {
+            return .failure(
+                FetchFailure(
+                    kind: .permanent,
+                    code: "no_lifetime",
+                    message: "the response gives no lifetime ('\(shape.expiresInKey)' absent, the token is not a JWT "
+                        + "with 'exp'); set expires_in_key, expires_at_key or default_ttl"
+                )
             )
-        )
+        }
+        return .success(min(seconds, maxLifetime))
     }
 
     static func classifyError(
@@ -133,11 +144,14 @@ public enum TokenResponseParser {
         json: JSONValue?,
         body: [UInt8],
         retryAfter: String?,
+        secrets: [String] = [],
         now: Date
     ) -> FetchFailure {
         let wait = retryAfter.flatMap { RetryAfter.seconds(from: $0, now: now) }
         let oauthCode = json?.value(at: "error")?.stringValue.flatMap(boundedCode)
-        let oauthDescription = json?.value(at: "error_description")?.stringValue.map { String($0.prefix(200)) }
+        let oauthDescription = json?.value(at: "error_description")?.stringValue.map {
+            String(FetchFailure.redact($0, secrets).prefix(200))
+        }
         if let oauthCode, permanentErrorCodes.contains(oauthCode) {
             var message = "HTTP \(status): \(oauthCode)"
             if let oauthDescription { message += " (\(oauthDescription))" }
@@ -147,7 +161,7 @@ public enum TokenResponseParser {
         if let oauthCode {
             detail = oauthCode + (oauthDescription.map { " (\($0))" } ?? "")
         } else {
-            detail = body.isEmpty ? "empty body" : snippet(body)
+            detail = body.isEmpty ? "empty body" : snippet(body, secrets: secrets)
         }
         let message = "HTTP \(status): \(detail)"
         if status == 401 || status == 403 {
@@ -169,8 +183,8 @@ public enum TokenResponseParser {
     }
 
     /// The first 200 characters of a body, on one line, for messages.
-    static func snippet(_ body: [UInt8]) -> String {
-        let text = String(decoding: body.prefix(800), as: UTF8.self)
+    static func snippet(_ body: [UInt8], secrets: [String] = []) -> String {
+        let text = FetchFailure.redact(String(decoding: body.prefix(800), as: UTF8.self), secrets)
         let flat = text.map { $0.isNewline || $0 == "\t" ? " " : $0 }
         let clipped = String(flat.prefix(200))
         return "\"" + clipped + "\"" + (flat.count > 200 || body.count > 800 ? "…" : "")

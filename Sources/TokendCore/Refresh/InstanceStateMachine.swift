@@ -153,10 +153,12 @@ public struct InstanceStateMachine: Sendable {
         lastFailure = failure
         let delay = policy.retryDelay(after: failure, consecutiveFailures: consecutiveFailures, using: &generator)
         // Never retry later than the moment the current token stops being servable, if that is still ahead and
-        // later than the backoff's first step: the outage budget is spent retrying, not waiting.
+        // later than the backoff's first step: the outage budget is spent retrying, not waiting. A server's
+        // Retry-After is still honoured: the provider is not asked again before it said it would answer.
         var due = now.addingTimeInterval(delay)
         if failure.kind == .transient, let token, token.serveUntil > now, due > token.serveUntil {
-            due = max(token.serveUntil, now.addingTimeInterval(policy.settings.retryInitial))
+            let earliest = max(policy.settings.retryInitial, failure.retryAfter ?? 0)
+            due = max(token.serveUntil, now.addingTimeInterval(earliest))
         }
         nextAttempt = due
         return [.scheduleRefresh(at: due), .rejectWaiters(failure)]

@@ -123,11 +123,20 @@ public struct ConfigDirectory: Sendable {
     }
 
     /// Reads a UTF-8 text file of bounded size; the failure names the file and why.
+    /// Only regular files are read: a FIFO (opened without O_NONBLOCK) would block the reload, and with it the
+    /// I/O queue, until someone writes to it; a device could be endless.
     static func readText(_ file: String) -> Result<String, ConfigDiagnostic> {
-        guard let handle = FileHandle(forReadingAtPath: file) else {
+        let fd = open(file, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
             let reason = FileManager.default.fileExists(atPath: file) ? "cannot be read (permission denied?)" : "does not exist"
             return .failure(ConfigDiagnostic(file: file, line: nil, message: "file \(file) \(reason)"))
         }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            return .failure(ConfigDiagnostic(file: file, line: nil, message: "file \(file) is not a regular file"))
+        }
+        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: false)
         defer { try? handle.close() }
         let data = (try? handle.read(upToCount: maxFileBytes + 1)) ?? Data()
         guard data.count <= maxFileBytes else {

@@ -67,7 +67,8 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
         let viaProxy = request.url.lowercased().hasPrefix("https://") && proxy?.applies(to: hostName) == true
         let client = viaProxy ? proxied ?? direct : direct
         do {
-            let response = try await client.execute(outgoing, timeout: timeout)
+            let deadline = NIODeadline.now() + timeout
+            let response = try await client.execute(outgoing, deadline: deadline)
             if (300..<400).contains(Int(response.status.code)) {
                 // Redirects are never followed: a token request must not carry credentials to another place.
                 let location = response.headers.first(name: "Location").map { String($0.prefix(300)) } ?? "(no Location header)"
@@ -79,7 +80,7 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
                     )
                 )
             }
-            let body = try await response.body.collect(upTo: Self.maxResponseBytes)
+            let body = try await Self.collect(response.body, by: deadline)
             return .success(
                 TokenEndpointResponse(
                     status: Int(response.status.code),
@@ -89,6 +90,22 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
             )
         } catch {
             return .failure(Self.classify(error, host: host))
+        }
+    }
+
+    /// The whole body by `deadline`. AsyncHTTPClient's deadline covers only the response head: a server that sent
+    /// the head and then stalls or drips the body (a `Content-Length` it never fulfils) would otherwise hold the
+    /// fetch, and with it the instance's single flight, forever. Cancelling the collection closes the connection.
+    static func collect(_ body: HTTPClientResponse.Body, by deadline: NIODeadline) async throws -> ByteBuffer {
+        try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask { try await body.collect(upTo: maxResponseBytes) }
+            group.addTask {
+                try await Task.sleep(nanoseconds: UInt64(max(0, (deadline - .now()).nanoseconds)))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard case let buffer?? = try await group.next() else { throw HTTPClientError.deadlineExceeded }
+            return buffer
         }
     }
 
