@@ -9,7 +9,8 @@ import TokendTestSupport
 /// its true expiry, the instance's status names the problem, the endpoint is asked no more often than the backoff
 /// allows (the requests are counted), and a new token comes once the endpoint behaves again.
 ///
-/// TLS failures are not in the matrix: TLS comes on another branch.
+/// TLS failures are not in the matrix yet: TLSEndToEndTests shows an untrusted CA, a TLS 1.1-only server and a
+/// missing client certificate refused with a clear error, but not the matrix's properties under them.
 @Suite(.serialized) struct FaultMatrixEndToEndTests {
     struct FaultCase: Sendable, CustomStringConvertible {
         enum Outcome: Sendable {
