@@ -19,7 +19,7 @@ def load(name):
 def machine_line(m):
     busy = " — other work was competing for the cores" if m["loadavg_at_start"] > m["cores"] / 2 else ""
     return (f"{m['date']}, {m['cores']} cores, load average {m['loadavg_at_start']} at the start{busy}; "
-            f"tokend {m['tokend']}, nginx {m['nginx']}.")
+            f"tokend {m['tokend']} (binary sha256 {m.get('tokend_sha256', '?')}…), nginx {m['nginx']}.")
 
 
 def ratio(a, b):
@@ -36,16 +36,16 @@ def serving_section(s):
            "generator's share of its core (near 1.0 would make it the bottleneck).\n"]
     for mode, title in (("keepalive", "keep-alive"), ("close", "one connection per request")):
         out.append(f"\n**{title}**\n\n| connections | tokend req/s | nginx req/s | **tokend/nginx** | tokend p50 / p99 / p99.9 µs "
-                   "| nginx p50 / p99 / p99.9 µs | **p99 tokend/nginx** | ceiling req/s | client CPU (tokend run) | errors t/n |\n"
+                   "| nginx p50 / p99 / p99.9 µs | **p99 tokend/nginx** | ceiling req/s | client CPU: ceiling / tokend run | errors t/n |\n"
                    "|---|---|---|---|---|---|---|---|---|---|")
         for c in sorted({k[2] for k in runs if k[1] == mode}):
             t, n, z = (runs.get((label, mode, c)) for label in ("tokend", "nginx", "ceiling"))
             if not (t and n):
                 continue
             lat = lambda r: f"{r['p50_us']:.0f} / {r['p99_us']:.0f} / {r['p999_us']:.0f}"
-            ceiling = f"{z['rps']:.0f}" if z else "–"
+            ceiling, ceiling_cpu = (f"{z['rps']:.0f}", f"{z['client_cpu']:.2f}") if z else ("–", "–")
             out.append(f"| {c} | {t['rps']:.0f} | {n['rps']:.0f} | **{ratio(t['rps'], n['rps'])}** | {lat(t)} | {lat(n)} | "
-                       f"**{ratio(t['p99_us'], n['p99_us'])}** | {ceiling} | {t['client_cpu']:.2f} | "
+                       f"**{ratio(t['p99_us'], n['p99_us'])}** | {ceiling} | {ceiling_cpu} / {t['client_cpu']:.2f} | "
                        f"{t['errors']} / {n['errors']} |")
     return "\n".join(out) + "\n"
 
@@ -137,7 +137,7 @@ def profile_section():
     out = ["## Profiles of the misses (`scripts/bench profile`)\n\n`perf record -g` of the release binary, symbols "
            "demangled with `swift demangle --simplified`: the hottest functions by self time, and tokend's own "
            "functions by inclusive time (the full lists are in the files named).\n"]
-    order = {"warm": 0, "reload": 1, "check": 2, "serving": 3}
+    order = {"cold": 0, "warm": 1, "reload": 2, "check": 3, "serving": 4, "token": 5}
     for f in sorted(files, key=lambda f: order.get(f.name.split("-")[1], 9)):
         parts, name = {}, None
         lines = f.read_text().splitlines()
