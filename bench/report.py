@@ -86,8 +86,14 @@ def scale_section(s):
            "|---|" + "---|" * len(runs)]
     for name, cell in rows:
         out.append(f"| {name} | " + " | ".join(cell(r) for r in runs) + " |")
+    if len(runs) >= 2:
+        a, b = sorted(runs, key=lambda r: r["instances"])[:: len(runs) - 1]
+        per = (b["rss_after_first_round_kib"] - a["rss_after_first_round_kib"]) / (b["instances"] - a["instances"])
+        base = a["rss_after_first_round_kib"] - per * a["instances"]
+        out.append(f"\nRSS after the first round ≈ {base / 1024:.0f} MiB + {per:.1f} KiB per instance (a line through "
+                   f"{a['instances']} and {b['instances']} instances).")
     out.append("\n**The peer**: `bench/peer.py`, Python asyncio + aiohttp fetching the same tokens from the same nginx "
-               f"with `asyncio.Semaphore({s['concurrency']})`, in the same run.\n")
+               f"with `asyncio.Semaphore({s['concurrency']})`, right after tokend's first round (tokend idle meanwhile).\n")
     out.append("| instances | tokend tokens/s | peer tokens/s | **tokend/peer** | tokend READY cold | peer fetching / "
                "incl. interpreter start | peer failures |\n|---|---|---|---|---|---|---|")
     for r in runs:
