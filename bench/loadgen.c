@@ -57,11 +57,22 @@ static struct sockaddr_un unix_address(const char *path) {
 static volatile sig_atomic_t stopping;
 static void on_stop(int sig) { (void)sig; stopping = 1; }
 
+#define SERVE_BUF_SIZE 8192
+
 struct sconn {
     int fd;
     size_t len;
-    char buf[BUF_SIZE];
+    struct sconn *next_free; // closed connections are reused: no allocation per connection
+    char buf[SERVE_BUF_SIZE];
 };
+
+static struct sconn *free_sconns;
+
+static void close_sconn(struct sconn *c) {
+    close(c->fd);
+    c->next_free = free_sconns;
+    free_sconns = c;
+}
 
 static int serve(const char *path, const char *body) {
     char response[8192];
@@ -89,7 +100,9 @@ static int serve(const char *path, const char *body) {
             if (c == NULL) {
                 int fd;
                 while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-                    struct sconn *nc = malloc(sizeof *nc);
+                    struct sconn *nc = free_sconns;
+                    if (nc) free_sconns = nc->next_free;
+                    else if (!(nc = malloc(sizeof *nc))) die("malloc");
                     nc->fd = fd;
                     nc->len = 0;
                     struct epoll_event cev = {.events = EPOLLIN, .data.ptr = nc};
@@ -97,11 +110,10 @@ static int serve(const char *path, const char *body) {
                 }
                 continue;
             }
-            ssize_t r = read(c->fd, c->buf + c->len, BUF_SIZE - 1 - c->len);
+            ssize_t r = read(c->fd, c->buf + c->len, SERVE_BUF_SIZE - 1 - c->len);
             if (r <= 0) {
                 if (r < 0 && errno == EAGAIN) continue;
-                close(c->fd);
-                free(c);
+                close_sconn(c);
                 continue;
             }
             c->len += (size_t)r;
@@ -116,10 +128,7 @@ static int serve(const char *path, const char *body) {
                 memmove(c->buf, end + 4, c->len - used + 1);
                 c->len -= used;
             }
-            if (close_after || c->len >= BUF_SIZE - 1) {
-                close(c->fd);
-                free(c);
-            }
+            if (close_after || c->len >= SERVE_BUF_SIZE - 1) close_sconn(c);
         }
     }
     unlink(path);
