@@ -26,12 +26,20 @@ def ratio(a, b):
     return f"{a / b:.2f}" if b else "–"
 
 
+def median_runs(s):
+    """(label, mode, connections) -> the run with the median req/s of the rounds (REPEAT interleaved rounds)."""
+    groups = {}
+    for r in s["runs"]:
+        groups.setdefault((r["label"], r["mode"], r["connections"]), []).append(r)
+    return {k: sorted(v, key=lambda r: r["rps"])[len(v) // 2] for k, v in groups.items()}
+
+
 def serving_section(s):
-    runs = {(r["label"], r["mode"], r["connections"]): r for r in s["runs"]}
+    runs = median_runs(s)
     out = [f"## Serving: GET /v1/tokens/NAME over the Unix socket\n\n{machine_line(s['machine'])} `bench/loadgen.c` "
            f"(one epoll thread) on core {s['client_cpu']}, the server on core {s['server_cpu']} (`taskset`), "
-           f"{s['duration_s']} s per run after a warm-up, one request in flight per connection, every response "
-           "checked (200, Content-Length, the token in the body). nginx (one worker) serves the same JSON body with "
+           f"{s['duration_s']} s per run after a warm-up, the median by req/s of {s.get('repeat', 1)} interleaved "
+           "round(s) (with that run's latencies), one request in flight per connection, every response checked (200, Content-Length, the token in the body). nginx (one worker) serves the same JSON body with "
            "`return 200`. *ceiling*: the generator against its own trivial `--serve` server; *client CPU*: the "
            "generator's share of its core (near 1.0 would make it the bottleneck).\n"]
     for mode, title in (("keepalive", "keep-alive"), ("close", "one connection per request")):
@@ -111,7 +119,7 @@ def targets_section(serving, scale):
         rows.append(f"| {target} | {goal} | {measured} | {'met' if met else '**missed**'} |")
 
     if serving:
-        runs = {(r["label"], r["mode"], r["connections"]): r for r in serving["runs"]}
+        runs = median_runs(serving)
         t, n = runs.get(("tokend", "keepalive", 16)), runs.get(("nginx", "keepalive", 16))
         if t and n:
             add("req/s at 16 connections (keep-alive)", "tokend ≥ nginx", f"{t['rps']:.0f} vs {n['rps']:.0f} "
