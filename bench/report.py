@@ -152,7 +152,7 @@ def profile_section():
            "demangled with `swift demangle --simplified`: the hottest functions by self time, and tokend's own "
            "functions by inclusive time (the full lists are in the files named).\n"]
     order = {"cold": 0, "warm": 1, "reload": 2, "check": 3, "serving": 4, "token": 5}
-    for f in sorted(files, key=lambda f: order.get(f.name.split("-")[1], 9)):
+    for f in sorted(files, key=lambda f: (order.get(f.name.split("-")[1], 9), f.name)):
         parts, name = {}, None
         lines = f.read_text().splitlines()
         for line in lines[1:]:
