@@ -1,7 +1,7 @@
 # tokend: `make demo` runs the daemon on examples/ against a local token endpoint; `make test` runs every test.
 SWIFT ?= swift
 
-.PHONY: all deps build test fuzz demo bench-scale check-examples release install install-files clean
+.PHONY: all deps build test fuzz demo bench bench-scale check-examples release install install-files clean
 
 # `make install` (PREFIX, DESTDIR as usual): the static release binary, the units, sysusers/tmpfiles entries,
 # the man page, the README and examples. /etc/tokend/tokend.toml is installed only when there is none.
@@ -53,8 +53,13 @@ demo: deps
 	$(SWIFT) build --product tokend-example-endpoint
 	scripts/demo
 
+# Benchmarks (not tests): serving against nginx, a shell's per-call cost, 1,000 and 10,000 instances against a
+# Python peer; results into BENCHMARKS.md and bench/*.json. Knobs: see scripts/bench.
+bench: deps
+	scripts/bench
+
 bench-scale: deps
-	scripts/bench-scale
+	scripts/bench scale
 
 check-examples: build
 	CREDENTIALS_DIRECTORY=$(CURDIR)/examples/credentials .build/debug/tokend check --config-dir examples

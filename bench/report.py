@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Turns bench/*.json (and bench/profile-*.txt) into the tables of BENCHMARKS.md, each between its own
+<!-- NAME:begin --> / <!-- NAME:end --> markers; text outside the markers is kept. Run by scripts/bench."""
+import json
+import pathlib
+import re
+
+BENCH = pathlib.Path(__file__).resolve().parent
+DOC = BENCH.parent / "BENCHMARKS.md"
+INTRO = ("# Benchmarks\n\nWritten by `make bench` (`scripts/bench`); the raw numbers are in `bench/*.json`. Benchmarks "
+         "are not tests: nothing here passes or fails on a time, but every table compares.\n")
+
+
+def load(name):
+    path = BENCH / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def machine_line(m):
+    busy = " — other work was competing for the cores" if m["loadavg_at_start"] > m["cores"] / 2 else ""
+    return (f"{m['date']}, {m['cores']} cores, load average {m['loadavg_at_start']} at the start{busy}; "
+            f"tokend {m['tokend']} (binary sha256 {m.get('tokend_sha256', '?')}…), nginx {m['nginx']}.")
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if b else "–"
+
+
+def median_runs(s):
+    """(label, mode, connections) -> the run with the median req/s of the rounds (REPEAT interleaved rounds)."""
+    groups = {}
+    for r in s["runs"]:
+        groups.setdefault((r["label"], r["mode"], r["connections"]), []).append(r)
+    return {k: sorted(v, key=lambda r: r["rps"])[len(v) // 2] for k, v in groups.items()}
+
+
+def serving_section(s):
+    runs = median_runs(s)
+    out = [f"## Serving: GET /v1/tokens/NAME over the Unix socket\n\n{machine_line(s['machine'])} `bench/loadgen.c` "
+           f"(one epoll thread) on core {s['client_cpu']}, the server on core {s['server_cpu']} (`taskset`), "
+           f"{s['duration_s']} s per run after a warm-up, the median by req/s of {s.get('repeat', 1)} interleaved "
+           "round(s) (with that run's latencies), one request in flight per connection, every response checked (200, Content-Length, the token in the body). nginx (one worker) serves the same JSON body with "
+           "`return 200`. *ceiling*: the generator against its own trivial `--serve` server; *client CPU*: the "
+           "generator's share of its core (near 1.0 would make it the bottleneck).\n"]
+    for mode, title in (("keepalive", "keep-alive"), ("close", "one connection per request")):
+        out.append(f"\n**{title}**\n\n| connections | tokend req/s | nginx req/s | **tokend/nginx** | tokend p50 / p99 / p99.9 µs "
+                   "| nginx p50 / p99 / p99.9 µs | **p99 tokend/nginx** | ceiling req/s | client CPU: ceiling / tokend run | errors t/n |\n"
+                   "|---|---|---|---|---|---|---|---|---|---|")
+        for c in sorted({k[2] for k in runs if k[1] == mode}):
+            t, n, z = (runs.get((label, mode, c)) for label in ("tokend", "nginx", "ceiling"))
+            if not (t and n):
+                continue
+            lat = lambda r: f"{r['p50_us']:.0f} / {r['p99_us']:.0f} / {r['p999_us']:.0f}"
+            ceiling, ceiling_cpu = (f"{z['rps']:.0f}", f"{z['client_cpu']:.2f}") if z else ("–", "–")
+            out.append(f"| {c} | {t['rps']:.0f} | {n['rps']:.0f} | **{ratio(t['rps'], n['rps'])}** | {lat(t)} | {lat(n)} | "
+                       f"**{ratio(t['p99_us'], n['p99_us'])}** | {ceiling} | {ceiling_cpu} / {t['client_cpu']:.2f} | "
+                       f"{t['errors']} / {n['errors']} |")
+    return "\n".join(out) + "\n"
+
+
+def shell_section(s):
+    runs = s["runs"]
+    base = next((r for r in runs if r["label"].startswith("curl → nginx")), None)
+    out = [f"## What a shell script pays per token\n\n{machine_line(s['machine'])} {runs[0]['calls']} calls in a bash "
+           "loop, each answer checked for the token; nothing pinned.\n\n"
+           "| per call | ms | vs `curl` → nginx | answers with the token |\n|---|---|---|---|"]
+    for r in runs:
+        out.append(f"| {r['label']} | {r['ms_per_call']:.2f} | {ratio(r['ms_per_call'], base['ms_per_call']) if base else '–'} "
+                   f"| {r['ok']} / {r['calls']} |")
+    return "\n".join(out) + "\n"
+
+
+def scale_section(s):
+    runs = s["runs"]
+    mib = lambda kib: f"{kib / 1024:.0f} MiB"
+    rows = [
+        ("READY=1, empty cache", lambda r: f"{r['ready_cold_s']:.3f} s"),
+        ("READY=1, warm cache", lambda r: f"{r['ready_from_cache_s']:.3f} s ({r['requests_on_warm_start']} requests)"),
+        ("first round, tokens/s (nginx's clock)", lambda r: f"{r['first_round_per_s']}"),
+        ("instances / READY cold", lambda r: f"{r['ready_cold_per_s']}/s"),
+        ("SIGHUP reload, 1 % of the files changed: READY=1", lambda r: f"{r['reload_ready_s']:.3f} s ({r['reload_changed_files']} files)"),
+        ("… until the changed tokens are fetched", lambda r: f"{r['reload_until_fetched_s']:.3f} s ({r['reload_requests']} requests)"),
+        ("RSS after the first round", lambda r: mib(r["rss_after_first_round_kib"])),
+        ("RSS after the idle time / after a warm start", lambda r: f"{mib(r['rss_after_idle_kib'])} / {mib(r['rss_after_warm_start_kib'])}"),
+        ("CPU over the idle time", lambda r: f"{r['idle_cpu_s']:.3f} s in {r['idle_s']} s ({r['idle_requests']} requests)"),
+        ("`tokend check`", lambda r: f"{r['check_s']:.3f} s (exit {r['check_exit']})"),
+    ]
+    out = [f"## Scale: N instances against nginx as a static token endpoint on loopback\n\n{machine_line(s['machine'])} "
+           f"Tokens live 1 h; tokend's `max_concurrent` and `per_endpoint_concurrent` are both {s['concurrency']} (all "
+           "instances share one endpoint host, so the per-endpoint limit is the effective one), the same limit as the "
+           "peer's. nginx (one worker) answers every POST with a fixed token and logs `$msec`, which times the first "
+           "round by the provider's clock for tokend and the peer alike.\n",
+           "| | " + " | ".join(f"{r['instances']} instances" for r in runs) + " |",
+           "|---|" + "---|" * len(runs)]
+    for name, cell in rows:
+        out.append(f"| {name} | " + " | ".join(cell(r) for r in runs) + " |")
+    if len(runs) >= 2:
+        a, b = sorted(runs, key=lambda r: r["instances"])[:: len(runs) - 1]
+        per = (b["rss_after_first_round_kib"] - a["rss_after_first_round_kib"]) / (b["instances"] - a["instances"])
+        base = a["rss_after_first_round_kib"] - per * a["instances"]
+        out.append(f"\nRSS after the first round ≈ {base / 1024:.0f} MiB + {per:.1f} KiB per instance (a line through "
+                   f"{a['instances']} and {b['instances']} instances).")
+    out.append("\n**The peer**: `bench/peer.py`, Python asyncio + aiohttp fetching the same tokens from the same nginx "
+               f"with `asyncio.Semaphore({s['concurrency']})`, right after tokend's first round (tokend idle meanwhile).\n")
+    out.append("| instances | tokend tokens/s | peer tokens/s | **tokend/peer** | tokend READY cold | peer fetching / "
+               "incl. interpreter start | peer failures |\n|---|---|---|---|---|---|---|")
+    for r in runs:
+        p = r["peer"]
+        out.append(f"| {r['instances']} | {r['first_round_per_s']} | {r['peer_per_s']} | "
+                   f"**{ratio(r['first_round_per_s'], r['peer_per_s'])}** | {r['ready_cold_s']:.3f} s | "
+                   f"{p['fetch_s']:.3f} s / {p['total_s']:.3f} s | {p['failures']} |")
+    return "\n".join(out) + "\n"
+
+
+def targets_section(serving, scale):
+    rows = []
+
+    def add(target, goal, measured, met):
+        rows.append(f"| {target} | {goal} | {measured} | {'met' if met else '**missed**'} |")
+
+    if serving:
+        runs = median_runs(serving)
+        t, n = runs.get(("tokend", "keepalive", 16)), runs.get(("nginx", "keepalive", 16))
+        if t and n:
+            add("req/s at 16 connections (keep-alive)", "tokend ≥ nginx", f"{t['rps']:.0f} vs {n['rps']:.0f} "
+                f"({ratio(t['rps'], n['rps'])}×)", t["rps"] >= n["rps"])
+            add("p99 at 16 connections (keep-alive)", "≤ 1.5 × nginx", f"{t['p99_us']:.0f} µs vs {n['p99_us']:.0f} µs "
+                f"({ratio(t['p99_us'], n['p99_us'])}×)", t["p99_us"] <= 1.5 * n["p99_us"])
+    if scale:
+        big = max(scale["runs"], key=lambda r: r["instances"])
+        n = big["instances"]
+        add(f"READY=1 from a warm cache, {n} instances", "< 1 s", f"{big['ready_from_cache_s']:.3f} s", big["ready_from_cache_s"] < 1)
+        add(f"SIGHUP reload (1 % changed), {n} instances", "< 1 s", f"{big['reload_ready_s']:.3f} s", big["reload_ready_s"] < 1)
+        per_minute = big["idle_cpu_s"] * 60 / big["idle_s"]
+        add(f"idle CPU, {n} instances", "< 0.1 s per minute", f"{per_minute:.3f} s per minute", per_minute < 0.1)
+        worst = max(big["rss_after_first_round_kib"], big["rss_after_idle_kib"], big["rss_after_warm_start_kib"])
+        add(f"RSS, {n} instances", "< 64 MiB", f"{worst / 1024:.0f} MiB", worst < 64 * 1024)
+        add(f"first-round fetch rate, {n} instances", "≥ the Python peer's", f"{big['first_round_per_s']}/s vs "
+            f"{big['peer_per_s']}/s ({ratio(big['first_round_per_s'], big['peer_per_s'])}×)",
+            big["first_round_per_s"] >= big["peer_per_s"])
+    if not rows:
+        return None
+    return ("## Targets (issue #8, on this 2-core machine)\n\n| target | goal | measured | |\n|---|---|---|---|\n"
+            + "\n".join(rows) + "\n")
+
+
+def profile_section():
+    files = sorted(BENCH.glob("profile-*.txt"))
+    if not files:
+        return None
+    out = ["## Profiles of the misses (`scripts/bench profile`)\n\n`perf record -g` of the release binary, symbols "
+           "demangled with `swift demangle --simplified`: the hottest functions by self time, and tokend's own "
+           "functions by inclusive time (the full lists are in the files named).\n"]
+    order = {"cold": 0, "warm": 1, "reload": 2, "check": 3, "serving": 4, "token": 5}
+    for f in sorted(files, key=lambda f: (order.get(f.name.split("-")[1], 9), f.name)):
+        parts, name = {}, None
+        lines = f.read_text().splitlines()
+        for line in lines[1:]:
+            if line.startswith("## "):
+                name = line[3:]
+                parts[name] = []
+            elif name:
+                parts[name].append(line.strip())
+        body = "self time:\n" + "\n".join(parts.get("self time", [])[:8])
+        body += "\n\ninclusive, tokend's own:\n" + "\n".join(parts.get("inclusive, tokend's own functions", [])[:8])
+        out.append(f"**{lines[0].lstrip('# ')}** (`bench/{f.name}`)\n\n```\n{body}\n```\n")
+    return "\n".join(out)
+
+
+def replace(text, name, body):
+    section = f"<!-- {name}:begin -->\n{body}<!-- {name}:end -->\n"
+    pattern = re.compile(rf"<!-- {name}:begin -->.*?<!-- {name}:end -->\n", re.S)
+    return pattern.sub(lambda _: section, text) if pattern.search(text) else text + "\n" + section
+
+
+def main():
+    text = DOC.read_text() if DOC.exists() else INTRO
+    serving, shell, scale = load("serving"), load("shell"), load("scale")
+    sections = [("targets", targets_section(serving, scale)),
+                ("serving", serving and serving_section(serving)),
+                ("shell", shell and shell_section(shell)),
+                ("scale", scale and scale_section(scale)),
+                ("profile", profile_section())]
+    for name, body in sections:
+        if body:
+            text = replace(text, name, body)
+    DOC.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
