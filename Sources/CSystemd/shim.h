@@ -9,4 +9,8 @@ struct tokend_ucred {
     uid_t uid;
     gid_t gid;
 };
+
+/* syncfs(2), which glibc also declares only under _GNU_SOURCE: the token cache flushes a batch of files with one. */
+int syncfs(int fd);
+static inline int tokend_syncfs(int fd) { return syncfs(fd); }
 #endif

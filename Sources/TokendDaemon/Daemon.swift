@@ -6,6 +6,7 @@ import Darwin
 import DequeModule
 import Dispatch
 import Foundation
+import Synchronization
 import HeapModule
 import Logging
 import TokendCore
@@ -15,8 +16,8 @@ import TokendIO
 /// and watchdog pings come from that same queue, so a stuck scheduler stops them.
 ///
 /// Threading: every `var` below is touched only on `queue` (checked with `dispatchPrecondition` where it
-/// matters). I/O happens elsewhere: token requests in tasks, cache and config files on `ioQueue`, socket
-/// requests on NIO's event loops reading `published`.
+/// matters). I/O happens elsewhere: token requests in tasks, cache files on `ioQueue`, config files on
+/// `configQueue`, socket requests on NIO's event loops reading `published`.
 public final class Daemon: @unchecked Sendable {
     public struct Options: Sendable {
         public var paths: DaemonPaths
@@ -41,10 +42,18 @@ public final class Daemon: @unchecked Sendable {
         public var description: String { message }
     }
 
-    private struct RunningInstance {
+    /// A class: the scheduler reads and changes instances in place, and `STATUS=` walks all of them, without
+    /// copying a resolved definition each time.
+    private final class RunningInstance {
         var resolved: ResolvedInstance
         var machine: InstanceStateMachine
-        var generation: Int
+        let generation: Int
+
+        init(resolved: ResolvedInstance, machine: InstanceStateMachine, generation: Int) {
+            self.resolved = resolved
+            self.machine = machine
+            self.generation = generation
+        }
     }
 
     /// A `min_valid` request waiting for the instance's refresh.
@@ -68,6 +77,16 @@ public final class Daemon: @unchecked Sendable {
 
     private let queue = DispatchQueue(label: "tokend.scheduler")
     private let ioQueue = DispatchQueue(label: "tokend.io")
+    /// Config directory reads on SIGHUP.
+    private let configQueue = DispatchQueue(label: "tokend.config")
+    /// Cache writes not yet taken by the I/O queue, the latest per instance: the queue writes whatever has
+    /// gathered as one batch with one flush (10,000 first tokens are not 20,000 fsyncs one after another).
+    private let pendingStores = Mutex(PendingStores())
+
+    private struct PendingStores {
+        var records: [String: CacheRecord] = [:]
+        var flushQueued = false
+    }
 
     private var settings: DaemonSettings
     private var instances: [String: RunningInstance] = [:]
@@ -198,11 +217,11 @@ public final class Daemon: @unchecked Sendable {
         } catch {
             throw StartError(message: "state directory: \(error)", errno: error.errno)
         }
+        // Before the socket and the scheduler exist: the cache files are read on every core.
         let names = Array(loaded.instances.keys)
-        var cached: [String: CacheLoadOutcome] = [:]
-        for name in names {
-            cached[name] = cache.load(instance: name)
-        }
+        let cache = self.cache
+        let outcomes = Parallel.map(names.count) { cache.load(instance: names[$0]) }
+        let cached = Dictionary(uniqueKeysWithValues: zip(names, outcomes))
 
         published.admin = adminPolicy(settings)
         let server: UnixSocketServer
@@ -589,8 +608,7 @@ public final class Daemon: @unchecked Sendable {
             for waiter in waiters.removeValue(forKey: name) ?? [] {
                 waiter.respond(router.respond(to: waiter.request, instances: published, now: now))
             }
-            let cache = self.cache
-            ioQueue.async { cache.remove(instance: name) }
+            removeCacheFile(name)
             logger.info("instance removed", metadata: ["instance": "\(name)"])
         }
 
@@ -598,14 +616,13 @@ public final class Daemon: @unchecked Sendable {
             guard let resolved = loaded.instances[name] else { continue }
             let policy = RefreshPolicy(settings.refresh.applying(resolved.definition.refresh))
             published.publishAccess(name, resolved.access)
-            if var running = instances[name], running.resolved.fingerprint == resolved.fingerprint {
+            if let running = instances[name], running.resolved.fingerprint == resolved.fingerprint {
                 if running.resolved.sink != resolved.sink {
                     if running.resolved.sink?.path != resolved.sink?.path { removeSink(running.resolved.sink) }
                     if let token = running.machine.servableToken(at: now) { writeSink(name, token: token, to: resolved.sink) }
                 }
                 running.resolved = resolved
                 running.machine.configChanged(policy: policy)
-                instances[name] = running
                 continue
             }
             let replacing = instances[name] != nil
@@ -620,8 +637,7 @@ public final class Daemon: @unchecked Sendable {
             }
             if replacing {
                 removeSink(instances[name]?.resolved.sink)
-                let cache = self.cache
-                ioQueue.async { cache.remove(instance: name) }
+                removeCacheFile(name)
                 queuedForFetch.remove(name)
             }
             nextGeneration += 1
@@ -656,20 +672,28 @@ public final class Daemon: @unchecked Sendable {
         logger.info("reloading", metadata: ["config_dir": "\(options.paths.configDirectory)"])
         let directory = configDirectory
         let cache = self.cache
-        ioQueue.async { [unowned self] in
+        // A running instance never takes its token from the cache file (an unchanged one keeps its own, a changed
+        // one refetches): only new names are looked up.
+        let running = Set(instances.keys)
+        // The config is read on its own queue, so that a reload does not wait behind a backlog of cache writes;
+        // the cache files of new instances are then read on the I/O queue, after any write of them.
+        configQueue.async { [unowned self] in
             let outcome: Result<ConfigLoader.Loaded, ConfigDirectory.Unreadable>
-            var cached: [String: CacheLoadOutcome] = [:]
             do throws(ConfigDirectory.Unreadable) {
-                let loaded = try directory.load()
-                for name in loaded.instances.keys {
-                    cached[name] = cache.load(instance: name)
-                }
-                outcome = .success(loaded)
+                outcome = .success(try directory.load())
             } catch {
                 outcome = .failure(error)
             }
-            let loadedCache = cached
-            self.queue.async { self.finishReload(outcome, cached: loadedCache) }
+            self.ioQueue.async {
+                var cached: [String: CacheLoadOutcome] = [:]
+                if case .success(let loaded) = outcome {
+                    for name in loaded.instances.keys where !running.contains(name) {
+                        cached[name] = cache.load(instance: name)
+                    }
+                }
+                let loadedCache = cached
+                self.queue.async { self.finishReload(outcome, cached: loadedCache) }
+            }
         }
     }
 
@@ -695,6 +719,37 @@ public final class Daemon: @unchecked Sendable {
         notifier.notify("READY=1\nSTATUS=\(lastStatus)")
     }
 
+    // MARK: - Cache writes
+
+    private func queueStore(_ record: CacheRecord) {
+        let queueFlush = pendingStores.withLock { pending in
+            pending.records[record.instance] = record
+            defer { pending.flushQueued = true }
+            return !pending.flushQueued
+        }
+        guard queueFlush else { return }
+        ioQueue.async { [unowned self] in
+            let batch = self.pendingStores.withLock { pending in
+                defer {
+                    pending.records = [:]
+                    pending.flushQueued = false
+                }
+                return Array(pending.records.values)
+            }
+            for failure in self.cache.store(batch: batch) {
+                self.logger.error("cache write failed", metadata: ["instance": "\(failure.instance)", "error": "\(failure.error)"])
+            }
+        }
+    }
+
+    /// Removes the instance's cache file after any write of it already taken by the I/O queue; a write not yet
+    /// taken is dropped.
+    private func removeCacheFile(_ name: String) {
+        _ = pendingStores.withLock { $0.records.removeValue(forKey: name) }
+        let cache = self.cache
+        ioQueue.async { cache.remove(instance: name) }
+    }
+
     // MARK: - Scheduling
 
     private func perform(_ actions: [InstanceStateMachine.Action], for name: String) {
@@ -707,16 +762,7 @@ public final class Daemon: @unchecked Sendable {
             case .scheduleRefresh(let due):
                 push(ScheduleEntry(due: due, name: name, generation: running.generation, purpose: .attempt))
             case .store(let token):
-                let record = CacheRecord(instance: name, token: token, fingerprint: running.resolved.fingerprint)
-                let cache = self.cache
-                let logger = self.logger
-                ioQueue.async {
-                    do {
-                        try cache.store(record)
-                    } catch {
-                        logger.error("cache write failed", metadata: ["instance": "\(name)", "error": "\(error)"])
-                    }
-                }
+                queueStore(CacheRecord(instance: name, token: token, fingerprint: running.resolved.fingerprint))
                 writeSink(name, token: token, to: running.resolved.sink)
                 notifyWatchers(name, token: token)
                 push(ScheduleEntry(due: token.serveUntil, name: name, generation: running.generation, purpose: .expiry))
@@ -897,7 +943,7 @@ public final class Daemon: @unchecked Sendable {
         inFlightByHost[host, default: 1] -= 1
         if inFlightByHost[host] == 0 { inFlightByHost.removeValue(forKey: host) }
         startWaitingFetches(freedHost: host)
-        guard !isStopping, var running = instances[name], running.generation == generation else { return }
+        guard !isStopping, let running = instances[name], running.generation == generation else { return }
         let now = clock.now()
         let resolved = running.resolved
         let parsed = result.flatMap { response in
@@ -941,7 +987,6 @@ public final class Daemon: @unchecked Sendable {
                 ]
             )
         }
-        instances[name] = running
         unsettled.remove(name)
         perform(actions, for: name)
         scheduleStatusUpdate()
@@ -976,6 +1021,7 @@ public final class Daemon: @unchecked Sendable {
     private func statusLine() -> String {
         let now = clock.now()
         let entries = instances.map { name, running in
+            // RunningInstance is a class: this copies a reference, not the resolved definition.
             StatusSummary.Entry(
                 name: name,
                 state: running.machine.state(at: now),

@@ -41,6 +41,39 @@ import Glibc
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["alpha.json"])
     }
 
+    @Test func aBatchStoresEveryRecordWithPrivateModesAndLeavesNoTempFile() throws {
+        try cache.store(record("i3", token: "old"))
+        let names = (0..<50).map { "i\($0)" }
+        let failures = cache.store(batch: names.map { record($0, token: "tok-\($0)") })
+        #expect(failures.isEmpty)
+        for name in names {
+            guard case .loaded(let loaded) = cache.load(instance: name) else {
+                Issue.record("\(name) not loaded")
+                continue
+            }
+            #expect(loaded.access_token == "tok-\(name)")
+            let mode = try FileManager.default.attributesOfItem(atPath: directory + "/\(name).json")[.posixPermissions] as? Int
+            #expect(mode == 0o600)
+        }
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory)
+        #expect(files.sorted() == names.map { "\($0).json" }.sorted())
+    }
+
+    @Test func aBatchReportsTheRecordsItCouldNotWriteAndStoresTheRest() throws {
+        // A directory where a record's temp file would go (its name is random) cannot be made to fail; a cache file
+        // that is a directory can: rename(2) of a file over a directory fails with EISDIR.
+        try FileManager.default.createDirectory(atPath: directory + "/blocked.json", withIntermediateDirectories: false)
+        let failures = cache.store(batch: [record("a1"), record("blocked"), record("a2")])
+        #expect(failures.map(\.instance) == ["blocked"])
+        #expect(failures.first?.error.operation == "rename")
+        guard case .loaded = cache.load(instance: "a1"), case .loaded = cache.load(instance: "a2") else {
+            Issue.record("the other records were not stored")
+            return
+        }
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory)
+        #expect(files.sorted() == ["a1.json", "a2.json", "blocked.json"])
+    }
+
     @Test func missingFileIsMissing() {
         #expect(cache.load(instance: "nobody") == .missing)
     }

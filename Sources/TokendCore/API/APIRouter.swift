@@ -95,6 +95,12 @@ public struct APIRouter: Sendable {
     }
 
     public func route(_ request: APIRequest) -> Route {
+        // The request programs make on every call, `GET /v1/tokens/NAME`, without splitting the path.
+        let tokensPrefix = "/v1/tokens/"
+        if request.method == "GET", request.path.utf8.starts(with: tokensPrefix.utf8) {
+            let name = request.path.utf8.dropFirst(tokensPrefix.utf8.count)
+            if !name.isEmpty, !name.contains(UInt8(ascii: "/")) { return .token(name: String(Substring(name))) }
+        }
         let segments = request.segments
         let method = request.method
         switch segments.count {
@@ -248,7 +254,7 @@ public struct APIRouter: Sendable {
                 expires_in: max(0, Int(token.expiresAt.timeIntervalSince(now))),
                 scope: token.scope
             )
-            return json(200, body)
+            return APIResponse(status: 200, contentType: "application/json", body: body.json())
         default:
             return error(400, "bad_format", "format must be json, raw or header")
         }

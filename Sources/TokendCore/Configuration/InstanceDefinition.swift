@@ -161,27 +161,45 @@ public struct ConnectorDefinition: Sendable, Hashable {
 }
 
 /// One instance: a connector plus the values of its variables, before secrets are read.
+///
+/// The fields (with the connector, about 740 bytes) live in one shared, copy-on-write box: a definition is copied
+/// into the parse memo, the rendering's key, the resolved instance and the daemon's running state, and each copy
+/// costs a pointer. Two copies of one parse compare equal by identity, without looking at the fields.
+@dynamicMemberLookup
 public struct InstanceDefinition: Sendable, Hashable {
-    /// The file name without `.toml`.
-    public var name: String
-    /// The path of the file it came from, for messages.
-    public var file: String
-    public var description: String?
-    public var connector: ConnectorDefinition
-    /// Variable values as written, by exact (case-sensitive) name.
-    public var variables: [String: VariableSource]
-    /// Names of variables that are secret (never logged, never cached, hashed in the fingerprint).
-    public var secretVariables: Set<String>
-    /// The line each variable was written on, for errors found while reading secrets.
-    public var variableLines: [String: Int]
-    /// The connector's refresh overrides with the instance's applied on top.
-    public var refresh: RefreshSettings.Overrides
-    /// `[access]`: who may read the token over the socket; nil leaves it to the socket's permissions.
-    public var access: AccessRule?
-    /// `sink = { path = "…", mode = "0640", owner = "…", group = "…" }`: a file that always holds the raw token.
-    public var sink: SinkSpec?
-    /// `ca_file`: the instance's own, else its connector's.
-    public var caFile: FileReference?
+    public struct Fields: Sendable, Hashable {
+        /// The file name without `.toml`.
+        public var name: String
+        /// The path of the file it came from, for messages.
+        public var file: String
+        public var description: String?
+        public var connector: ConnectorDefinition
+        /// Variable values as written, by exact (case-sensitive) name.
+        public var variables: [String: VariableSource]
+        /// Names of variables that are secret (never logged, never cached, hashed in the fingerprint).
+        public var secretVariables: Set<String>
+        /// The line each variable was written on, for errors found while reading secrets.
+        public var variableLines: [String: Int]
+        /// The connector's refresh overrides with the instance's applied on top.
+        public var refresh: RefreshSettings.Overrides
+        /// `[access]`: who may read the token over the socket; nil leaves it to the socket's permissions.
+        public var access: AccessRule?
+        /// `sink = { path = "…", mode = "0640", owner = "…", group = "…" }`: a file that always holds the raw token.
+        public var sink: SinkSpec?
+        /// `ca_file`: the instance's own, else its connector's.
+        public var caFile: FileReference?
+    }
+
+    /// Mutated only while uniquely referenced (copy on write), so sharing it between threads is safe.
+    private final class Storage: @unchecked Sendable {
+        var fields: Fields
+
+        init(_ fields: Fields) {
+            self.fields = fields
+        }
+    }
+
+    private var storage: Storage
 
     public init(
         name: String,
@@ -193,14 +211,34 @@ public struct InstanceDefinition: Sendable, Hashable {
         variableLines: [String: Int],
         refresh: RefreshSettings.Overrides
     ) {
-        self.name = name
-        self.file = file
-        self.description = description
-        self.connector = connector
-        self.variables = variables
-        self.secretVariables = secretVariables
-        self.variableLines = variableLines
-        self.refresh = refresh
+        storage = Storage(
+            Fields(
+                name: name,
+                file: file,
+                description: description,
+                connector: connector,
+                variables: variables,
+                secretVariables: secretVariables,
+                variableLines: variableLines,
+                refresh: refresh
+            )
+        )
+    }
+
+    public subscript<Value>(dynamicMember field: WritableKeyPath<Fields, Value>) -> Value {
+        get { storage.fields[keyPath: field] }
+        set {
+            if !isKnownUniquelyReferenced(&storage) { storage = Storage(storage.fields) }
+            storage.fields[keyPath: field] = newValue
+        }
+    }
+
+    public static func == (lhs: InstanceDefinition, rhs: InstanceDefinition) -> Bool {
+        lhs.storage === rhs.storage || lhs.storage.fields == rhs.storage.fields
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(storage.fields)
     }
 }
 

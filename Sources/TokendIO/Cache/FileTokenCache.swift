@@ -1,3 +1,4 @@
+import CSystemd
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -67,30 +68,62 @@ public struct FileTokenCache: TokenCache {
     }
 
     public func store(_ record: CacheRecord) throws(CacheError) {
-        let final = path(of: "\(record.instance).json")
-        let temp = path(of: ".\(record.instance).json.tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw CacheError(operation: "create", path: temp, errno: errno) }
-        let bytes = record.encoded()
-        var offset = 0
-        var failure: CacheError?
-        while offset < bytes.count {
-            let count = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                failure = CacheError(operation: "write", path: temp, errno: errno)
-                break
+        if let (_, failure) = store(batch: [record]).first { throw failure }
+    }
+
+    /// Stores several records with two flushes in all instead of two per file: every temp file is written, then
+    /// one `syncfs` makes them durable, then each is renamed over its cache file and the directory is synced once.
+    /// A crash leaves each cache file either old or new, never partial (each rename comes after the sync). A batch
+    /// of one uses `fsync` on its file, which flushes nothing else of the filesystem. Returns the failures.
+    public func store(batch records: [CacheRecord]) -> [(instance: String, error: CacheError)] {
+        var failures: [(instance: String, error: CacheError)] = []
+        var written: [(temp: String, final: String, instance: String)] = []
+        var syncHandle: CInt = -1
+        defer { if syncHandle >= 0 { close(syncHandle) } }
+        for record in records {
+            let final = path(of: "\(record.instance).json")
+            let temp = path(of: ".\(record.instance).json.tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+            let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            guard fd >= 0 else {
+                failures.append((record.instance, CacheError(operation: "create", path: temp, errno: errno)))
+                continue
             }
-            offset += count
+            let bytes = record.encoded()
+            var offset = 0
+            var failure: CacheError?
+            while offset < bytes.count {
+                let count = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    failure = CacheError(operation: "write", path: temp, errno: errno)
+                    break
+                }
+                offset += count
+            }
+            if failure == nil, records.count == 1, fsync(fd) != 0 { failure = CacheError(operation: "fsync", path: temp, errno: errno) }
+            if let failure {
+                close(fd)
+                unlink(temp)
+                failures.append((record.instance, failure))
+                continue
+            }
+            if syncHandle < 0, records.count > 1 { syncHandle = fd } else { close(fd) }
+            written.append((temp, final, record.instance))
         }
-        if failure == nil, fsync(fd) != 0 { failure = CacheError(operation: "fsync", path: temp, errno: errno) }
-        close(fd)
-        if failure == nil, rename(temp, final) != 0 { failure = CacheError(operation: "rename", path: final, errno: errno) }
-        if let failure {
-            unlink(temp)
-            throw failure
+        if syncHandle >= 0, tokend_syncfs(syncHandle) != 0 {
+            let error = errno
+            for file in written {
+                unlink(file.temp)
+                failures.append((file.instance, CacheError(operation: "syncfs", path: file.temp, errno: error)))
+            }
+            return failures
         }
-        syncDirectory()
+        for file in written where rename(file.temp, file.final) != 0 {
+            failures.append((file.instance, CacheError(operation: "rename", path: file.final, errno: errno)))
+            unlink(file.temp)
+        }
+        if !written.isEmpty { syncDirectory() }
+        return failures
     }
 
     public func remove(instance: String) {

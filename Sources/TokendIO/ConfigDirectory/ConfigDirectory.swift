@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import NIOConcurrencyHelpers
 import TokendCore
 
 /// Reads a config directory (`tokend.toml`, `instances/*.toml`) and secret files, and hands the texts to the core.
@@ -18,6 +19,9 @@ public struct ConfigDirectory: Sendable {
 
     /// The environment, for `HTTPS_PROXY` and `NO_PROXY` on discovery requests.
     public let environment: [String: String]
+
+    /// The last load's parses and renderings: a reload works only on what changed.
+    private let memo = ConfigLoader.Memo()
 
     public init(
         path: String,
@@ -63,8 +67,11 @@ public struct ConfigDirectory: Sendable {
         let readsCredentials = readsCredentials
         let discovery = DiscoveryFetcher(environment: environment)
         defer { discovery.close() }
+        // Many instances may name one secret file: it is read once per load (and again on the next).
+        let secrets = NIOLockedValueBox<[VariableSource: Result<ConfigLoader.SecretText, ConfigLoader.SecretReadError>]>([:])
         return ConfigLoader.load(
             input,
+            memo: memo,
             resolveIdentity: Self.resolveIdentity,
             checkTLS: TLSConfigurations.check,
             discover: discovery.discoverer
@@ -72,7 +79,10 @@ public struct ConfigDirectory: Sendable {
             if !readsCredentials, case .credential(let name) = source {
                 return .success(.init("<credential \(name), not read>"))
             }
-            return Self.readSecret(source, credentialsDirectory: credentials)
+            if let known = secrets.withLockedValue({ $0[source] }) { return known }
+            let read = Self.readSecret(source, credentialsDirectory: credentials)
+            secrets.withLockedValue { $0[source] = read }
+            return read
         }
     }
 
@@ -136,13 +146,28 @@ public struct ConfigDirectory: Sendable {
             close(fd)
             return .failure(ConfigDiagnostic(file: file, line: nil, message: "file \(file) is not a regular file"))
         }
-        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: false)
-        defer { try? handle.close() }
-        let data = (try? handle.read(upToCount: maxFileBytes + 1)) ?? Data()
-        guard data.count <= maxFileBytes else {
+        defer { close(fd) }
+        // Read up to one byte past the limit (the size may change while it is read): no Foundation on this path,
+        // which runs once per instance file on every load.
+        var bytes = [UInt8](repeating: 0, count: min(Int(info.st_size), maxFileBytes) + 1)
+        var count = 0
+        while true {
+            if count == bytes.count {
+                guard count <= maxFileBytes else { break }
+                bytes += [UInt8](repeating: 0, count: min(bytes.count, maxFileBytes + 1 - count))
+            }
+            let got = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + count, $0.count - count) }
+            if got < 0, errno == EINTR { continue }
+            guard got > 0 else {
+                if got < 0 { return .failure(ConfigDiagnostic(file: file, line: nil, message: "file \(file) cannot be read")) }
+                break
+            }
+            count += got
+        }
+        guard count <= maxFileBytes else {
             return .failure(ConfigDiagnostic(file: file, line: nil, message: "file \(file) is larger than 1 MiB"))
         }
-        guard let text = String(data: data, encoding: .utf8) else {
+        guard let text = String(validating: bytes[..<count], as: UTF8.self) else {
             return .failure(ConfigDiagnostic(file: file, line: nil, message: "file \(file) is not UTF-8 text"))
         }
         return .success(text)

@@ -1,67 +1,118 @@
 import Foundation
+import NIOConcurrencyHelpers
 import Prometheus
 import TokendCore
 
-/// tokend's Prometheus metrics through swift-prometheus: per-instance gauges set from the published snapshot at
-/// scrape time, and counters for refresh results and socket requests. Labels are bounded: instance names come from
-/// the config, endpoints and results are fixed sets, status codes are the API's.
+/// tokend's Prometheus metrics. Socket request counters (a small fixed set of label values) live in a
+/// swift-prometheus registry. The per-instance families are kept and rendered here: swift-prometheus copies a
+/// family's whole label-set dictionary for every new series (`MetricFamily.adding`), so registering one series per
+/// instance was O(N²) over a first round of 10,000 instances. Instance names are validated config names; label
+/// values are escaped anyway.
 public final class TokendMetrics: Sendable {
     private let registry = PrometheusCollectorRegistry()
+    /// Refresh results by instance: success, transient, permanent.
+    private let refreshes = NIOLockedValueBox<[String: RefreshCounts]>([:])
+    private let requestCounters = NIOLockedValueBox<[RequestKey: Counter]>([:])
+
+    private struct RefreshCounts {
+        var success = 0
+        var transient = 0
+        var permanent = 0
+    }
+
+    private struct RequestKey: Hashable {
+        var endpoint: String
+        var status: Int
+    }
 
     public init() {}
 
     /// A refresh attempt ended: `result` is `success`, `transient` or `permanent`.
     public func refreshFinished(instance: String, result: String) {
-        registry.makeCounter(
-            name: "tokend_refreshes_total",
-            labels: [("instance", instance), ("result", result)],
-            help: "Token fetches by instance and result."
-        ).increment()
+        refreshes.withLockedValue { counts in
+            switch result {
+            case "success": counts[instance, default: RefreshCounts()].success += 1
+            case "transient": counts[instance, default: RefreshCounts()].transient += 1
+            default: counts[instance, default: RefreshCounts()].permanent += 1
+            }
+        }
     }
 
     /// A socket request was answered.
     public func requestAnswered(endpoint: String, status: Int) {
-        registry.makeCounter(
-            name: "tokend_socket_requests_total",
-            labels: [("endpoint", endpoint), ("status", String(status))],
-            help: "Socket API requests by endpoint and status."
-        ).increment()
+        let key = RequestKey(endpoint: endpoint, status: status)
+        let counter = requestCounters.withLockedValue { counters in
+            if let known = counters[key] { return known }
+            let made = registry.makeCounter(
+                name: "tokend_socket_requests_total",
+                labels: [("endpoint", endpoint), ("status", String(status))],
+                help: "Socket API requests by endpoint and status."
+            )
+            counters[key] = made
+            return made
+        }
+        counter.increment()
     }
 
     /// The instance is gone: its series are dropped.
     public func instanceRemoved(_ instance: String) {
-        for gauge in gauges(instance) { registry.unregisterGauge(gauge) }
-        for result in ["success", "transient", "permanent"] {
-            registry.unregisterCounter(
-                registry.makeCounter(
-                    name: "tokend_refreshes_total",
-                    labels: [("instance", instance), ("result", result)],
-                    help: "Token fetches by instance and result."
-                )
-            )
-        }
+        _ = refreshes.withLockedValue { $0.removeValue(forKey: instance) }
     }
 
-    /// The text exposition format, with the per-instance gauges set for `now`.
+    /// The text exposition format (version 0.0.4), with the per-instance gauges computed for `now`.
     public func render(_ instances: [(name: String, machine: InstanceStateMachine)], now: Date) -> [UInt8] {
-        for (name, machine) in instances {
-            let gauges = self.gauges(name)
-            let token = machine.servableToken(at: now)
-            gauges[0].set(to: token.map { max(0, $0.expiresAt.timeIntervalSince(now)) } ?? 0)
-            gauges[1].set(to: machine.outageBudget(at: now))
-            gauges[2].set(to: Double(machine.consecutiveFailures))
-            gauges[3].set(to: token == nil ? 0 : 1)
+        var output = registry.emitToBuffer()
+        let sorted = instances.sorted { $0.name < $1.name }
+        let counts = refreshes.withLockedValue { $0 }
+        var text = ""
+        text.reserveCapacity(256 + sorted.count * 400)
+        func family(_ name: String, _ type: String, _ help: String, _ value: (InstanceStateMachine) -> Double) {
+            text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+            for (instance, machine) in sorted {
+                text += "\(name){instance=\"\(Self.escape(instance))\"} \(Self.format(value(machine)))\n"
+            }
         }
-        return registry.emitToBuffer()
+        family("tokend_token_expires_in_seconds", "gauge", "Seconds until the served token expires (0: none).") {
+            $0.servableToken(at: now).map { max(0, $0.expiresAt.timeIntervalSince(now)) } ?? 0
+        }
+        family("tokend_outage_budget_seconds", "gauge", "How long the provider may stay down before the token is no longer served.") {
+            $0.outageBudget(at: now)
+        }
+        family("tokend_consecutive_failures", "gauge", "Failed fetches in a row.") { Double($0.consecutiveFailures) }
+        family("tokend_token_valid", "gauge", "1 when a token is being served.") { $0.servableToken(at: now) == nil ? 0 : 1 }
+        text += "# HELP tokend_refreshes_total Token fetches by instance and result.\n# TYPE tokend_refreshes_total counter\n"
+        for (instance, _) in sorted {
+            guard let count = counts[instance] else { continue }
+            let label = Self.escape(instance)
+            for (result, value) in [("success", count.success), ("transient", count.transient), ("permanent", count.permanent)] where value > 0 {
+                text += "tokend_refreshes_total{instance=\"\(label)\",result=\"\(result)\"} \(value)\n"
+            }
+        }
+        output += text.utf8
+        return output
     }
 
-    private func gauges(_ instance: String) -> [Gauge] {
-        let labels = [("instance", instance)]
-        return [
-            registry.makeGauge(name: "tokend_token_expires_in_seconds", labels: labels, help: "Seconds until the served token expires (0: none)."),
-            registry.makeGauge(name: "tokend_outage_budget_seconds", labels: labels, help: "How long the provider may stay down before the token is no longer served."),
-            registry.makeGauge(name: "tokend_consecutive_failures", labels: labels, help: "Failed fetches in a row."),
-            registry.makeGauge(name: "tokend_token_valid", labels: labels, help: "1 when a token is being served."),
-        ]
+    /// A label value escaped as the exposition format wants: backslash, double quote and line feed.
+    static func escape(_ value: String) -> String {
+        guard value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") }) else {
+            return value
+        }
+        var escaped = ""
+        for character in value {
+            switch character {
+            case "\\": escaped += "\\\\"
+            case "\"": escaped += "\\\""
+            case "\n": escaped += "\\n"
+            default: escaped.append(character)
+            }
+        }
+        return escaped
+    }
+
+    /// Whole numbers without a fraction, others as Swift prints a Double (shortest round-trip).
+    static func format(_ value: Double) -> String {
+        if value.isNaN { return "NaN" }
+        if value == value.rounded(), abs(value) < 1e15 { return String(Int(value)) }
+        return String(value)
     }
 }
