@@ -120,8 +120,7 @@ final class DaemonHarness: @unchecked Sendable {
             token_url   = "\(tokenURL ?? endpoint.tokenURL)"
             client_auth = "\(auth)"
             token_key   = "access_token"
-            expires_in_key = "expires_in"
-            \(caFile.map { "ca_file = \"\($0)\"" } ?? "")
+            expires_in_key = "expires_in"\(caFile.map { "\nca_file = \"\($0)\"" } ?? "")
 
             [variables]
             client_id     = "\(clientID ?? name)"
