@@ -100,6 +100,8 @@ public final class LocalTokenServer: Sendable {
         var inProgress = 0
         var peakInProgress = 0
         var tls: NIOSSLContext?
+        var stallsHandshakes = false
+        var connectedAt: [Date] = []
         var documents: [String: String] = [:]
         var assertionCheck: (@Sendable (String) -> String?)?
     }
@@ -135,9 +137,10 @@ public final class LocalTokenServer: Sendable {
         state.withLockedValue { $0.assertionCheck = check }
     }
 
-    /// Serves HTTPS from now on (call before ``start(port:)``): this certificate and key, and, with `clientCA`, a
-    /// client certificate signed by it is required (RFC 8705 mTLS).
-    /// `maximumVersion` caps the protocol, to show that clients refuse old ones.
+    /// Serves HTTPS from now on: this certificate and key, and, with `clientCA`, a client certificate signed by it is
+    /// required (RFC 8705 mTLS). `maximumVersion` caps the protocol, to show that clients refuse old ones.
+    /// Call it before ``start(port:)``, or while running to swap the certificate: connections accepted from then on
+    /// get the new one (``closeConnections()`` ends the kept-alive ones, so that the client must shake hands again).
     public func useTLS(certificatePath: String, keyPath: String, clientCAPath: String? = nil, maximumVersion: TLSVersion? = nil) throws {
         let chain = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
         var configuration = TLSConfiguration.makeServerConfiguration(
@@ -153,6 +156,21 @@ public final class LocalTokenServer: Sendable {
         let context = try NIOSSLContext(configuration: configuration)
         state.withLockedValue { $0.tls = context }
     }
+
+    /// Serves plain HTTP to connections accepted from now on, also to a client that expects TLS (``tokenURL`` then
+    /// says `http://`).
+    public func usePlainHTTP() {
+        state.withLockedValue { $0.tls = nil }
+    }
+
+    /// While `stall`, connections accepted are read and never answered, not even a TLS handshake or an HTTP error:
+    /// a client's ClientHello gets no reply. They stay open until the client gives up or the server stops.
+    public func stallHandshakes(_ stall: Bool) {
+        state.withLockedValue { $0.stallsHandshakes = stall }
+    }
+
+    /// When each connection was accepted, in order (a TLS failure never reaches ``requests``; it is counted here).
+    public var connectionTimes: [Date] { state.withLockedValue { $0.connectedAt } }
 
     public var requests: [RecordedRequest] { state.withLockedValue { $0.requests } }
 
@@ -194,12 +212,17 @@ public final class LocalTokenServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { [self] channel in
                 let id = ObjectIdentifier(channel)
-                let tls = state.withLockedValue { $0.tls }
-                state.withLockedValue { $0.connections[id] = channel }
+                let (tls, stall) = state.withLockedValue { state in
+                    state.connections[id] = channel
+                    state.connectedAt.append(Date())
+                    return (state.tls, state.stallsHandshakes)
+                }
                 channel.closeFuture.whenComplete { [state] _ in
                     _ = state.withLockedValue { $0.connections.removeValue(forKey: id) }
                 }
                 return channel.eventLoop.makeCompletedFuture {
+                    // No handler at all: what the client sends is read and dropped, nothing is ever answered.
+                    if stall { return }
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
                     }
@@ -216,14 +239,20 @@ public final class LocalTokenServer: Sendable {
 
     /// Closes the listening socket and every open connection; new connections then get "connection refused".
     public func stop() async {
-        let (listener, connections) = state.withLockedValue { state -> ((any Channel)?, [any Channel]) in
-            defer {
-                state.channel = nil
-                state.connections = [:]
-            }
-            return (state.channel, Array(state.connections.values))
+        let listener = state.withLockedValue { state in
+            defer { state.channel = nil }
+            return state.channel
         }
         try? await listener?.close()
+        await closeConnections()
+    }
+
+    /// Closes every open connection (kept-alive ones too); the listener stays, so the next request connects anew.
+    public func closeConnections() async {
+        let connections = state.withLockedValue { state in
+            defer { state.connections = [:] }
+            return Array(state.connections.values)
+        }
         for connection in connections {
             try? await connection.close()
         }

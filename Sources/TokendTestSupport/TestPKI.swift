@@ -5,7 +5,8 @@ import Glibc
 #endif
 
 /// A throwaway PKI made with the openssl CLI in a temporary directory: a CA, a server certificate for 127.0.0.1 and
-/// localhost, a client certificate (for RFC 8705), and RSA and EC P-256 signing keys with their public keys.
+/// localhost, one for another name, a client certificate (for RFC 8705), and RSA and EC P-256 signing keys with their
+/// public keys; and another CA with a server certificate of its own.
 public struct TestPKI: Sendable {
     public let directory: String
 
@@ -16,6 +17,13 @@ public struct TestPKI: Sendable {
     public var clientKey: String { directory + "/client.key" }
     /// A certificate from another CA, to show that a wrong ca_file is refused.
     public var otherCACertificate: String { directory + "/other-ca.pem" }
+    /// A server certificate for 127.0.0.1 that the other CA issued: valid in every way but not trusted by a
+    /// `ca_file` of ``caCertificate``.
+    public var otherServerCertificate: String { directory + "/other-server.pem" }
+    public var otherServerKey: String { directory + "/other-server.key" }
+    /// A server certificate from the CA for another name (`elsewhere.example`), not for 127.0.0.1.
+    public var wrongHostCertificate: String { directory + "/wrong-host.pem" }
+    public var wrongHostKey: String { directory + "/wrong-host.key" }
     public var rsaKey: String { directory + "/rsa.key" }
     public var rsaPublicKey: String { directory + "/rsa.pub" }
     public var ecKey: String { directory + "/ec.key" }
@@ -52,7 +60,10 @@ public struct TestPKI: Sendable {
                 ]
             )
         }
-        try issue("server", subject: "/CN=127.0.0.1", extensions: "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+        let serverExtensions = "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+        try issue("server", subject: "/CN=127.0.0.1", extensions: serverExtensions)
+        try issue("other-server", subject: "/CN=127.0.0.1", extensions: serverExtensions, by: "other-ca")
+        try issue("wrong-host", subject: "/CN=elsewhere.example", extensions: "subjectAltName=DNS:elsewhere.example\nextendedKeyUsage=serverAuth\n")
         try issue("client", subject: "/CN=tokend-client", extensions: "extendedKeyUsage=clientAuth\n")
         try openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rsa.key"])
         try openssl(["pkey", "-in", "rsa.key", "-pubout", "-out", "rsa.pub"])
@@ -60,11 +71,11 @@ public struct TestPKI: Sendable {
         try openssl(["pkey", "-in", "ec.key", "-pubout", "-out", "ec.pub"])
     }
 
-    private func issue(_ name: String, subject: String, extensions: String) throws {
+    private func issue(_ name: String, subject: String, extensions: String, by ca: String = "ca") throws {
         try extensions.write(toFile: "\(directory)/\(name).ext", atomically: true, encoding: .utf8)
         try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(name).key", "-out", "\(name).csr", "-subj", subject])
         try openssl([
-            "x509", "-req", "-in", "\(name).csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+            "x509", "-req", "-in", "\(name).csr", "-CA", "\(ca).pem", "-CAkey", "\(ca).key", "-CAcreateserial", "-days", "2",
             "-out", "\(name).pem", "-extfile", "\(name).ext",
         ])
     }

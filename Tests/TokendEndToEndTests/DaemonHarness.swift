@@ -103,7 +103,8 @@ final class DaemonHarness: @unchecked Sendable {
         return harness
     }
 
-    /// Writes `instances/<name>.toml` in the inline form, with the secret in a file.
+    /// Writes `instances/<name>.toml` in the inline form, with the secret in a file (and with `caFile` as the
+    /// instance's `ca_file`).
     func writeInstance(
         _ name: String,
         clientID: String? = nil,
@@ -111,6 +112,7 @@ final class DaemonHarness: @unchecked Sendable {
         auth: String = "client_secret_basic",
         scope: String = "read",
         tokenURL: String? = nil,
+        caFile: String? = nil,
         extra: String = ""
     ) throws {
         let secretPath = try writeSecret(name, secret)
@@ -118,7 +120,7 @@ final class DaemonHarness: @unchecked Sendable {
             token_url   = "\(tokenURL ?? endpoint.tokenURL)"
             client_auth = "\(auth)"
             token_key   = "access_token"
-            expires_in_key = "expires_in"
+            expires_in_key = "expires_in"\(caFile.map { "\nca_file = \"\($0)\"" } ?? "")
 
             [variables]
             client_id     = "\(clientID ?? name)"

@@ -1,4 +1,5 @@
 import Foundation
+import NIOSSL
 import Testing
 import TokendCore
 import TokendTestSupport
@@ -9,8 +10,9 @@ import TokendTestSupport
 /// its true expiry, the instance's status names the problem, the endpoint is asked no more often than the backoff
 /// allows (the requests are counted), and a new token comes once the endpoint behaves again.
 ///
-/// TLS failures are not in the matrix yet: TLSEndToEndTests shows an untrusted CA, a TLS 1.1-only server and a
-/// missing client certificate refused with a clear error, but not the matrix's properties under them.
+/// The TLS cases serve HTTPS under a test CA that the instance trusts through `ca_file`; after the first token the
+/// endpoint's new connections go wrong (another CA's certificate, a certificate for another name, a handshake that
+/// never gets an answer, plain HTTP, TLS 1.1 only). Those attempts never reach the endpoint's HTTP layer, so for them the connections are counted.
 @Suite(.serialized) struct FaultMatrixEndToEndTests {
     struct FaultCase: Sendable, CustomStringConvertible {
         enum Outcome: Sendable {
@@ -20,12 +22,40 @@ import TokendTestSupport
             case accepted
         }
 
+        enum Fault: Sendable {
+            /// Every request after the first token is answered this way.
+            case answer(LocalTokenServer.Behavior)
+            /// The endpoint stops listening (connection refused).
+            case refused
+            /// The endpoint speaks HTTPS; the connections it accepts after the first token go wrong this way.
+            case tls(TLSFault)
+        }
+
+        enum TLSFault: Sendable {
+            /// A certificate for the right host from a CA the instance does not trust.
+            case untrustedCertificate
+            /// A certificate from the trusted CA for another host name.
+            case wrongHost
+            /// The connection is accepted and the ClientHello never answered.
+            case handshakeStall
+            /// Plain HTTP on the port the https:// URL names.
+            case plainHTTP
+            /// The server offers TLS 1.1 at most (tokend asks for 1.2 at least).
+            case onlyTLS11
+        }
+
         var name: String
-        /// How the endpoint answers after the first token; nil: it stops listening (connection refused).
-        var fault: LocalTokenServer.Behavior?
+        var fault: Fault
         var outcome: Outcome
+        /// Text the instance's last error message must contain while the fault lasts.
+        var says: String?
 
         var description: String { name }
+
+        var isTLS: Bool {
+            if case .tls = fault { return true }
+            return false
+        }
 
         var isAccepted: Bool {
             if case .accepted = outcome { return true }
@@ -35,17 +65,29 @@ import TokendTestSupport
 
     static let lifetime = 6
     /// Backoff floors with the settings below: retry_initial; timeout + retry_initial (less the connection set-up,
-    /// which the endpoint does not see); permanent_retry.
+    /// which the endpoint does not see); connect_timeout + retry_initial (counted between accepted connections, less
+    /// what the set-up of each took); permanent_retry.
     static let transient = 0.45
     static let afterTimeout = 1.2
+    static let afterConnectTimeout = 1.1
     static let permanent = 2.95
 
+    /// `fault` nil: the endpoint stops listening.
     static func rejected(_ name: String, _ fault: LocalTokenServer.Behavior?, _ code: String, permanent: Bool = false, minGap: Double? = nil) -> FaultCase {
         FaultCase(
             name: name,
-            fault: fault,
+            fault: fault.map { .answer($0) } ?? .refused,
             outcome: .rejected(code: code, kind: permanent ? "permanent" : "transient", minGap: minGap ?? (permanent ? Self.permanent : Self.transient))
         )
+    }
+
+    /// A TLS fault: always transient (the certificate or the server may be fixed at any moment).
+    static func rejected(_ name: String, tls fault: FaultCase.TLSFault, _ code: String, says: String, minGap: Double = transient) -> FaultCase {
+        FaultCase(name: name, fault: .tls(fault), outcome: .rejected(code: code, kind: "transient", minGap: minGap), says: says)
+    }
+
+    static func accepted(_ name: String, _ fault: LocalTokenServer.Behavior) -> FaultCase {
+        FaultCase(name: name, fault: .answer(fault), outcome: .accepted)
     }
 
     static func oauthError(_ code: String, status: Int = 400) -> LocalTokenServer.Behavior {
@@ -75,10 +117,10 @@ import TokendTestSupport
         rejected("expires-in-negative", .issueToken(expiresIn: "-30"), "invalid_response"),
         rejected("expires-in-string", .issueToken(expiresIn: #""soon""#), "invalid_response"),
         rejected("jwt-already-expired", .issueToken(expiresIn: "60", jwtExpiresIn: -10), "invalid_response"),
-        FaultCase(name: "expires-in-huge", fault: .issueToken(expiresIn: "1e300"), outcome: .accepted),
-        FaultCase(name: "expires-in-numeric-string", fault: .issueToken(expiresIn: #""6""#), outcome: .accepted),
-        FaultCase(name: "jwt-exp-before-expires-in", fault: .issueToken(expiresIn: "60", jwtExpiresIn: 3), outcome: .accepted),
-        FaultCase(name: "jwt-exp-after-expires-in", fault: .issueToken(expiresIn: "6", jwtExpiresIn: 3600), outcome: .accepted),
+        accepted("expires-in-huge", .issueToken(expiresIn: "1e300")),
+        accepted("expires-in-numeric-string", .issueToken(expiresIn: #""6""#)),
+        accepted("jwt-exp-before-expires-in", .issueToken(expiresIn: "60", jwtExpiresIn: 3)),
+        accepted("jwt-exp-after-expires-in", .issueToken(expiresIn: "6", jwtExpiresIn: 3600)),
         rejected("invalid-request", oauthError("invalid_request"), "invalid_request", permanent: true),
         rejected("invalid-client", oauthError("invalid_client", status: 401), "invalid_client", permanent: true),
         rejected("invalid-grant", oauthError("invalid_grant"), "invalid_grant", permanent: true),
@@ -89,6 +131,11 @@ import TokendTestSupport
         rejected("http-403-html", .respond(status: 403, headers: [], body: "<html>Forbidden</html>"), "http_403", permanent: true),
         rejected("server-error-code", oauthError("server_error", status: 500), "server_error"),
         rejected("temporarily-unavailable", oauthError("temporarily_unavailable", status: 503), "temporarily_unavailable"),
+        rejected("tls-untrusted-certificate", tls: .untrustedCertificate, "tls", says: "its certificate is not trusted (CERTIFICATE_VERIFY_FAILED; checked against ca_file /tmp/tokend-pki-"),
+        rejected("tls-wrong-host", tls: .wrongHost, "tls", says: "its certificate is not for 127.0.0.1 (failedToValidateHostname)"),
+        rejected("tls-handshake-stall", tls: .handshakeStall, "timeout", says: "within connect_timeout (TCP connect or TLS handshake unanswered)", minGap: afterConnectTimeout),
+        rejected("tls-plain-http", tls: .plainHTTP, "tls", says: "the answer is not TLS (WRONG_VERSION_NUMBER"),
+        rejected("tls-1.1-only", tls: .onlyTLS11, "tls", says: "no TLS version in common"),
     ]
 
     static let settings = """
@@ -102,7 +149,7 @@ import TokendTestSupport
         retry_max = "2s"
         permanent_retry = "3s"
         [http]
-        connect_timeout = "1s"
+        connect_timeout = "750ms"
         timeout = "1s"
         """
 
@@ -143,32 +190,62 @@ import TokendTestSupport
         }
     }
 
+    /// HTTPS with the certificate the instances' `ca_file` trusts, TLS 1.2 or later, answering handshakes.
+    static func serveTrusted(_ server: LocalTokenServer, _ pki: TestPKI) throws {
+        try server.useTLS(certificatePath: pki.serverCertificate, keyPath: pki.serverKey)
+        server.stallHandshakes(false)
+    }
+
+    /// Makes the endpoint's new connections go wrong, and closes the kept-alive one so that the daemon's next request
+    /// must shake hands again.
+    static func inject(_ fault: FaultCase.TLSFault, into server: LocalTokenServer, _ pki: TestPKI) async throws {
+        switch fault {
+        case .untrustedCertificate: try server.useTLS(certificatePath: pki.otherServerCertificate, keyPath: pki.otherServerKey)
+        case .wrongHost: try server.useTLS(certificatePath: pki.wrongHostCertificate, keyPath: pki.wrongHostKey)
+        case .handshakeStall: server.stallHandshakes(true)
+        case .plainHTTP: server.usePlainHTTP()
+        case .onlyTLS11: try server.useTLS(certificatePath: pki.serverCertificate, keyPath: pki.serverKey, maximumVersion: .tlsv11)
+        }
+        await server.closeConnections()
+    }
+
     @Test func everyFaultKeepsTheDaemonUpServesOnlyLiveTokensAndRecovers() async throws {
         let harness = try await DaemonHarness(settings: Self.settings)
+        let pki = try TestPKI.make()
         var servers: [String: LocalTokenServer] = [:]
         defer {
             let all = Array(servers.values)
             Task {
                 for server in all { await server.stop() }
                 await harness.shutdown()
+                pki.remove()
             }
         }
         for fault in Self.cases {
             let server = LocalTokenServer(lifetime: Self.lifetime)
+            if fault.isTLS { try Self.serveTrusted(server, pki) }
             try await server.start(port: 0)
             server.script([.issue(lifetime: Self.lifetime)])
-            if let behavior = fault.fault { server.setBehavior(behavior) }
+            if case .answer(let behavior) = fault.fault { server.setBehavior(behavior) }
             servers[fault.name] = server
             harness.audit(endpoint: server)
-            try harness.writeInstance(fault.name, tokenURL: server.tokenURL)
+            try harness.writeInstance(fault.name, tokenURL: server.tokenURL, caFile: fault.isTLS ? pki.caCertificate : nil)
         }
         try harness.start()
         try await harness.waitUntilReady()
         var first: [String: (token: String, at: Date)] = [:]
+        /// When a TLS fault began: the connections accepted from then on are its attempts.
+        var tlsFaultSince: [String: Date] = [:]
         for fault in Self.cases {
             let server = try #require(servers[fault.name])
             first[fault.name] = (try #require(server.issuedTokens.first, "\(fault)"), try #require(server.requests.first?.receivedAt))
-            if fault.fault == nil { await server.stop() }
+            switch fault.fault {
+            case .answer: break
+            case .refused: await server.stop()
+            case .tls(let tlsFault):
+                tlsFaultSince[fault.name] = Date()
+                try await Self.inject(tlsFault, into: server, pki)
+            }
         }
         let startedAt = try #require(first.values.map(\.at).min())
 
@@ -185,12 +262,20 @@ import TokendTestSupport
 
         // Phase 2: every endpoint behaves again.
         let behavedAt = Date()
+        /// When the endpoint saw the fault's attempts: the requests after the first token, or, for a TLS fault (which
+        /// never reaches HTTP), the connections since it began; none for a refused connection.
         var faultRequests: [String: [Date]] = [:]
         for fault in Self.cases {
             let server = try #require(servers[fault.name])
-            faultRequests[fault.name] = server.requests.dropFirst().map(\.receivedAt)
+            switch fault.fault {
+            case .answer: faultRequests[fault.name] = server.requests.dropFirst().map(\.receivedAt)
+            case .refused: try await server.start()
+            case .tls:
+                let since = try #require(tlsFaultSince[fault.name])
+                faultRequests[fault.name] = server.connectionTimes.filter { $0 >= since }
+                try Self.serveTrusted(server, pki)
+            }
             server.setBehavior(.issue(lifetime: Self.lifetime))
-            if fault.fault == nil { try await server.start() }
         }
         /// A token served after the endpoint behaved: a new one, unless the fault was a token it accepted.
         func recovered(_ fault: FaultCase) -> Bool {
@@ -232,7 +317,14 @@ import TokendTestSupport
             )
             // … the status named the problem while it did, and after expiry …
             let mineSnapshots = snapshots.compactMap { $0.statuses[fault.name] }
-            #expect(mineSnapshots.contains { $0.state == "degraded" && $0.last_error?.code == code && $0.last_error?.kind == kind }, "\(fault): \(mineSnapshots.map { "\($0.state)/\($0.last_error?.code ?? "-")" })")
+            #expect(
+                mineSnapshots.contains { $0.state == "degraded" && $0.last_error?.code == code && $0.last_error?.kind == kind },
+                "\(fault): \(mineSnapshots.map { "\($0.state)/\($0.last_error?.code ?? "-")" })"
+            )
+            if let says = fault.says {
+                let messages = Set(mineSnapshots.compactMap { $0.last_error?.message })
+                #expect(!messages.isEmpty && messages.allSatisfy { $0.contains(says) }, "\(fault): \(messages)")
+            }
             #expect(mineSnapshots.contains { $0.state == "failing" && $0.last_error?.code == code }, "\(fault): never failing with \(code)")
             // … and readers got a 503 naming it once the token was gone.
             let refusals = during.filter { $0.status == 503 }
@@ -240,8 +332,8 @@ import TokendTestSupport
             #expect(refusals.allSatisfy { $0.sentAt > issuedAt.addingTimeInterval(5.3) }, "\(fault): refused while the token was valid")
             #expect(refusals.contains { (try? JSONDecoder().decode(API.ErrorBody.self, from: Data($0.body.utf8)))?.last_error == code })
             // The endpoint was not hammered: attempts are at least the backoff apart (refused connections are not
-            // seen by the endpoint).
-            guard fault.fault != nil, let times = faultRequests[fault.name] else { continue }
+            // seen by the endpoint; TLS attempts are its accepted connections).
+            guard let times = faultRequests[fault.name] else { continue }
             #expect(!times.isEmpty, "\(fault): the fault was never exercised")
             for (earlier, later) in zip(times, times.dropFirst()) {
                 #expect(later.timeIntervalSince(earlier) >= minGap, "\(fault): attempts \(later.timeIntervalSince(earlier)) s apart")

@@ -61,10 +61,10 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
                 return .failure(FetchFailure(kind: .permanent, code: "tls_config", message: "\(problem.key): \(problem.message)"))
             }
         }
-        // The host without its port ("[::1]:8443" → "[::1]") for NO_PROXY.
-        let hostName = host.hasPrefix("[") ? String(host.prefix { $0 != "]" }) + "]" : String(host.prefix { $0 != ":" })
+        let hostName = Self.name(of: host)
         // Only HTTPS goes through the proxy (as HTTPS_PROXY means); http:// is for loopback hosts and goes direct.
-        let viaProxy = request.url.lowercased().hasPrefix("https://") && proxy?.applies(to: hostName) == true
+        let https = request.url.lowercased().hasPrefix("https://")
+        let viaProxy = https && proxy?.applies(to: hostName) == true
         let client = viaProxy ? proxied ?? direct : direct
         do {
             let deadline = NIODeadline.now() + timeout
@@ -89,7 +89,7 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
                 )
             )
         } catch {
-            return .failure(Self.classify(error, host: host))
+            return .failure(Self.classify(error, host: host, https: https, caFile: request.tls.caFile))
         }
     }
 
@@ -123,11 +123,23 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
         return made
     }
 
-    /// Maps a transport error to a transient failure with a stable code; never includes the request.
-    static func classify(_ error: any Error, host: String) -> FetchFailure {
+    /// The host without its port ("[::1]:8443" → "[::1]"), for NO_PROXY and messages.
+    static func name(of host: String) -> String {
+        host.hasPrefix("[") ? String(host.prefix { $0 != "]" }) + "]" : String(host.prefix { $0 != ":" })
+    }
+
+    /// Maps a transport error to a transient failure with a stable code; never includes the request. `https` and
+    /// `caFile` (the instance's `ca_file`) make the messages say what to look at.
+    static func classify(_ error: any Error, host: String, https: Bool = false, caFile: String? = nil) -> FetchFailure {
         if let error = error as? HTTPClientError {
             switch error {
-            case .deadlineExceeded, .readTimeout, .connectTimeout, .writeTimeout:
+            case .connectTimeout, .tlsHandshakeTimeout:
+                // A connection set-up that stalls is reported as either: the request's and the connection's
+                // connect_timeout timers race, and a later request that times out waiting for a connection inherits
+                // the last failed connection's error. Both mean the same and must read the same.
+                let stalled = https ? "TCP connect or TLS handshake unanswered" : "TCP connect unanswered"
+                return .timeout("no connection to \(host) within connect_timeout (\(stalled))")
+            case .deadlineExceeded, .readTimeout, .writeTimeout:
                 return .timeout("no answer from \(host) in time")
             default:
                 return .network("request to \(host) failed: \(error.shortDescription)")
@@ -141,14 +153,28 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
             )
         }
         let text = String(String(describing: error).prefix(300))
+        if let error = error as? NIOSSLExtraError, error == .failedToValidateHostname {
+            // NIOSSL's own text says "Couldn't find <none>" for an IP address.
+            return FetchFailure(
+                kind: .transient,
+                code: "tls",
+                message: "TLS handshake with \(host) failed: its certificate is not for \(name(of: host)) (failedToValidateHostname)"
+            )
+        }
         if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
             // BoringSSL's reason code ("CERTIFICATE_VERIFY_FAILED") says it all; the rest is a source path.
             let reason = text.range(of: #"OPENSSL_internal:[A-Z0-9_]+"#, options: .regularExpression)
                 .map { String(text[$0].dropFirst("OPENSSL_internal:".count)) }
             let message =
                 switch reason {
+                case "CERTIFICATE_VERIFY_FAILED"? where caFile != nil:
+                    "its certificate is not trusted (CERTIFICATE_VERIFY_FAILED; checked against ca_file \(caFile ?? "") and the system CAs)"
                 case "CERTIFICATE_VERIFY_FAILED"?:
                     "its certificate is not trusted (CERTIFICATE_VERIFY_FAILED; for a private CA set ca_file)"
+                case "WRONG_VERSION_NUMBER"?:
+                    "the answer is not TLS (WRONG_VERSION_NUMBER; a plain-HTTP server behind an https:// URL?)"
+                case "TLSV1_ALERT_PROTOCOL_VERSION"?, "UNSUPPORTED_PROTOCOL"?:
+                    "no TLS version in common (\(reason ?? ""); tokend requires TLS 1.2 or later)"
                 case let code?: code
                 case nil: text
                 }
