@@ -1,6 +1,8 @@
 #ifndef TOKEND_CSYSTEMD_SHIM_H
 #define TOKEND_CSYSTEMD_SHIM_H
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 /* Linux's `struct ucred` (SO_PEERCRED), which glibc declares only under _GNU_SOURCE. */
@@ -13,4 +15,15 @@ struct tokend_ucred {
 /* syncfs(2), which glibc also declares only under _GNU_SOURCE: the token cache flushes a batch of files with one. */
 int syncfs(int fd);
 static inline int tokend_syncfs(int fd) { return syncfs(fd); }
+
+/* How many CPUs this process may run on (sched_getaffinity(2), through syscall(2): glibc's wrapper and CPU_COUNT are
+   _GNU_SOURCE too); 0 when unknown. */
+static inline int tokend_allowed_cpus(void) {
+    unsigned long mask[64] = {0};
+    long size = syscall(SYS_sched_getaffinity, 0, sizeof mask, mask);
+    if (size <= 0) return 0;
+    int count = 0;
+    for (long i = 0; i < size / (long)sizeof(unsigned long); i++) count += __builtin_popcountl(mask[i]);
+    return count;
+}
 #endif
