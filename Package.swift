@@ -55,6 +55,7 @@ let package = Package(
         .target(
             name: "TokendDaemon",
             dependencies: [
+                "CSystemd",
                 "TokendCore",
                 "TokendIO",
                 .product(name: "HeapModule", package: "swift-collections"),

@@ -1,5 +1,6 @@
 #ifndef TOKEND_CSYSTEMD_SHIM_H
 #define TOKEND_CSYSTEMD_SHIM_H
+#include <malloc.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -15,6 +16,9 @@ struct tokend_ucred {
 /* syncfs(2), which glibc also declares only under _GNU_SOURCE: the token cache flushes a batch of files with one. */
 int syncfs(int fd);
 static inline int tokend_syncfs(int fd) { return syncfs(fd); }
+
+/* malloc_trim(3): after a config load the daemon hands the freed pages back. */
+static inline int tokend_malloc_trim(void) { return malloc_trim(0); }
 
 /* How many CPUs this process may run on (sched_getaffinity(2), through syscall(2): glibc's wrapper and CPU_COUNT are
    _GNU_SOURCE too); 0 when unknown. */

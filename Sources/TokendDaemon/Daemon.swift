@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CSystemd
 import DequeModule
 import Dispatch
 import Foundation
@@ -129,7 +130,8 @@ public final class Daemon: @unchecked Sendable {
         settings: DaemonSettings,
         logger: Logger,
         notifier: any ServiceNotifier,
-        clock: any WallClock
+        clock: any WallClock,
+        configDirectory: ConfigDirectory
     ) {
         self.options = options
         self.settings = settings
@@ -151,14 +153,26 @@ public final class Daemon: @unchecked Sendable {
             proxy: proxy
         )
         self.cache = FileTokenCache(directory: options.paths.stateDirectory)
-        self.configDirectory = ConfigDirectory(
-            path: options.paths.configDirectory,
-            credentialsDirectory: options.paths.credentialsDirectory
-        )
+        // The one that loaded the start-up config: its memo makes the first reload as cheap as the next.
+        self.configDirectory = configDirectory
     }
 
     /// Starts the daemon and never returns: on SIGTERM/SIGINT it exits 0, on a start error non-zero.
     public static func run(options: Options, notifier: any ServiceNotifier = SystemdNotifier()) -> Never {
+        // The start-up config (a Loaded with every instance) is released when `started` returns; the daemon lives
+        // for as long as the process.
+        let daemon = started(options: options, notifier: notifier)
+        daemon.returnFreedMemory()
+        withExtendedLifetime(daemon) { dispatchMain() }
+    }
+
+    /// Gives the pages that loading a config freed (TOML trees, file texts, the workers' arenas) back to the
+    /// system; malloc would otherwise keep them as part of the daemon's RSS. Off the scheduler queue.
+    private func returnFreedMemory() {
+        configQueue.async { _ = tokend_malloc_trim() }
+    }
+
+    private static func started(options: Options, notifier: any ServiceNotifier) -> Daemon {
         let journal = TokendLogHandler.stderrIsJournal(ProcessInfo.processInfo.environment["JOURNAL_STREAM"])
         var bootstrapLogger = Logger(label: "tokend") { label in
             TokendLogHandler(label: label, level: .info, journal: journal)
@@ -191,7 +205,8 @@ public final class Daemon: @unchecked Sendable {
             settings: settings,
             logger: logger,
             notifier: notifier,
-            clock: SystemClock()
+            clock: SystemClock(),
+            configDirectory: directory
         )
         do {
             try daemon.start(with: loaded)
@@ -200,7 +215,7 @@ public final class Daemon: @unchecked Sendable {
         } catch {
             fail(StartError(message: "\(error)", errno: EIO), logger: logger, notifier: notifier)
         }
-        dispatchMain()
+        return daemon
     }
 
     private static func fail(_ error: StartError, logger: Logger, notifier: any ServiceNotifier) -> Never {
@@ -714,6 +729,7 @@ public final class Daemon: @unchecked Sendable {
             rejectedReload = nil
             apply(loaded, cached: cached)
             logger.info("reloaded", metadata: ["instances": "\(instances.count)", "errors": "\(loaded.errors.count)"])
+            returnFreedMemory()
         }
         lastStatus = statusLine()
         notifier.notify("READY=1\nSTATUS=\(lastStatus)")

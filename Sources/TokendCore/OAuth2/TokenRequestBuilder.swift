@@ -58,9 +58,8 @@ public enum TokenRequestBuilder {
             }
             return .failure(diagnostic)
         }
-        let redacted = try? render(definition, text: redactedText(definition, variables, marker: { _ in "<redacted>" })).get()
         var withRedactedURL = request
-        withRedactedURL.redactedURL = redacted?.url ?? "<redacted>"
+        withRedactedURL.redactedURL = fullURL(definition, text: redactedText(definition, variables, marker: { _ in "<redacted>" }))
         withRedactedURL.tls = tls
         switch assertion(definition, variables: { variables[$0]?.revealed }, tokenURL: request.url) {
         case .success(let built): withRedactedURL.assertion = built
@@ -182,7 +181,7 @@ public enum TokenRequestBuilder {
             if inline { return written }
             return Template.placeholders(in: template).lazy.compactMap { definition.variableLines[$0] }.first
         }
-        var url = renderURL(connector.tokenURL, text: text)
+        let url = renderURL(connector.tokenURL, text: text)
         if let problem = urlProblem(url, allowInsecureHTTP: connector.allowInsecureHTTP) {
             return .failure(
                 ConfigDiagnostic(
@@ -192,13 +191,6 @@ public enum TokenRequestBuilder {
                     message: problem
                 )
             )
-        }
-        let query = connector.query.compactMap { field -> (name: String, value: String)? in
-            let value = Template.render(field.template, value: text)
-            return value.isEmpty ? nil : (field.name, value)
-        }
-        if !query.isEmpty {
-            url += (url.contains("?") ? "&" : "?") + FormURLEncoding.encode(fields: query)
         }
 
         var headers: [TokenRequest.Header] = []
@@ -255,9 +247,23 @@ public enum TokenRequestBuilder {
         case .form: body = Array(FormURLEncoding.encode(fields: fields).utf8)
         case .json: body = jsonObject(fields)
         }
-        var request = TokenRequest(url: url, headers: headers, body: body)
+        var request = TokenRequest(url: withQuery(url, definition, text: text), headers: headers, body: body)
         request.contentType = connector.contentType
         return .success(request)
+    }
+
+    /// The token URL with its `[query]`, rendered.
+    static func fullURL(_ definition: InstanceDefinition, text: (String) -> String?) -> String {
+        withQuery(renderURL(definition.connector.tokenURL, text: text), definition, text: text)
+    }
+
+    private static func withQuery(_ url: String, _ definition: InstanceDefinition, text: (String) -> String?) -> String {
+        let query = definition.connector.query.compactMap { field -> (name: String, value: String)? in
+            let value = Template.render(field.template, value: text)
+            return value.isEmpty ? nil : (field.name, value)
+        }
+        guard !query.isEmpty else { return url }
+        return url + (url.contains("?") ? "&" : "?") + FormURLEncoding.encode(fields: query)
     }
 
     /// Renders a URL template, escaping each value for where it lands: raw in the scheme and authority (a base

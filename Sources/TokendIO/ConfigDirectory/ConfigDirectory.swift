@@ -96,10 +96,12 @@ public struct ConfigDirectory: Sendable {
 
     /// Every `*.toml` of a subdirectory (sorted, hidden files skipped), read.
     static func tomlFiles(in directory: String) -> [(name: String, file: Result<ConfigLoader.File, ConfigDiagnostic>)] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.sorted().filter { $0.hasSuffix(".toml") && !$0.hasPrefix(".") }.map { fileName in
-            let filePath = join(directory, fileName)
-            return (String(fileName.dropLast(5)), readText(filePath).map { ConfigLoader.File(path: filePath, text: $0) })
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted()
+            .filter { $0.hasSuffix(".toml") && !$0.hasPrefix(".") }
+        // Read on every core: 10,000 files one after another were a sixth of a start from a warm cache.
+        return Parallel.map(names.count) { index in
+            let filePath = join(directory, names[index])
+            return (String(names[index].dropLast(5)), readText(filePath).map { ConfigLoader.File(path: filePath, text: $0) })
         }
     }
 
