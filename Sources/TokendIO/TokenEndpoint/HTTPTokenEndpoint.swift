@@ -80,7 +80,7 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
                     )
                 )
             }
-            let body = try await Self.collect(response.body, by: deadline)
+            let body = try await Self.collect(response.body, by: deadline, on: client.eventLoopGroup.next())
             return .success(
                 TokenEndpointResponse(
                     status: Int(response.status.code),
@@ -96,16 +96,31 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
     /// The whole body by `deadline`. AsyncHTTPClient's deadline covers only the response head: a server that sent
     /// the head and then stalls or drips the body (a `Content-Length` it never fulfils) would otherwise hold the
     /// fetch, and with it the instance's single flight, forever. Cancelling the collection closes the connection.
-    static func collect(_ body: HTTPClientResponse.Body, by deadline: NIODeadline) async throws -> ByteBuffer {
-        try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
-            group.addTask { try await body.collect(upTo: maxResponseBytes) }
-            group.addTask {
-                try await Task.sleep(nanoseconds: UInt64(max(0, (deadline - .now()).nanoseconds)))
-                return nil
+    ///
+    /// The deadline is a NIO scheduled task, cancelled (and gone from the loop's timer heap) when the body is in.
+    /// A `Task.sleep` raced against the collection was not: a cancelled sleep keeps its Dispatch timer armed until
+    /// the deadline, so a first round of 10,000 fetches left 10,000 timers to fire over the next `timeout` seconds.
+    static func collect(
+        _ body: HTTPClientResponse.Body,
+        by deadline: NIODeadline,
+        on eventLoop: any EventLoop
+    ) async throws -> ByteBuffer {
+        let collection = Task { try await body.collect(upTo: maxResponseBytes) }
+        let expired = NIOLockedValueBox(false)
+        let timer = eventLoop.scheduleTask(deadline: deadline) {
+            expired.withLockedValue { $0 = true }
+            collection.cancel()
+        }
+        defer { timer.cancel() }
+        do {
+            return try await withTaskCancellationHandler {
+                try await collection.value
+            } onCancel: {
+                collection.cancel()
             }
-            defer { group.cancelAll() }
-            guard case let buffer?? = try await group.next() else { throw HTTPClientError.deadlineExceeded }
-            return buffer
+        } catch {
+            if expired.withLockedValue({ $0 }) { throw HTTPClientError.deadlineExceeded }
+            throw error
         }
     }
 
