@@ -161,11 +161,11 @@ public enum ConfigLoader {
 
         // 3. Render every request and its fingerprint: pure again, on every core, skipped when nothing changed.
         let previousRenders = memo.rendered
-        let renders = Parallel.map(inputs.count) { index -> Result<ResolvedInstance, ConfigDiagnostic>? in
+        let renders = Parallel.map(inputs.count) { index -> RenderedRequest? in
             guard let input = inputs[index], let definition = input.definition else { return nil }
             let key = RenderKey(definition: definition, values: input.values, tls: input.tls)
-            if let known = previousRenders[definition.name], known.key == key { return known.result }
-            return TokenRequestBuilder.resolve(definition, values: input.values, tls: input.tls)
+            if let known = previousRenders[definition.name], known.key == key { return known }
+            return RenderedRequest(key: key, result: TokenRequestBuilder.resolve(definition, values: input.values, tls: input.tls))
         }
         var rendered: [String: RenderedRequest] = [:]
 
@@ -186,12 +186,9 @@ public enum ConfigLoader {
             }
             var resolution = input.diagnostics
             var resolved: ResolvedInstance?
-            if let render = renders[index], let renderedDefinition = input.definition {
-                rendered[name] = RenderedRequest(
-                    key: RenderKey(definition: renderedDefinition, values: input.values, tls: input.tls),
-                    result: render
-                )
-                switch render {
+            if let render = renders[index] {
+                rendered[name] = render
+                switch render.result {
                 case .success(let made): resolved = made
                 case .failure(let problem): resolution.append(problem)
                 }

@@ -52,15 +52,7 @@ public struct FileTokenCache: TokenCache {
             return moveAside(file, reason: "is not a regular file")
         }
         guard info.st_size <= Self.maxFileBytes else { return moveAside(file, reason: "is too large") }
-        var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
-        var offset = 0
-        while offset < bytes.count {
-            let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { break }
-            offset += count
-        }
-        bytes.removeLast(bytes.count - offset)
+        let bytes = readAll(fd, limit: Int(info.st_size), sizeHint: Int(info.st_size)) ?? []
         guard let record = CacheRecord.decode(bytes, instance: instance) else {
             return moveAside(file, reason: bytes.isEmpty ? "is empty" : "is not a tokend cache record for this instance")
         }

@@ -149,27 +149,14 @@ public struct ConfigDirectory: Sendable {
             return .failure(ConfigDiagnostic(file: file, line: nil, message: "file \(file) is not a regular file"))
         }
         defer { close(fd) }
-        // Read up to one byte past the limit (the size may change while it is read): no Foundation on this path,
-        // which runs once per instance file on every load.
-        var bytes = [UInt8](repeating: 0, count: min(Int(info.st_size), maxFileBytes) + 1)
-        var count = 0
-        while true {
-            if count == bytes.count {
-                guard count <= maxFileBytes else { break }
-                bytes += [UInt8](repeating: 0, count: min(bytes.count, maxFileBytes + 1 - count))
-            }
-            let got = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + count, $0.count - count) }
-            if got < 0, errno == EINTR { continue }
-            guard got > 0 else {
-                if got < 0 { return .failure(ConfigDiagnostic(file: file, line: nil, message: "file \(file) cannot be read")) }
-                break
-            }
-            count += got
+        // One byte past the limit tells a file that is too large (its size may change while it is read).
+        guard let bytes = readAll(fd, limit: maxFileBytes + 1, sizeHint: Int(info.st_size) + 1) else {
+            return .failure(ConfigDiagnostic(file: file, line: nil, message: "file \(file) cannot be read"))
         }
-        guard count <= maxFileBytes else {
+        guard bytes.count <= maxFileBytes else {
             return .failure(ConfigDiagnostic(file: file, line: nil, message: "file \(file) is larger than 1 MiB"))
         }
-        guard let text = String(validating: bytes[..<count], as: UTF8.self) else {
+        guard let text = String(validating: bytes, as: UTF8.self) else {
             return .failure(ConfigDiagnostic(file: file, line: nil, message: "file \(file) is not UTF-8 text"))
         }
         return .success(text)

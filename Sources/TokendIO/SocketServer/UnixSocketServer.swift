@@ -273,15 +273,8 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
         let fd = open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return [] }
         defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 8192)
-        var count = 0
-        while count < bytes.count {
-            let got = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
-            if got < 0, errno == EINTR { continue }
-            guard got > 0 else { break }
-            count += got
-        }
-        return groups(inProcStatus: bytes[..<count])
+        let bytes = readAll(fd, limit: 64 * 1024) ?? []
+        return groups(inProcStatus: bytes[...])
     }
 
     static func groups(inProcStatus status: ArraySlice<UInt8>) -> Set<UInt32> {
