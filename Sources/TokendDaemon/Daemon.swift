@@ -123,7 +123,9 @@ public final class Daemon: @unchecked Sendable {
     private var isStopping = false
     private var lastStatus = ""
     private var server: UnixSocketServer?
-    private var random = SystemRandomNumberGenerator()
+    private var random = SplitMix64()
+    /// How long each start-up step took (milliseconds, in order), logged with READY=1.
+    private var startupSteps: [(step: String, milliseconds: Int)] = []
 
     private init(
         options: Options,
@@ -182,11 +184,18 @@ public final class Daemon: @unchecked Sendable {
             credentialsDirectory: options.paths.credentialsDirectory
         )
         let loaded: ConfigLoader.Loaded
+        var stepStart = DispatchTime.now()
+        func step(_ name: String) -> (step: String, milliseconds: Int) {
+            let end = DispatchTime.now()
+            defer { stepStart = end }
+            return (name, Int((end.uptimeNanoseconds - stepStart.uptimeNanoseconds) / 1_000_000))
+        }
         do {
             loaded = try directory.load()
         } catch {
             fail(StartError(message: error.description, errno: error.errno), logger: bootstrapLogger, notifier: notifier)
         }
+        let configStep = step("config")
         guard let settings = loaded.settings else {
             for diagnostic in loaded.errors {
                 bootstrapLogger.error("config error", metadata: ["error": "\(diagnostic)"])
@@ -208,8 +217,9 @@ public final class Daemon: @unchecked Sendable {
             clock: SystemClock(),
             configDirectory: directory
         )
+        daemon.startupSteps = [configStep, step("init")]
         do {
-            try daemon.start(with: loaded)
+            try daemon.start(with: loaded, step: step)
         } catch let error as StartError {
             fail(error, logger: logger, notifier: notifier)
         } catch {
@@ -226,7 +236,10 @@ public final class Daemon: @unchecked Sendable {
 
     // MARK: - Start-up
 
-    private func start(with loaded: ConfigLoader.Loaded) throws {
+    private func start(
+        with loaded: ConfigLoader.Loaded,
+        step: (String) -> (step: String, milliseconds: Int)
+    ) throws {
         do {
             try cache.prepare()
         } catch {
@@ -237,6 +250,7 @@ public final class Daemon: @unchecked Sendable {
         let cache = self.cache
         let outcomes = Parallel.map(names.count) { cache.load(instance: names[$0]) }
         let cached = Dictionary(uniqueKeysWithValues: zip(names, outcomes))
+        startupSteps.append(step("cache"))
 
         published.admin = adminPolicy(settings)
         let server: UnixSocketServer
@@ -271,6 +285,7 @@ public final class Daemon: @unchecked Sendable {
             throw StartError(message: "socket \(options.paths.socketPath): \(error)", errno: EADDRNOTAVAIL)
         }
         logger.info("listening", metadata: ["socket": "\(options.paths.socketPath)"])
+        startupSteps.append(step("socket"))
 
         queue.sync {
             self.server = server
@@ -282,6 +297,7 @@ public final class Daemon: @unchecked Sendable {
             self.timer = timer
             self.installClockWatch()
             self.apply(loaded, cached: cached)
+            self.startupSteps.append(step("apply"))
             self.published.isLoaded = true
             self.queue.asyncAfter(deadline: .now() + self.settings.startupTimeout) { [unowned self] in
                 self.becomeReady(force: true)
@@ -561,6 +577,20 @@ public final class Daemon: @unchecked Sendable {
         return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
     }
 
+    /// READY=1 with the status line, after start-up (logged with how long each step took) and after a reload.
+    private func notifyReady() {
+        lastStatus = statusLine()
+        notifier.notify("READY=1\nSTATUS=\(lastStatus)")
+        logger.info(
+            "ready",
+            metadata: Logger.Metadata(
+                uniqueKeysWithValues: [("status", .string(lastStatus))]
+                    + startupSteps.map { ("\($0.step)_ms", .string("\($0.milliseconds)")) }
+            )
+        )
+        startupSteps = []
+    }
+
     private func becomeReady(force: Bool) {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !isReady, !isStopping else { return }
@@ -570,8 +600,7 @@ public final class Daemon: @unchecked Sendable {
         published.isReady = true
         extendTimer?.cancel()
         extendTimer = nil
-        lastStatus = statusLine()
-        notifier.notify("READY=1\nSTATUS=\(lastStatus)")
+        notifyReady()
         // Start-up callers still waiting for a first token (READY=1 came by startup_timeout) get their 503 now.
         for name in Array(waiters.keys) where instances[name]?.machine.token == nil {
             let released = waiters[name]!.filter { $0.minValid == 0 }
@@ -598,6 +627,8 @@ public final class Daemon: @unchecked Sendable {
     private func apply(_ loaded: ConfigLoader.Loaded, cached: [String: CacheLoadOutcome]) {
         dispatchPrecondition(condition: .onQueue(queue))
         let now = clock.now()
+        let starting = !published.isLoaded
+        var startedFromCache = 0
         for diagnostic in loaded.diagnostics {
             if diagnostic.severity == .error {
                 logger.error("config error", metadata: ["error": "\(diagnostic)"])
@@ -661,10 +692,13 @@ public final class Daemon: @unchecked Sendable {
                 machine: InstanceStateMachine(policy: policy),
                 generation: nextGeneration
             )
-            logger.info(
+            // At start-up one line sums them up (10,000 lines cost a second and flood the journal).
+            logger.log(
+                level: starting ? .debug : .info,
                 replacing ? "instance changed" : "instance added",
                 metadata: ["instance": "\(name)", "cached_token": "\(record != nil)"]
             )
+            if record != nil { startedFromCache += 1 }
             let actions = instances[name]!.machine.started(cached: record?.token, now: now, using: &random)
             if instances[name]!.machine.hasSettled { unsettled.remove(name) } else { unsettled.insert(name) }
             perform(actions, for: name)
@@ -673,6 +707,9 @@ public final class Daemon: @unchecked Sendable {
                 push(ScheduleEntry(due: token.serveUntil, name: name, generation: generation, purpose: .expiry))
                 writeSink(name, token: token, to: resolved.sink)
             }
+        }
+        if starting {
+            logger.info("instances started", metadata: ["instances": "\(instances.count)", "cached_tokens": "\(startedFromCache)"])
         }
         updateStatus()
     }
@@ -731,8 +768,7 @@ public final class Daemon: @unchecked Sendable {
             logger.info("reloaded", metadata: ["instances": "\(instances.count)", "errors": "\(loaded.errors.count)"])
             returnFreedMemory()
         }
-        lastStatus = statusLine()
-        notifier.notify("READY=1\nSTATUS=\(lastStatus)")
+        notifyReady()
     }
 
     // MARK: - Cache writes

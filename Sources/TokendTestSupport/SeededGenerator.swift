@@ -1,16 +1,4 @@
-/// SplitMix64: a deterministic generator, so that jitter and "random" moments in tests can be replayed.
-public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    public var state: UInt64
+import TokendCore
 
-    public init(seed: UInt64) {
-        state = seed
-    }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// The deterministic generator tests use (jitter and "random" moments can be replayed): the daemon's own.
+public typealias SeededGenerator = SplitMix64

@@ -75,6 +75,8 @@ public enum ConfigParser {
 
     // MARK: - Instances
 
+    private static let usualSecretVariables: Set<String> = ["client_secret", "private_key", "client_key"]
+
     /// Parses `instances/<name>.toml`: with `connector = "…"` it fills in that connector's variables; without, the
     /// connector keys are written inline.
     ///
@@ -207,6 +209,8 @@ public enum ConfigParser {
         }
         var secretVariables = fromFiles.union(["client_secret", "private_key"])
         for (key, spec) in connector.variables where spec.secret { secretVariables.insert(key) }
+        // The usual set, shared rather than one copy per instance.
+        if secretVariables == usualSecretVariables { secretVariables = usualSecretVariables }
         for (key, source) in variables.sorted(by: { $0.key < $1.key }) where secretVariables.contains(key) {
             if case .literal(let text) = source, !text.isEmpty {
                 diagnostics.append(

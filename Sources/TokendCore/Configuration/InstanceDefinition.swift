@@ -118,8 +118,18 @@ public struct ConnectorDefinition: Sendable, Hashable {
         self.variables = variables
     }
 
-    /// The built-in variables for a client authentication style (the seed's defaults).
+    /// The built-in variables for a client authentication style (the seed's defaults). Every connector of one
+    /// style shares the same dictionary storage until it declares a variable of its own: an inline connector per
+    /// instance would otherwise cost ~1 KB each (11 MB for 10,000 instances).
     public static func builtinVariables(for auth: ClientAuthentication) -> [String: VariableSpec] {
+        sharedBuiltinVariables[auth]!
+    }
+
+    private static let sharedBuiltinVariables = Dictionary(
+        uniqueKeysWithValues: ClientAuthentication.allCases.map { ($0, makeBuiltinVariables(for: $0)) }
+    )
+
+    private static func makeBuiltinVariables(for auth: ClientAuthentication) -> [String: VariableSpec] {
         var variables = [
             "grant_type": VariableSpec(defaultValue: "client_credentials"),
             "scope": VariableSpec(defaultValue: ""),
@@ -190,16 +200,7 @@ public struct InstanceDefinition: Sendable, Hashable {
         public var caFile: FileReference?
     }
 
-    /// Mutated only while uniquely referenced (copy on write), so sharing it between threads is safe.
-    private final class Storage: @unchecked Sendable {
-        var fields: Fields
-
-        init(_ fields: Fields) {
-            self.fields = fields
-        }
-    }
-
-    private var storage: Storage
+    private var storage: SharedBox<Fields>
 
     public init(
         name: String,
@@ -211,7 +212,7 @@ public struct InstanceDefinition: Sendable, Hashable {
         variableLines: [String: Int],
         refresh: RefreshSettings.Overrides
     ) {
-        storage = Storage(
+        storage = SharedBox(
             Fields(
                 name: name,
                 file: file,
@@ -226,19 +227,8 @@ public struct InstanceDefinition: Sendable, Hashable {
     }
 
     public subscript<Value>(dynamicMember field: WritableKeyPath<Fields, Value>) -> Value {
-        get { storage.fields[keyPath: field] }
-        set {
-            if !isKnownUniquelyReferenced(&storage) { storage = Storage(storage.fields) }
-            storage.fields[keyPath: field] = newValue
-        }
-    }
-
-    public static func == (lhs: InstanceDefinition, rhs: InstanceDefinition) -> Bool {
-        lhs.storage === rhs.storage || lhs.storage.fields == rhs.storage.fields
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(storage.fields)
+        get { storage.value[keyPath: field] }
+        set { storage.value[keyPath: field] = newValue }
     }
 }
 

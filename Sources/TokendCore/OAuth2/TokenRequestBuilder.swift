@@ -2,30 +2,59 @@ import Crypto
 import Foundation
 
 /// An instance whose secrets have been read: its definition, its variable values and the request they render to.
+///
+/// Like ``InstanceDefinition`` the fields (about 500 bytes) live in one shared copy-on-write box: a resolved instance
+/// is kept by the render memo, the loaded config and the daemon's running state, and each copy costs a pointer.
+@dynamicMemberLookup
 public struct ResolvedInstance: Sendable, Hashable {
-    public var definition: InstanceDefinition
-    /// Every variable's value (defaults included), each wrapped so that printing it shows `<redacted>`.
-    public var variables: [String: Secret]
-    public var request: TokenRequest
-    /// SHA-256 (hex) over the rendered request and response shape, with every secret replaced by its own
-    /// SHA-256. A change of fingerprint invalidates the cached token.
-    public var fingerprint: String
-    /// Who may read the token; nil when the socket's permissions decide.
-    public var access: AccessPolicy?
-    /// Where the raw token is also written, if anywhere.
-    public var sink: SinkTarget?
+    public struct Fields: Sendable, Hashable {
+        public var definition: InstanceDefinition
+        /// Every variable's value (defaults included), each wrapped so that printing it shows `<redacted>`.
+        public var variables: [String: Secret]
+        public var request: TokenRequest
+        /// SHA-256 (hex) over the rendered request and response shape, with every secret replaced by its own
+        /// SHA-256. A change of fingerprint invalidates the cached token.
+        public var fingerprint: String
+        /// Who may read the token; nil when the socket's permissions decide.
+        public var access: AccessPolicy?
+        /// Where the raw token is also written, if anywhere.
+        public var sink: SinkTarget?
+    }
 
-    public var name: String { definition.name }
+    private var storage: SharedBox<Fields>
+
+    public init(
+        definition: InstanceDefinition,
+        variables: [String: Secret],
+        request: TokenRequest,
+        fingerprint: String,
+        access: AccessPolicy? = nil,
+        sink: SinkTarget? = nil
+    ) {
+        storage = SharedBox(
+            Fields(
+                definition: definition, variables: variables, request: request, fingerprint: fingerprint,
+                access: access, sink: sink
+            )
+        )
+    }
+
+    public subscript<Value>(dynamicMember field: WritableKeyPath<Fields, Value>) -> Value {
+        get { storage.value[keyPath: field] }
+        set { storage.value[keyPath: field] = newValue }
+    }
+
+    public var name: String { self.definition.name }
 
     /// The values of the secret variables, so that messages from outside can be scrubbed of them.
     public var secretValues: [String] {
-        definition.secretVariables.compactMap { variables[$0]?.revealed }.filter { !$0.isEmpty }
+        self.definition.secretVariables.compactMap { self.variables[$0]?.revealed }.filter { !$0.isEmpty }
     }
 
     /// The secret values and the credentials of the request's `Authorization` header (a Basic header carries the
     /// secret base64-encoded): everything a provider's echo of the request must be scrubbed of.
     public var sensitiveValues: [String] {
-        let credentials = request.headers.filter { $0.name.lowercased() == "authorization" }.flatMap { header in
+        let credentials = self.request.headers.filter { $0.name.lowercased() == "authorization" }.flatMap { header in
             [header.value, String(header.value.drop { $0 != " " }.dropFirst())]
         }
         return secretValues + credentials.filter { $0.utf8.count >= 8 }
@@ -66,7 +95,9 @@ public enum TokenRequestBuilder {
         case .failure(let diagnostic): return .failure(diagnostic)
         }
 
-        var hashed = (try? render(definition, text: redactedText(definition, variables) { "sha256-" + sha256Hex($0) }).get()) ?? request
+        // The URL was checked above; the hashed rendering differs only in secret values.
+        let hashText = redactedText(definition, variables) { "sha256-" + sha256Hex($0) }
+        var hashed = (try? render(definition, text: hashText, checkURL: false).get()) ?? request
         hashed.tls = tls
         hashed.assertion = withRedactedURL.assertion
         return .success(
@@ -171,7 +202,11 @@ public enum TokenRequestBuilder {
 
     // MARK: - Rendering
 
-    static func render(_ definition: InstanceDefinition, text: (String) -> String?) -> Result<TokenRequest, ConfigDiagnostic> {
+    static func render(
+        _ definition: InstanceDefinition,
+        text: (String) -> String?,
+        checkURL: Bool = true
+    ) -> Result<TokenRequest, ConfigDiagnostic> {
         let connector = definition.connector
         // Values come from the instance, so its file is where the fix goes: the line of the template for the
         // inline form, else the line of the first variable the instance gives to that template.
@@ -182,7 +217,7 @@ public enum TokenRequestBuilder {
             return Template.placeholders(in: template).lazy.compactMap { definition.variableLines[$0] }.first
         }
         let url = renderURL(connector.tokenURL, text: text)
-        if let problem = urlProblem(url, allowInsecureHTTP: connector.allowInsecureHTTP) {
+        if checkURL, let problem = urlProblem(url, allowInsecureHTTP: connector.allowInsecureHTTP) {
             return .failure(
                 ConfigDiagnostic(
                     file: file,

@@ -59,7 +59,7 @@ public struct TokendLogHandler: LogHandler {
     /// otherwise.
     public static func render(level: Logger.Level, message: String, metadata: Logger.Metadata, journal: Bool) -> String {
         var line = journal ? "<\(priority(level))>" : "\(timestamp()) \(level.rawValue.uppercased()) "
-        line += String(message.map { $0.isNewline ? " " : $0 })
+        line += oneLine(message)
         for key in metadata.keys.sorted() {
             line += " \(key)=\(quoted("\(metadata[key]!)"))"
         }
@@ -78,14 +78,39 @@ public struct TokendLogHandler: LogHandler {
     }
 
     static func quoted(_ value: String) -> String {
-        let clean = value.map { $0.isNewline ? " " : $0 }
-        let text = String(clean)
-        return text.contains(" ") || text.isEmpty ? "\"\(text.replacingOccurrences(of: "\"", with: "\\\""))\"" : text
+        let text = oneLine(value)
+        return text.utf8.contains(UInt8(ascii: " ")) || text.isEmpty
+            ? "\"\(text.replacingOccurrences(of: "\"", with: "\\\""))\"" : text
     }
 
+    /// `text` with every newline (as `Character.isNewline` has them) made a space. Most values have none, and
+    /// the check is a scan of the bytes: a newline is \n, \v, \f, \r, U+0085, U+2028 or U+2029, whose UTF-8
+    /// starts with a byte from 0x0A–0x0D, 0xC2 or 0xE2.
+    static func oneLine(_ text: String) -> String {
+        guard text.utf8.contains(where: { (0x0A...0x0D).contains($0) || $0 == 0xC2 || $0 == 0xE2 }) else { return text }
+        return String(text.map { $0.isNewline ? " " : $0 })
+    }
+
+    /// Now as `2026-11-29T12:46:00.982Z`.
     static func timestamp() -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: Date())
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return timestamp(seconds: Int(now.tv_sec), nanoseconds: Int(now.tv_nsec))
+    }
+
+    /// An instant in Unix time as ISO 8601 in UTC with milliseconds (truncated), as `ISO8601DateFormatter` writes it
+    /// with `.withInternetDateTime` and `.withFractionalSeconds`; built by hand because that formatter costs ~100 µs a
+    /// line and pulls ICU's data into memory.
+    static func timestamp(seconds: Int, nanoseconds: Int) -> String {
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        func digits(_ value: Int32, _ count: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, count - text.count)) + text
+        }
+        return digits(parts.tm_year + 1900, 4) + "-" + digits(parts.tm_mon + 1, 2) + "-" + digits(parts.tm_mday, 2)
+            + "T" + digits(parts.tm_hour, 2) + ":" + digits(parts.tm_min, 2) + ":" + digits(parts.tm_sec, 2) + "."
+            + digits(Int32(nanoseconds / 1_000_000), 3) + "Z"
     }
 }
