@@ -65,7 +65,7 @@ check-examples: build
 	CREDENTIALS_DIRECTORY=$(CURDIR)/examples/credentials .build/debug/tokend check --config-dir examples
 
 release: deps
-	$(SWIFT) build -c release --scratch-path .build-release --static-swift-stdlib --product tokend
+	scripts/release-build tokend
 
 install: release install-files
 

@@ -601,6 +601,8 @@ public final class Daemon: @unchecked Sendable {
         extendTimer?.cancel()
         extendTimer = nil
         notifyReady()
+        // The first round's responses, request buffers and cache batches are freed by now.
+        returnFreedMemory()
         // Start-up callers still waiting for a first token (READY=1 came by startup_timeout) get their 503 now.
         for name in Array(waiters.keys) where instances[name]?.machine.token == nil {
             let released = waiters[name]!.filter { $0.minValid == 0 }

@@ -44,6 +44,9 @@ public struct ConfigDocument: Sendable {
         do {
             let table = try TOMLTable(string: text)
             let root = convert(table)
+            // TOMLKit 0.6 never deletes a parsed tree (TOMLTable has no deinit). Clearing the root makes toml++ free
+            // every node under it, which is nearly all of the tree: 10,000 instance files leaked 10 MB without it.
+            table.clear()
             return .success(ConfigDocument(file: file, root: root, locator: TOMLKeyLocator(text: text)))
         } catch let error as TOMLParseError {
             return .failure(

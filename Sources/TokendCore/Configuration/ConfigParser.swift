@@ -67,7 +67,7 @@ public enum ConfigParser {
         }
         diagnostics += reader.finish()
         if let parsed = connector {
-            diagnostics += undeclaredPlaceholders(parsed, known: Set(parsed.variables.keys), file: file)
+            diagnostics += undeclaredPlaceholders(parsed, file: file)
         }
         let hasErrors = diagnostics.contains { $0.severity == .error }
         return (hasErrors ? nil : connector, diagnostics)
@@ -205,7 +205,7 @@ public enum ConfigParser {
             for key in variables.keys where connector.variables[key] == nil {
                 connector.variables[key] = VariableSpec()
             }
-            diagnostics += undeclaredPlaceholders(connector, known: Set(connector.variables.keys), file: file)
+            diagnostics += undeclaredPlaceholders(connector, file: file)
         }
         var secretVariables = fromFiles.union(["client_secret", "private_key"])
         for (key, spec) in connector.variables where spec.secret { secretVariables.insert(key) }
@@ -438,12 +438,11 @@ public enum ConfigParser {
         return fields.sorted { ($0.line ?? 0, $0.name) < ($1.line ?? 0, $1.name) }
     }
 
-    private static func undeclaredPlaceholders(
-        _ connector: ConnectorDefinition,
-        known: Set<String>,
-        file: String
-    ) -> [ConfigDiagnostic] {
-        connector.placeholders.filter { !known.contains($0.name) }.map { placeholder in
+    private static func undeclaredPlaceholders(_ connector: ConnectorDefinition, file: String) -> [ConfigDiagnostic] {
+        let undeclared = connector.placeholders.filter { connector.variables[$0.name] == nil }
+        guard !undeclared.isEmpty else { return [] }
+        let known = Set(connector.variables.keys)
+        return undeclared.map { placeholder in
             var message = "{{\(placeholder.name)}} names no variable"
             if let suggestion = TableReader.closest(to: placeholder.name, in: known) {
                 message += " (did you mean '\(suggestion)'?)"
