@@ -4,20 +4,26 @@
 /// memo, the loaded config and the daemon's running state at once.
 public struct SharedBox<Value: Sendable & Hashable>: Sendable, Hashable {
     /// Mutated only while uniquely referenced, so sharing it between threads is safe.
-    private final class Storage: @unchecked Sendable {
-        var value: Value
+    @usableFromInline
+    final class Storage: @unchecked Sendable {
+        @usableFromInline var value: Value
 
+        @usableFromInline
         init(_ value: Value) {
             self.value = value
         }
     }
 
-    private var storage: Storage
+    // Inlinable, like the accessors of the types that use it: a field read from another module is then a load,
+    // not a key path applied at run time (a tenth of the daemon's start-up apply step).
+    @usableFromInline var storage: Storage
 
+    @inlinable
     public init(_ value: Value) {
         storage = Storage(value)
     }
 
+    @inlinable
     public var value: Value {
         _read { yield storage.value }
         _modify {

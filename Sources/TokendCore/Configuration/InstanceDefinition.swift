@@ -200,7 +200,7 @@ public struct InstanceDefinition: Sendable, Hashable {
         public var caFile: FileReference?
     }
 
-    private var storage: SharedBox<Fields>
+    @usableFromInline var storage: SharedBox<Fields>
 
     public init(
         name: String,
@@ -226,6 +226,7 @@ public struct InstanceDefinition: Sendable, Hashable {
         )
     }
 
+    @inlinable
     public subscript<Value>(dynamicMember field: WritableKeyPath<Fields, Value>) -> Value {
         get { storage.value[keyPath: field] }
         set { storage.value[keyPath: field] = newValue }

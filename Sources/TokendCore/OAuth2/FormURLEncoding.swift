@@ -7,6 +7,29 @@ public enum FormURLEncoding {
     public static func encode(_ text: String) -> String {
         var output = [UInt8]()
         output.reserveCapacity(text.utf8.count)
+        append(text, to: &output)
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    /// `name=value&…` with both sides encoded, in the given order.
+    public static func encode(fields: [(name: String, value: String)]) -> String {
+        String(decoding: encodedBytes(fields: fields), as: UTF8.self)
+    }
+
+    /// ``encode(fields:)`` as bytes, built in one buffer (the body of every token request).
+    public static func encodedBytes(fields: [(name: String, value: String)]) -> [UInt8] {
+        var output = [UInt8]()
+        output.reserveCapacity(fields.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 2 })
+        for (index, field) in fields.enumerated() {
+            if index > 0 { output.append(UInt8(ascii: "&")) }
+            append(field.name, to: &output)
+            output.append(UInt8(ascii: "="))
+            append(field.value, to: &output)
+        }
+        return output
+    }
+
+    private static func append(_ text: String, to output: inout [UInt8]) {
         for byte in text.utf8 {
             if isUnreserved(byte) {
                 output.append(byte)
@@ -16,12 +39,6 @@ public enum FormURLEncoding {
                 output.append(hexDigits[Int(byte & 0x0F)])
             }
         }
-        return String(decoding: output, as: UTF8.self)
-    }
-
-    /// `name=value&…` with both sides encoded, in the given order.
-    public static func encode(fields: [(name: String, value: String)]) -> String {
-        fields.map { "\(encode($0.name))=\(encode($0.value))" }.joined(separator: "&")
     }
 
     /// Decodes `%XX` escapes and `+` as a space; nil for a malformed escape or invalid UTF-8.

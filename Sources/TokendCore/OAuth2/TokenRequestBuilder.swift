@@ -21,7 +21,7 @@ public struct ResolvedInstance: Sendable, Hashable {
         public var sink: SinkTarget?
     }
 
-    private var storage: SharedBox<Fields>
+    @usableFromInline var storage: SharedBox<Fields>
 
     public init(
         definition: InstanceDefinition,
@@ -39,6 +39,7 @@ public struct ResolvedInstance: Sendable, Hashable {
         )
     }
 
+    @inlinable
     public subscript<Value>(dynamicMember field: WritableKeyPath<Fields, Value>) -> Value {
         get { storage.value[keyPath: field] }
         set { storage.value[keyPath: field] = newValue }
@@ -279,7 +280,7 @@ public enum TokenRequestBuilder {
         fields.removeAll { $0.value.isEmpty }
         let body: [UInt8]
         switch connector.contentType {
-        case .form: body = Array(FormURLEncoding.encode(fields: fields).utf8)
+        case .form: body = FormURLEncoding.encodedBytes(fields: fields)
         case .json: body = jsonObject(fields)
         }
         var request = TokenRequest(url: withQuery(url, definition, text: text), headers: headers, body: body)
@@ -384,33 +385,45 @@ public enum TokenRequestBuilder {
     }
 
     static func fingerprint(of request: TokenRequest, _ connector: ConnectorDefinition) -> String {
-        var canonical = "tokend-fingerprint-v2\n"
-        var fields: [String] = [request.method, request.url]
-        for header in request.headers { fields += [header.name, header.value] }
-        fields.append(String(decoding: request.body, as: UTF8.self))
-        fields += [
-            connector.tokenKey, connector.tokenTypeKey, connector.expiresInKey, connector.expiresAtKey ?? "-",
-            connector.defaultTTL.map { String($0) } ?? "-",
-        ]
+        // "tokend-fingerprint-v2\n", then "<byte count>:<field>\n" for each field, built in one buffer.
+        var canonical: [UInt8] = Array("tokend-fingerprint-v2\n".utf8)
+        canonical.reserveCapacity(request.url.utf8.count + request.body.count + 512)
+        func add(_ field: String) {
+            canonical.append(contentsOf: String(field.utf8.count).utf8)
+            canonical.append(UInt8(ascii: ":"))
+            canonical.append(contentsOf: field.utf8)
+            canonical.append(UInt8(ascii: "\n"))
+        }
+        add(request.method)
+        add(request.url)
+        for header in request.headers {
+            add(header.name)
+            add(header.value)
+        }
+        add(String(decoding: request.body, as: UTF8.self))
+        add(connector.tokenKey)
+        add(connector.tokenTypeKey)
+        add(connector.expiresInKey)
+        add(connector.expiresAtKey ?? "-")
+        add(connector.defaultTTL.map { String($0) } ?? "-")
         // Added only when present, so that the fingerprints of instances without them stay as they were.
         if let assertion = request.assertion {
-            fields += [
+            for field in [
                 "assertion", assertion.algorithm.rawValue, assertion.clientID, assertion.audience, assertion.keyID ?? "-",
                 sha256Hex(assertion.keyMaterial.revealed),
-            ]
+            ] { add(field) }
         }
         if !request.tls.isDefault {
-            fields += [
+            for field in [
                 "tls", sha256Hex(request.tls.trustRootsPEM ?? "-"), sha256Hex(request.tls.clientCertificatePEM ?? "-"),
                 sha256Hex(request.tls.clientKeyPEM?.revealed ?? "-"),
-            ]
+            ] { add(field) }
         }
-        for field in fields { canonical += "\(field.utf8.count):\(field)\n" }
-        return sha256Hex(canonical)
+        return hex(SHA256.hash(data: canonical))
     }
 
     static func sha256Hex(_ text: String) -> String {
-        hex(SHA256.hash(data: Data(text.utf8)))
+        hex(SHA256.hash(data: Array(text.utf8)))
     }
 
     static func hex(_ digest: SHA256.Digest) -> String {
