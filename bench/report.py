@@ -40,21 +40,26 @@ def serving_section(s):
            f"(one epoll thread) on core {s['client_cpu']}, the server on core {s['server_cpu']} (`taskset`), "
            f"{s['duration_s']} s per run after a warm-up, the median by req/s of {s.get('repeat', 1)} interleaved "
            "round(s) (with that run's latencies), one request in flight per connection, every response checked (200, Content-Length, the token in the body). nginx (one worker) serves the same JSON body with "
-           "`return 200`. *ceiling*: the generator against its own trivial `--serve` server; *client CPU*: the "
+           "`return 200`. *bare NIO*: a SwiftNIO server with tokend's HTTP/1 pipeline (`IdleStateHandler`, "
+           "`configureHTTPServerPipeline`) and a handler that only writes the same body, one event loop on the same core "
+           "(`tokend-example-endpoint --static-unix-socket`): what NIOHTTP1 costs before tokend does anything. "
+           "*ceiling*: the generator against its own trivial `--serve` server; *client CPU*: the "
            "generator's share of its core (near 1.0 would make it the bottleneck).\n"]
     for mode, title in (("keepalive", "keep-alive"), ("close", "one connection per request")):
         out.append(f"\n**{title}**\n\n| connections | tokend req/s | nginx req/s | **tokend/nginx** | tokend p50 / p99 / p99.9 µs "
-                   "| nginx p50 / p99 / p99.9 µs | **p99 tokend/nginx** | ceiling req/s | client CPU: ceiling / tokend run | errors t/n |\n"
-                   "|---|---|---|---|---|---|---|---|---|---|")
+                   "| nginx p50 / p99 / p99.9 µs | **p99 tokend/nginx** | bare NIO req/s (p99 µs) | tokend/bare NIO "
+                   "| ceiling req/s | client CPU: ceiling / tokend run | errors t/n |\n"
+                   "|---|---|---|---|---|---|---|---|---|---|---|---|")
         for c in sorted({k[2] for k in runs if k[1] == mode}):
-            t, n, z = (runs.get((label, mode, c)) for label in ("tokend", "nginx", "ceiling"))
+            t, n, z, b = (runs.get((label, mode, c)) for label in ("tokend", "nginx", "ceiling", "nio"))
             if not (t and n):
                 continue
             lat = lambda r: f"{r['p50_us']:.0f} / {r['p99_us']:.0f} / {r['p999_us']:.0f}"
             ceiling, ceiling_cpu = (f"{z['rps']:.0f}", f"{z['client_cpu']:.2f}") if z else ("–", "–")
+            bare, versus_bare = (f"{b['rps']:.0f} ({b['p99_us']:.0f})", ratio(t["rps"], b["rps"])) if b else ("–", "–")
             out.append(f"| {c} | {t['rps']:.0f} | {n['rps']:.0f} | **{ratio(t['rps'], n['rps'])}** | {lat(t)} | {lat(n)} | "
-                       f"**{ratio(t['p99_us'], n['p99_us'])}** | {ceiling} | {ceiling_cpu} / {t['client_cpu']:.2f} | "
-                       f"{t['errors']} / {n['errors']} |")
+                       f"**{ratio(t['p99_us'], n['p99_us'])}** | {bare} | {versus_bare} | {ceiling} | "
+                       f"{ceiling_cpu} / {t['client_cpu']:.2f} | {t['errors']} / {n['errors']} |")
     return "\n".join(out) + "\n"
 
 
@@ -81,6 +86,9 @@ def scale_section(s):
         ("SIGHUP reload, 1 % of the files changed: READY=1", lambda r: f"{r['reload_ready_s']:.3f} s ({r['reload_changed_files']} files)"),
         ("… until the changed tokens are fetched", lambda r: f"{r['reload_until_fetched_s']:.3f} s ({r['reload_requests']} requests)"),
         ("RSS after the first round", lambda r: mib(r["rss_after_first_round_kib"])),
+        ("… of which anonymous (heap, stacks) / file pages (the binary)", lambda r: (
+            f"{mib(r['rss_anon_after_first_round_kib'])} / {mib(r['rss_file_after_first_round_kib'])}"
+            if "rss_anon_after_first_round_kib" in r else "–")),
         ("RSS after the idle time / after a warm start", lambda r: f"{mib(r['rss_after_idle_kib'])} / {mib(r['rss_after_warm_start_kib'])}"),
         ("CPU over the idle time", lambda r: f"{r['idle_cpu_s']:.3f} s in {r['idle_s']} s ({r['idle_requests']} requests)"),
         ("`tokend check`", lambda r: f"{r['check_s']:.3f} s (exit {r['check_exit']})"),
