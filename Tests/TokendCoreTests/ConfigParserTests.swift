@@ -25,7 +25,28 @@ import Testing
         #expect(parsed.variables["client_secret"] == .file(path: "/etc/tokend/secrets/alpha"))
         #expect(parsed.variables["scope"] == .literal("read"))
         #expect(parsed.secretVariables.contains("client_secret"))
-        #expect(parsed.variableLines["client_secret"] == 8)
+        #expect(parsed.line(ofVariable: "client_secret") == 8)
+    }
+
+    /// Variable lines are looked up in the file's text when a message needs one (not while parsing): the line of a
+    /// key under [variables], the line of an inline `variables = { … }` table for its members, nil for a variable
+    /// the file does not set.
+    @Test func variableLinesComeFromTheTextWhenAsked() throws {
+        let parsed = try #require(parseInstance(Self.valid).0)
+        #expect(parsed.line(ofVariable: "client_id") == 7)
+        #expect(parsed.line(ofVariable: "scope") == 9)
+        #expect(parsed.line(ofVariable: "grant_type") == nil)
+        let inline = try #require(
+            parseInstance(
+                """
+                token_url = "http://127.0.0.1:1/token"
+
+                variables = { client_id = "a", client_secret = "s" }
+                """
+            ).0
+        )
+        #expect(inline.line(ofVariable: "client_secret") == 3)
+        #expect(inline.line(ofVariable: "scope") == nil)
     }
 
     @Test func unknownKeyNamesFileLineAndSuggestion() {

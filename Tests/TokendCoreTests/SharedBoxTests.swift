@@ -29,7 +29,7 @@ import Testing
         )
         let definition = InstanceDefinition(
             name: "a", file: "a.toml", description: nil, connector: connector, variables: [:], secretVariables: [],
-            variableLines: [:], refresh: RefreshSettings.Overrides()
+            source: nil, refresh: RefreshSettings.Overrides()
         )
         let resolved = try TokenRequestBuilder.resolve(definition, values: ["client_id": Secret("id")]).get()
         var changed = resolved

@@ -29,7 +29,8 @@ public struct ConfigDocument: Sendable {
 
     public let file: String
     public let root: [String: Value]
-    public let locator: TOMLKeyLocator
+    /// The text, with the line of each key found when first asked for.
+    public let source: SourceLines
 
     /// Parses `text`; a syntax error becomes a diagnostic at the line TOMLKit reports.
     public static func parse(file: String, text: String) -> Result<ConfigDocument, ConfigDiagnostic> {
@@ -47,7 +48,7 @@ public struct ConfigDocument: Sendable {
             // TOMLKit 0.6 never deletes a parsed tree (TOMLTable has no deinit). Clearing the root makes toml++ free
             // every node under it, which is nearly all of the tree: 10,000 instance files leaked 10 MB without it.
             table.clear()
-            return .success(ConfigDocument(file: file, root: root, locator: TOMLKeyLocator(text: text)))
+            return .success(ConfigDocument(file: file, root: root, source: SourceLines(text: text)))
         } catch let error as TOMLParseError {
             return .failure(
                 ConfigDiagnostic(
@@ -118,7 +119,7 @@ public struct ConfigDocument: Sendable {
 
     /// The line a dotted key path was written on (or its nearest ancestor's).
     public func line(of path: [String]) -> Int? {
-        locator.line(of: path)
+        source.line(of: path)
     }
 
     private static func convert(_ table: TOMLTable) -> [String: Value] {

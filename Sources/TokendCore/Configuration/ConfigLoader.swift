@@ -316,7 +316,7 @@ public enum ConfigLoader {
                         input.diagnostics.append(
                             ConfigDiagnostic(
                                 file: definition.file,
-                                line: definition.variableLines[name],
+                                line: definition.line(ofVariable: name),
                                 key: "variables.\(name)",
                                 message: warning,
                                 severity: .warning
@@ -327,7 +327,7 @@ public enum ConfigLoader {
                     errors.append(
                         ConfigDiagnostic(
                             file: definition.file,
-                            line: definition.variableLines[name],
+                            line: definition.line(ofVariable: name),
                             key: "variables.\(name)",
                             message: error.message
                         )
@@ -385,7 +385,7 @@ public enum ConfigLoader {
             return .failure(
                 ConfigDiagnostic(
                     file: definition.file,
-                    line: definition.variableLines[missing == "client_key" ? "client_certificate" : "client_key"],
+                    line: definition.line(ofVariable: missing == "client_key" ? "client_certificate" : "client_key"),
                     key: "variables.\(missing)",
                     message: "a client certificate needs both client_certificate and client_key"
                 )
@@ -397,7 +397,7 @@ public enum ConfigLoader {
         }
         let variable = problem.key.hasPrefix("variables.") ? String(problem.key.dropFirst("variables.".count)) : problem.key
         return .failure(
-            ConfigDiagnostic(file: definition.file, line: definition.variableLines[variable], key: problem.key, message: problem.message)
+            ConfigDiagnostic(file: definition.file, line: definition.line(ofVariable: variable), key: problem.key, message: problem.message)
         )
     }
 

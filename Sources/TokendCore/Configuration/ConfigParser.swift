@@ -122,12 +122,10 @@ public enum ConfigParser {
         }
 
         var variables: [String: VariableSource] = [:]
-        var variableLines: [String: Int] = [:]
         var fromFiles: Set<String> = []
         if let table = reader.subtable("variables") {
             var variableReader = TableReader(document: document, path: ["variables"], table: table)
             for key in table.keys.sorted() {
-                variableLines[key] = document.line(of: ["variables", key])
                 guard let value = variableReader.raw(key) else { continue }
                 if let connector, !connector.isInline, connector.variables[key] == nil {
                     var message = "connector '\(connector.name)' has no variable '\(key)'"
@@ -216,7 +214,7 @@ public enum ConfigParser {
                 diagnostics.append(
                     ConfigDiagnostic(
                         file: file,
-                        line: variableLines[key],
+                        line: document.line(of: ["variables", key]),
                         key: "variables.\(key)",
                         message: "secret written inline; prefer { file = \"…\" } or { credential = \"…\" }",
                         severity: .warning
@@ -245,7 +243,7 @@ public enum ConfigParser {
             connector: connector,
             variables: variables,
             secretVariables: secretVariables,
-            variableLines: variableLines,
+            source: document.source,
             refresh: connector.refresh.overridden(by: instanceRefresh)
         )
         definition.access = access

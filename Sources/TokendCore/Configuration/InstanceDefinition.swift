@@ -188,8 +188,8 @@ public struct InstanceDefinition: Sendable, Hashable {
         public var variables: [String: VariableSource]
         /// Names of variables that are secret (never logged, never cached, hashed in the fingerprint).
         public var secretVariables: Set<String>
-        /// The line each variable was written on, for errors found while reading secrets.
-        public var variableLines: [String: Int]
+        /// The file's text, for the line of a variable in messages of later steps (``line(ofVariable:)``).
+        public var source: SourceLines?
         /// The connector's refresh overrides with the instance's applied on top.
         public var refresh: RefreshSettings.Overrides
         /// `[access]`: who may read the token over the socket; nil leaves it to the socket's permissions.
@@ -209,7 +209,7 @@ public struct InstanceDefinition: Sendable, Hashable {
         connector: ConnectorDefinition,
         variables: [String: VariableSource],
         secretVariables: Set<String>,
-        variableLines: [String: Int],
+        source: SourceLines?,
         refresh: RefreshSettings.Overrides
     ) {
         storage = SharedBox(
@@ -220,7 +220,7 @@ public struct InstanceDefinition: Sendable, Hashable {
                 connector: connector,
                 variables: variables,
                 secretVariables: secretVariables,
-                variableLines: variableLines,
+                source: source,
                 refresh: refresh
             )
         )
@@ -230,6 +230,13 @@ public struct InstanceDefinition: Sendable, Hashable {
     public subscript<Value>(dynamicMember field: WritableKeyPath<Fields, Value>) -> Value {
         get { storage.value[keyPath: field] }
         set { storage.value[keyPath: field] = newValue }
+    }
+
+    /// The line the variable was written on, for messages about its value (a secret file that cannot be read, an
+    /// invalid key); nil for a variable the file does not set.
+    public func line(ofVariable name: String) -> Int? {
+        guard self.variables[name] != nil, let source = self.source else { return nil }
+        return source.line(of: ["variables", name])
     }
 }
 

@@ -126,7 +126,7 @@ public enum TokenRequestBuilder {
             .failure(
                 ConfigDiagnostic(
                     file: definition.file,
-                    line: definition.variableLines[keyVariable],
+                    line: definition.line(ofVariable: keyVariable),
                     key: "variables.\(keyVariable)",
                     message: message
                 )
@@ -215,7 +215,7 @@ public enum TokenRequestBuilder {
         let inline = connector.isInline
         func line(of template: String, written: Int?) -> Int? {
             if inline { return written }
-            return Template.placeholders(in: template).lazy.compactMap { definition.variableLines[$0] }.first
+            return Template.placeholders(in: template).lazy.compactMap { definition.line(ofVariable: $0) }.first
         }
         let url = renderURL(connector.tokenURL, text: text)
         if checkURL, let problem = urlProblem(url, allowInsecureHTTP: connector.allowInsecureHTTP) {
