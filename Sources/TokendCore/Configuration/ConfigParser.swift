@@ -357,14 +357,11 @@ public enum ConfigParser {
             variables: ConnectorDefinition.builtinVariables(for: clientAuth)
         )
         connector.description = description
-        connector.tokenURLLine = document.line(of: ["token_url"])
+        connector.source = document.source
         connector.clientAuth = clientAuth
         connector.issuer = issuer
-        connector.issuerLine = document.line(of: ["issuer"])
         connector.caFile = absolutePath("ca_file", &reader)
-        connector.caFileLine = document.line(of: ["ca_file"])
         connector.assertionAudience = reader.string("assertion_audience")
-        connector.assertionAudienceLine = document.line(of: ["assertion_audience"])
         if connector.assertionAudience != nil, !clientAuth.usesAssertion {
             reader.fail("assertion_audience", "only used with client_auth = \"private_key_jwt\" or \"client_secret_jwt\"")
         }
@@ -447,7 +444,7 @@ public enum ConfigParser {
             } else if !connector.isInline {
                 message += " (declare it as [variables.\(placeholder.name)])"
             }
-            return ConfigDiagnostic(file: file, line: placeholder.line, key: placeholder.key, message: message)
+            return ConfigDiagnostic(file: file, line: connector.line(ofTemplate: placeholder.key), key: placeholder.key, message: message)
         }
     }
 

@@ -81,16 +81,18 @@ public struct ConnectorDefinition: Sendable, Hashable {
     public var description: String?
     /// `token_url`, possibly with `{{variable}}` placeholders; empty when `issuer` is set, until discovery fills it.
     public var tokenURL: String
-    public var tokenURLLine: Int?
     /// `issuer`: the token endpoint comes from the issuer's metadata (OpenID Connect Discovery, RFC 8414).
     public var issuer: String?
-    public var issuerLine: Int?
     /// `ca_file`: a PEM file of CA certificates trusted in addition to the system's.
     public var caFile: String?
-    public var caFileLine: Int?
     /// `assertion_audience`: the `aud` of client assertions instead of the token URL.
     public var assertionAudience: String?
-    public var assertionAudienceLine: Int?
+    /// The text of the file it was written in, for the lines of its keys in messages (found only when asked for).
+    public var source: SourceLines?
+    public var tokenURLLine: Int? { source?.line(of: ["token_url"]) }
+    public var issuerLine: Int? { source?.line(of: ["issuer"]) }
+    public var caFileLine: Int? { source?.line(of: ["ca_file"]) }
+    public var assertionAudienceLine: Int? { source?.line(of: ["assertion_audience"]) }
     public var clientAuth: ClientAuthentication = .clientSecretPost
     public var basicEncoding: BasicEncoding = .formURLEncoded
     public var contentType: BodyContentType = .form
@@ -151,22 +153,32 @@ public struct ConnectorDefinition: Sendable, Hashable {
         return variables
     }
 
-    /// Every `{{name}}` its templates use, with the line of the template that uses it.
-    public var placeholders: [(name: String, key: String, line: Int?)] {
-        var found: [(String, String, Int?)] = []
-        for name in Template.placeholders(in: tokenURL) { found.append((name, "token_url", tokenURLLine)) }
-        for name in Template.placeholders(in: issuer ?? "") { found.append((name, "issuer", issuerLine)) }
-        for name in Template.placeholders(in: assertionAudience ?? "") {
-            found.append((name, "assertion_audience", assertionAudienceLine))
-        }
+    /// Every `{{name}}` its templates use, with the key of the template (its line: ``line(ofTemplate:)``).
+    public var placeholders: [(name: String, key: String)] {
+        var found: [(String, String)] = []
+        for name in Template.placeholders(in: tokenURL) { found.append((name, "token_url")) }
+        for name in Template.placeholders(in: issuer ?? "") { found.append((name, "issuer")) }
+        for name in Template.placeholders(in: assertionAudience ?? "") { found.append((name, "assertion_audience")) }
         for (table, fields) in [("query", query), ("headers", headers), ("body", body ?? [])] {
             for field in fields {
-                for name in Template.placeholders(in: field.template) {
-                    found.append((name, "\(table).\(field.name)", field.line))
-                }
+                for name in Template.placeholders(in: field.template) { found.append((name, "\(table).\(field.name)")) }
             }
         }
         return found
+    }
+
+    /// The line of the template at `key` as ``placeholders`` names it (`token_url`, `headers.Accept`, …).
+    public func line(ofTemplate key: String) -> Int? {
+        switch key {
+        case "token_url": return tokenURLLine
+        case "issuer": return issuerLine
+        case "assertion_audience": return assertionAudienceLine
+        default:
+            for (table, fields) in [("query", query), ("headers", headers), ("body", body ?? [])] {
+                if let field = fields.first(where: { "\(table).\($0.name)" == key }) { return field.line }
+            }
+            return nil
+        }
     }
 }
 
