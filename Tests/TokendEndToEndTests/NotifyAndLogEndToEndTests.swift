@@ -67,6 +67,13 @@ import Glibc
         #expect(!plainLines.isEmpty)
         #expect(plainLines.allSatisfy { !$0.hasPrefix("<") }, "\(plainLines)")
         #expect(plainLines.contains { $0.contains(" INFO token refreshed") && $0.contains("instance=alpha") }, "\(plainLines)")
+        // Start-up: one line for all instances (each one's own is debug), and READY=1 with each step's time.
+        #expect(plainLines.contains { $0.contains(" INFO instances started cached_tokens=0 instances=1") }, "\(plainLines)")
+        #expect(!plainLines.contains { $0.contains("instance added") }, "\(plainLines)")
+        let ready = try #require(plainLines.first { $0.contains(" INFO ready ") }, "\(plainLines)")
+        for step in ["config_ms=", "init_ms=", "cache_ms=", "socket_ms=", "apply_ms=", "status=\"1 instance: 1 valid\""] {
+            #expect(ready.contains(step), "\(ready)")
+        }
 
         // With JOURNAL_STREAM naming the log file (what stderr is): `<N>` on every line.
         let harness = try await DaemonHarness()
