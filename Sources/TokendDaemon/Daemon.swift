@@ -1006,7 +1006,7 @@ public final class Daemon: @unchecked Sendable {
                 body: response.body,
                 retryAfter: response.retryAfter,
                 shape: .init(resolved.definition.connector),
-                requestedScope: resolved.variables["scope"]?.revealed,
+                requestedScope: resolved.variable("scope")?.revealed,
                 secrets: resolved.sensitiveValues,
                 now: now
             )

@@ -32,6 +32,13 @@ import Testing
             source: nil, refresh: RefreshSettings.Overrides()
         )
         let resolved = try TokenRequestBuilder.resolve(definition, values: ["client_id": Secret("id")]).get()
+        // It keeps the instance's values only; the connector's defaults are added when asked for.
+        #expect(resolved.values == ["client_id": Secret("id")])
+        #expect(resolved.variable("client_id")?.revealed == "id")
+        #expect(resolved.variable("grant_type")?.revealed == "client_credentials")
+        #expect(resolved.variable("no_such_variable") == nil)
+        #expect(resolved.variables["grant_type"]?.revealed == "client_credentials")
+        #expect(resolved.variables["client_id"]?.revealed == "id")
         var changed = resolved
         changed.access = AccessPolicy(uids: [7], gids: [])
         #expect(resolved.access == nil)
