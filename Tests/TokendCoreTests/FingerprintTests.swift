@@ -7,7 +7,7 @@ import TokendTestSupport
 /// The request fingerprint and the form body, now built in byte buffers, are byte for byte what the string-built
 /// versions gave: a changed fingerprint would throw away every cached token on upgrade.
 @Suite struct FingerprintTests {
-    /// The fingerprint as sessions 1-3 computed it (string concatenation).
+    /// The fingerprint as sessions 1-3 computed it (string concatenation), assertion and TLS fields included.
     static func referenceFingerprint(of request: TokenRequest, _ connector: ConnectorDefinition) -> String {
         var canonical = "tokend-fingerprint-v2\n"
         var fields: [String] = [request.method, request.url]
@@ -17,6 +17,12 @@ import TokendTestSupport
             connector.tokenKey, connector.tokenTypeKey, connector.expiresInKey, connector.expiresAtKey ?? "-",
             connector.defaultTTL.map { String($0) } ?? "-",
         ]
+        if let assertion = request.assertion {
+            fields += [
+                "assertion", assertion.algorithm.rawValue, assertion.clientID, assertion.audience, assertion.keyID ?? "-",
+                TokenRequestBuilder.sha256Hex(assertion.keyMaterial.revealed),
+            ]
+        }
         if !request.tls.isDefault {
             fields += [
                 "tls", TokenRequestBuilder.sha256Hex(request.tls.trustRootsPEM ?? "-"),
@@ -47,6 +53,15 @@ import TokendTestSupport
                 headers: headers,
                 body: Array(Self.text(&generator, 0...300).utf8)
             )
+            if Int.random(in: 0..<3, using: &generator) == 0 {
+                request.assertion = ClientAssertion(
+                    clientID: Self.text(&generator, 1...20),
+                    audience: Self.text(&generator, 1...40),
+                    keyID: Bool.random(using: &generator) ? nil : Self.text(&generator, 1...10),
+                    keyMaterial: Secret(Self.text(&generator, 1...80)),
+                    algorithm: AssertionAlgorithm.allCases.randomElement(using: &generator)!
+                )
+            }
             if Int.random(in: 0..<4, using: &generator) == 0 {
                 request.tls = TLSMaterial(trustRootsPEM: Self.text(&generator, 1...50), clientKeyPEM: Secret(Self.text(&generator, 1...50)))
             }

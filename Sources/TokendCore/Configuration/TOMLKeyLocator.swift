@@ -129,8 +129,9 @@ public struct TOMLKeyLocator: Sendable {
     }
 }
 
-/// A file's text and its ``TOMLKeyLocator``, built the first time a line is asked for: most files load without a
-/// message that needs one, and building it was a quarter of the time to parse an instance file. Kept by each
+/// A file's text and its ``TOMLKeyLocator``, built the first time a line is asked for: most instance files load
+/// without a message that needs one, and building it was a quarter of the time to parse one. (A file with `[query]`,
+/// `[headers]` or `[body]` builds it while parsing: those fields keep the order of their lines.) Kept by each
 /// ``InstanceDefinition`` (sharing the text's storage with the config memo) for the messages of later steps.
 public final class SourceLines: Sendable, Hashable {
     public let text: String
