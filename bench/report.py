@@ -43,22 +43,25 @@ def serving_section(s):
            "`return 200`. *bare NIO*: a SwiftNIO server with tokend's HTTP/1 pipeline (`IdleStateHandler`, "
            "`configureHTTPServerPipeline`) and a handler that only writes the same body, one event loop on the same core "
            "(`tokend-example-endpoint --static-unix-socket`): what NIOHTTP1 costs before tokend does anything. "
+           "*NIO floor*: SwiftNIO with no HTTP handler at all, answering each blank line with fixed bytes (`--raw`): "
+           "no SwiftNIO server can be faster (decision 0006). "
            "*ceiling*: the generator against its own trivial `--serve` server; *client CPU*: the "
            "generator's share of its core (near 1.0 would make it the bottleneck).\n"]
     for mode, title in (("keepalive", "keep-alive"), ("close", "one connection per request")):
         out.append(f"\n**{title}**\n\n| connections | tokend req/s | nginx req/s | **tokend/nginx** | tokend p50 / p99 / p99.9 µs "
                    "| nginx p50 / p99 / p99.9 µs | **p99 tokend/nginx** | bare NIO req/s (p99 µs) | tokend/bare NIO "
-                   "| ceiling req/s | client CPU: ceiling / tokend run | errors t/n |\n"
-                   "|---|---|---|---|---|---|---|---|---|---|---|---|")
+                   "| NIO floor req/s (p99 µs) | tokend/NIO floor | ceiling req/s | client CPU: ceiling / tokend run | errors t/n |\n"
+                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for c in sorted({k[2] for k in runs if k[1] == mode}):
-            t, n, z, b = (runs.get((label, mode, c)) for label in ("tokend", "nginx", "ceiling", "nio"))
+            t, n, z, b, f = (runs.get((label, mode, c)) for label in ("tokend", "nginx", "ceiling", "nio", "floor"))
             if not (t and n):
                 continue
             lat = lambda r: f"{r['p50_us']:.0f} / {r['p99_us']:.0f} / {r['p999_us']:.0f}"
             ceiling, ceiling_cpu = (f"{z['rps']:.0f}", f"{z['client_cpu']:.2f}") if z else ("–", "–")
             bare, versus_bare = (f"{b['rps']:.0f} ({b['p99_us']:.0f})", ratio(t["rps"], b["rps"])) if b else ("–", "–")
+            floor, versus_floor = (f"{f['rps']:.0f} ({f['p99_us']:.0f})", ratio(t["rps"], f["rps"])) if f else ("–", "–")
             out.append(f"| {c} | {t['rps']:.0f} | {n['rps']:.0f} | **{ratio(t['rps'], n['rps'])}** | {lat(t)} | {lat(n)} | "
-                       f"**{ratio(t['p99_us'], n['p99_us'])}** | {bare} | {versus_bare} | {ceiling} | "
+                       f"**{ratio(t['p99_us'], n['p99_us'])}** | {bare} | {versus_bare} | {floor} | {versus_floor} | {ceiling} | "
                        f"{ceiling_cpu} / {t['client_cpu']:.2f} | {t['errors']} / {n['errors']} |")
     return "\n".join(out) + "\n"
 

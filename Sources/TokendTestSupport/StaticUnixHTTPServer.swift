@@ -9,18 +9,23 @@ import NIOPosix
 public enum StaticUnixHTTPServer {
     /// Binds `path` and serves `body` until the process ends.
     public static func serve(path: String, body: [UInt8]) async throws -> Never {
+        try await run(path: path) { pipeline in
+            try pipeline.addHandler(IdleStateHandler(readTimeout: .seconds(60)))
+            try pipeline.configureHTTPServerPipeline(withErrorHandling: true, withOutboundHeaderValidation: false)
+            try pipeline.addHandler(Handler(body: body))
+        }
+    }
+
+    /// One event loop serving `path` with the handlers `setUp` adds, until the process ends.
+    private static func run(
+        path: String,
+        setUp: @escaping @Sendable (ChannelPipeline.SynchronousOperations) throws -> Void
+    ) async throws -> Never {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 512)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(60)))
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                        withErrorHandling: true,
-                        withOutboundHeaderValidation: false
-                    )
-                    try channel.pipeline.syncOperations.addHandler(Handler(body: body))
-                }
+                channel.eventLoop.makeCompletedFuture { try setUp(channel.pipeline.syncOperations) }
             }
             .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
             .get()
@@ -58,6 +63,82 @@ public enum StaticUnixHTTPServer {
                     context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
                 }
             }
+        }
+    }
+
+    /// The floor under `serve`: SwiftNIO's channel and event loop with no HTTP handler at all. Every request's end
+    /// (`\r\n\r\n`) is answered with the same pre-built response bytes. No server on SwiftNIO can be faster than this;
+    /// it is not an HTTP server (it parses nothing), only the benchmark's measure of the event loop's own cost. With
+    /// `decode`, NIOHTTP1's request decoder (llhttp) runs first and each request's end is answered: what the decoder
+    /// alone costs (decision 0006).
+    public static func serveRaw(path: String, body: [UInt8], decode: Bool = false) async throws -> Never {
+        var response = ByteBuffer()
+        response.writeString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n")
+        response.writeBytes(body)
+        try await run(path: path) { [response] pipeline in
+            if decode {
+                try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+                try pipeline.addHandler(DecodedHandler(response: response))
+            } else {
+                try pipeline.addHandler(RawHandler(response: response))
+            }
+        }
+    }
+
+    private final class RawHandler: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+
+        private let response: ByteBuffer
+        private var matched = 0 // how much of "\r\n\r\n" the last bytes matched
+        private var pending = 0
+
+        init(response: ByteBuffer) {
+            self.response = response
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let bytes = unwrapInboundIn(data)
+            bytes.withUnsafeReadableBytes { raw in
+                for byte in raw {
+                    let want: UInt8 = matched % 2 == 0 ? 13 : 10
+                    if byte == want {
+                        matched += 1
+                        if matched == 4 { pending += 1; matched = 0 }
+                    } else {
+                        matched = byte == 13 ? 1 : 0
+                    }
+                }
+            }
+            while pending > 0 {
+                pending -= 1
+                context.write(wrapOutboundOut(response), promise: nil)
+            }
+        }
+
+        func channelReadComplete(context: ChannelHandlerContext) {
+            context.flush()
+        }
+    }
+
+    private final class DecodedHandler: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = ByteBuffer
+
+        private let response: ByteBuffer
+
+        init(response: ByteBuffer) {
+            self.response = response
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            if case .end = unwrapInboundIn(data) {
+                context.write(wrapOutboundOut(response), promise: nil)
+            }
+        }
+
+        func channelReadComplete(context: ChannelHandlerContext) {
+            context.flush()
         }
     }
 }

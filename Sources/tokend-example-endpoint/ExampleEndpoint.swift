@@ -7,7 +7,9 @@ import TokendTestSupport
 /// fingerprint, never the token). With `--client`, only those clients get tokens (others: 401 invalid_client).
 ///
 /// `tokend-example-endpoint --static-unix-socket PATH --static-body FILE` is the benchmark's bare SwiftNIO server
-/// instead: the body of FILE for every request on the Unix socket PATH (see ``StaticUnixHTTPServer``).
+/// instead: the body of FILE for every request on the Unix socket PATH (see ``StaticUnixHTTPServer``); with `--raw`,
+/// SwiftNIO without its HTTP handlers, the floor under any SwiftNIO server; with `--decode`, only NIOHTTP1's decoder
+/// before fixed response bytes (``StaticUnixHTTPServer/serveRaw(path:body:decode:)``).
 @main
 struct ExampleEndpoint {
     static func main() async throws {
@@ -16,6 +18,8 @@ struct ExampleEndpoint {
         var clients: [(String, String)] = []
         var staticSocket: String?
         var staticBody: String?
+        var raw = false
+        var decode = false
         var arguments = CommandLine.arguments.dropFirst().makeIterator()
         while let argument = arguments.next() {
             switch argument {
@@ -23,6 +27,8 @@ struct ExampleEndpoint {
             case "--lifetime": lifetime = arguments.next().flatMap(Int.init) ?? lifetime
             case "--static-unix-socket": staticSocket = arguments.next()
             case "--static-body": staticBody = arguments.next()
+            case "--raw": raw = true
+            case "--decode": decode = true
             case "--client":
                 guard let pair = arguments.next(), let equals = pair.firstIndex(of: "="),
                     let secret = try? String(contentsOfFile: String(pair[pair.index(after: equals)...]), encoding: .utf8)
@@ -35,6 +41,8 @@ struct ExampleEndpoint {
         }
         if let staticSocket {
             guard let staticBody, let body = FileManager.default.contents(atPath: staticBody) else { usage() }
+            if raw { try await StaticUnixHTTPServer.serveRaw(path: staticSocket, body: Array(body)) }
+            if decode { try await StaticUnixHTTPServer.serveRaw(path: staticSocket, body: Array(body), decode: true) }
             try await StaticUnixHTTPServer.serve(path: staticSocket, body: Array(body))
         }
         let server = LocalTokenServer(lifetime: lifetime) { token, lifetime in
@@ -53,7 +61,7 @@ struct ExampleEndpoint {
 
     static func usage() -> Never {
         let text = "usage: tokend-example-endpoint [--port N] [--lifetime SECONDS] [--client ID=SECRET_FILE ...]\n"
-            + "       tokend-example-endpoint --static-unix-socket PATH --static-body FILE\n"
+            + "       tokend-example-endpoint --static-unix-socket PATH --static-body FILE [--raw | --decode]\n"
         FileHandle.standardError.write(Data(text.utf8))
         exit(2)
     }

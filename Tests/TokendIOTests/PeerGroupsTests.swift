@@ -8,7 +8,7 @@ import Glibc
 /// Supplementary groups of a connecting process, from its `/proc/<pid>/status`, for `[access] groups`.
 @Suite struct PeerGroupsTests {
     static func groups(_ status: String) -> Set<UInt32> {
-        APIChannelHandler.groups(inProcStatus: ArraySlice(Array(status.utf8)))
+        PeerGroups.groups(inProcStatus: ArraySlice(Array(status.utf8)))
     }
 
     @Test func theGroupsLineIsParsed() {
@@ -27,6 +27,6 @@ import Glibc
         var ids = [gid_t](repeating: 0, count: 256)
         let count = getgroups(Int32(ids.count), &ids)
         #expect(count >= 0)
-        #expect(APIChannelHandler.supplementaryGroups(of: getpid()) == Set(ids.prefix(Int(count)).map { UInt32($0) }))
+        #expect(PeerGroups.supplementaryGroups(of: getpid()) == Set(ids.prefix(Int(count)).map { UInt32($0) }))
     }
 }

@@ -120,14 +120,10 @@ public final class UnixSocketServer: Sendable {
                 channel.closeFuture.whenComplete { _ in connections.withLockedValue { $0 -= 1 } }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: limits.idleTimeout))
-                    // Outbound header validation is off: every response header is tokend's own constant or number
-                    // (the checks cost a tenth of each answer's time).
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                        withErrorHandling: true,
-                        withOutboundHeaderValidation: false
-                    )
+                    // Simple requests are answered from their bytes; at the first other byte the connection goes
+                    // to SwiftNIO's HTTP/1 pipeline and APIChannelHandler (decision 0006).
                     try channel.pipeline.syncOperations.addHandler(
-                        APIChannelHandler(responder: responder, maxHeadBytes: limits.maxHeadBytes)
+                        FastPathHandler(responder: responder, maxHeadBytes: limits.maxHeadBytes)
                     )
                 }
             }
@@ -189,7 +185,7 @@ public final class EventStream: Sendable {
     /// Whether the client is still there and the stream not finished.
     public var isOpen: Bool { channel.isActive && !finished.withLockedValue { $0 } }
 
-    fileprivate func emit(_ part: HTTPServerResponsePart, flush: Bool) {
+    func emit(_ part: HTTPServerResponsePart, flush: Bool) {
         let write = writePart
         eventLoop.execute { write(part, flush) }
     }
@@ -209,9 +205,10 @@ public final class EventStream: Sendable {
     }
 }
 
-/// Answers each HTTP request through the responder. Keep-alive and pipelining are handled by NIO's
-/// `HTTPServerPipelineHandler`; this handler closes the connection when the client asked for it.
-final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// Answers each HTTP request that SwiftNIO's HTTP/1 pipeline parsed (a connection the fast path handed over)
+/// through the responder. Keep-alive and pipelining are handled by NIO's `HTTPServerPipelineHandler`; this handler
+/// closes the connection when the client asked for it.
+final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler, ReadsPeerCredentials {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
@@ -225,11 +222,13 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var bodyBytes = 0
-    private var peer: PeerCredentials?
+    var peer: PeerCredentials?
 
-    init(responder: @escaping UnixSocketServer.Responder, maxHeadBytes: Int) {
+    /// `peer`: the caller's credentials when the fast path already read them (a handed-over connection).
+    init(responder: @escaping UnixSocketServer.Responder, maxHeadBytes: Int, peer: PeerCredentials? = nil) {
         self.responder = responder
         self.maxHeadBytes = maxHeadBytes
+        self.peer = peer
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -247,42 +246,6 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         if context.channel.isActive { readPeerCredentials(context: context) }
-    }
-
-    /// `SO_PEERCRED` of the connecting process, and its supplementary groups from `/proc/<pid>/status`.
-    private func readPeerCredentials(context: ChannelHandlerContext) {
-        guard peer == nil, let provider = context.channel as? any SocketOptionProvider else { return }
-        let future: EventLoopFuture<tokend_ucred> = provider.unsafeGetSocketOption(
-            level: SocketOptionLevel(SOL_SOCKET),
-            name: SocketOptionName(SO_PEERCRED)
-        )
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        future.whenSuccess { credentials in
-            bound.value.peer = PeerCredentials(
-                uid: credentials.uid,
-                gid: credentials.gid,
-                pid: credentials.pid,
-                groups: Self.supplementaryGroups(of: credentials.pid)
-            )
-        }
-    }
-
-    /// The `Groups:` line of `/proc/<pid>/status`, scanned as bytes: this runs for every connection, and reading
-    /// the file into a String and splitting it into lines was a third of the cost of a one-request connection.
-    static func supplementaryGroups(of pid: Int32) -> Set<UInt32> {
-        let fd = open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return [] }
-        defer { close(fd) }
-        let bytes = readAll(fd, limit: 64 * 1024) ?? []
-        return groups(inProcStatus: bytes[...])
-    }
-
-    static func groups(inProcStatus status: ArraySlice<UInt8>) -> Set<UInt32> {
-        let key = Array("\nGroups:".utf8)
-        guard let start = status.indices.first(where: { status[$0...].starts(with: key) }) else { return [] }
-        let line = status[(start + key.count)...].prefix { $0 != UInt8(ascii: "\n") }
-        let fields = line.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") })
-        return Set(fields.compactMap { UInt32(String(decoding: $0, as: UTF8.self)) })
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -393,6 +356,51 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+/// A connection's handler that knows who the caller is (`SO_PEERCRED`).
+protocol ReadsPeerCredentials: AnyObject {
+    var peer: PeerCredentials? { get set }
+}
+
+extension ReadsPeerCredentials {
+    /// `SO_PEERCRED` of the connecting process, and its supplementary groups from `/proc/<pid>/status`.
+    func readPeerCredentials(context: ChannelHandlerContext) {
+        guard peer == nil, let provider = context.channel as? any SocketOptionProvider else { return }
+        let future: EventLoopFuture<tokend_ucred> = provider.unsafeGetSocketOption(
+            level: SocketOptionLevel(SOL_SOCKET),
+            name: SocketOptionName(SO_PEERCRED)
+        )
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        future.whenSuccess { credentials in
+            bound.value.peer = PeerCredentials(
+                uid: credentials.uid,
+                gid: credentials.gid,
+                pid: credentials.pid,
+                groups: PeerGroups.supplementaryGroups(of: credentials.pid)
+            )
+        }
+    }
+}
+
+enum PeerGroups {
+    /// The `Groups:` line of `/proc/<pid>/status`, scanned as bytes: this runs for every connection, and reading
+    /// the file into a String and splitting it into lines was a third of the cost of a one-request connection.
+    static func supplementaryGroups(of pid: Int32) -> Set<UInt32> {
+        let fd = open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return [] }
+        defer { close(fd) }
+        let bytes = readAll(fd, limit: 64 * 1024) ?? []
+        return groups(inProcStatus: bytes[...])
+    }
+
+    static func groups(inProcStatus status: ArraySlice<UInt8>) -> Set<UInt32> {
+        let key = Array("\nGroups:".utf8)
+        guard let start = status.indices.first(where: { status[$0...].starts(with: key) }) else { return [] }
+        let line = status[(start + key.count)...].prefix { $0 != UInt8(ascii: "\n") }
+        let fields = line.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") })
+        return Set(fields.compactMap { UInt32(String(decoding: $0, as: UTF8.self)) })
     }
 }
 

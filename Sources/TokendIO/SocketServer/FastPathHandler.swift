@@ -1,0 +1,217 @@
+import NIOCore
+import NIOHTTP1
+import TokendCore
+
+/// The first handler of every connection (decision 0006): answers the simple requests nearly every caller sends
+/// (``SimpleRequestHead``) straight from their bytes, and hands the connection to SwiftNIO's HTTP/1 pipeline and
+/// ``APIChannelHandler`` at the first byte it does not recognise, together with every byte not yet answered. From
+/// then on llhttp parses the connection; the fast path never comes back to it.
+///
+/// Answers keep the order of the requests: while one waits (a `min_valid` request waiting for a refresh, an event
+/// stream), later bytes are only buffered, up to ``maxBufferedWhileWaiting``.
+final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, ReadsPeerCredentials {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Pipelined bytes a client may send behind a request that is still waiting; more closes the connection.
+    static let maxBufferedWhileWaiting = 64 * 1024
+
+    private let responder: UnixSocketServer.Responder
+    private let maxHeadBytes: Int
+    private var buffered: ByteBuffer?
+    /// A request is being answered (later bytes wait).
+    private var waiting = false
+    /// Inside `process`: an answer given synchronously must not start another round.
+    private var processing = false
+    private var closing = false
+    private var handedOver = false
+    var peer: PeerCredentials?
+
+    init(responder: @escaping UnixSocketServer.Responder, maxHeadBytes: Int) {
+        self.responder = responder
+        self.maxHeadBytes = maxHeadBytes
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        readPeerCredentials(context: context)
+        context.fireChannelActive()
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { readPeerCredentials(context: context) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            if !waiting { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        var bytes = unwrapInboundIn(data)
+        if buffered == nil {
+            buffered = bytes
+        } else {
+            buffered!.writeBuffer(&bytes)
+        }
+        if waiting {
+            if buffered!.readableBytes > Self.maxBufferedWhileWaiting { close(context: context) }
+            return
+        }
+        process(context: context)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    /// Answers the complete simple requests in the buffer, in order, until one has to wait.
+    private func process(context: ChannelHandlerContext) {
+        processing = true
+        defer { processing = false }
+        var wrote = false
+        while !waiting, !closing, !handedOver, let buffer = buffered, buffer.readableBytes > 0 {
+            let parse = buffer.withUnsafeReadableBytes { SimpleRequestHead.parse($0, maxHeadBytes: maxHeadBytes) }
+            switch parse {
+            case .incomplete:
+                if wrote { context.flush() }
+                return
+            case .notSimple:
+                if wrote { context.flush() }
+                handOver(context: context)
+                return
+            case .request(let head):
+                buffered!.moveReaderIndex(forwardBy: head.length)
+                wrote = true
+                answer(head, context: context)
+            }
+        }
+        if let buffer = buffered, buffer.readableBytes == 0 { buffered = nil }
+        if wrote, !closing { context.flush() }
+    }
+
+    private func answer(_ head: SimpleRequestHead, context: ChannelHandlerContext) {
+        let request = APIRequest(method: "GET", target: head.target, accept: head.accept, peer: peer)
+        let keepAlive = head.keepAlive
+        waiting = true
+        let eventLoop = context.eventLoop
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: eventLoop)
+        let respond: @Sendable (APIResponse) -> Void = { response in
+            if eventLoop.inEventLoop {
+                bound.value.handler.answered(response, keepAlive: keepAlive, context: bound.value.context)
+            } else {
+                eventLoop.execute { bound.value.handler.answered(response, keepAlive: keepAlive, context: bound.value.context) }
+            }
+        }
+        let channel = context.channel
+        let openStream: @Sendable (String) -> EventStream = { contentType in
+            let stream = EventStream(eventLoop: eventLoop, channel: channel) { part, flush in
+                bound.value.handler.writeStreamPart(part, flush: flush, context: bound.value.context)
+            }
+            stream.emit(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Type": contentType])), flush: true)
+            return stream
+        }
+        responder(request, respond, openStream)
+    }
+
+    /// The answer to the request that waited: written, and the buffered requests behind it go on.
+    private func answered(_ response: APIResponse, keepAlive: Bool, context: ChannelHandlerContext) {
+        waiting = false
+        guard context.channel.isActive, !closing else { return }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(160 + response.body.count)
+        SimpleResponseHead.bytes(
+            status: response.status,
+            reason: HTTPResponseStatus(statusCode: response.status).reasonPhrase,
+            contentType: response.contentType,
+            contentLength: response.body.count,
+            headers: response.headers,
+            close: !keepAlive,
+            into: &bytes
+        )
+        bytes.append(contentsOf: response.body)
+        var buffer = context.channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        if !keepAlive {
+            closing = true
+            buffered = nil
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
+            return
+        }
+        context.write(wrapOutboundOut(buffer), promise: nil)
+        if !processing {
+            context.flush()
+            process(context: context)
+        }
+    }
+
+    /// An event stream's parts, chunked, as `HTTPResponseEncoder` writes a response without a length.
+    private func writeStreamPart(_ part: HTTPServerResponsePart, flush: Bool, context: ChannelHandlerContext) {
+        guard context.channel.isActive, !closing else { return }
+        var bytes: [UInt8] = []
+        switch part {
+        case .head(let head):
+            SimpleResponseHead.bytes(
+                status: Int(head.status.code),
+                reason: head.status.reasonPhrase,
+                contentType: head.headers.first(name: "Content-Type") ?? "application/octet-stream",
+                contentLength: nil,
+                headers: [],
+                close: false,
+                into: &bytes
+            )
+        case .body(.byteBuffer(let chunk)):
+            guard chunk.readableBytes > 0 else { return }
+            bytes.append(contentsOf: String(chunk.readableBytes, radix: 16).utf8)
+            bytes.append(contentsOf: "\r\n".utf8)
+            bytes.append(contentsOf: chunk.readableBytesView)
+            bytes.append(contentsOf: "\r\n".utf8)
+        case .body:
+            return
+        case .end:
+            bytes.append(contentsOf: "0\r\n\r\n".utf8)
+        }
+        var buffer = context.channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        if flush {
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(buffer), promise: nil)
+        }
+    }
+
+    /// From here on SwiftNIO's HTTP/1 pipeline parses the connection, starting with the bytes not yet answered.
+    private func handOver(context: ChannelHandlerContext) {
+        handedOver = true
+        do {
+            try context.pipeline.syncOperations.configureHTTPServerPipeline(
+                position: .last,
+                withErrorHandling: true,
+                withOutboundHeaderValidation: false
+            )
+            try context.pipeline.syncOperations.addHandler(
+                APIChannelHandler(responder: responder, maxHeadBytes: maxHeadBytes, peer: peer)
+            )
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        if let rest = buffered {
+            buffered = nil
+            context.fireChannelRead(wrapInboundOut(rest))
+            context.fireChannelReadComplete()
+        }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    private func close(context: ChannelHandlerContext) {
+        closing = true
+        buffered = nil
+        context.close(promise: nil)
+    }
+}
