@@ -359,16 +359,21 @@ public final class Daemon: @unchecked Sendable {
             // joins one shared refresh. So does, during start-up (before READY=1), a plain request for an instance
             // whose first attempt has not finished: a socket-activated daemon's first caller waits for the token
             // instead of getting 503. Everything else is answered from the snapshot.
-            let explicit = router.minValidRequest(request)
+            // One copy of the instance's state serves the whole answer (it may be removed meanwhile: 404).
+            guard let machine = published.instance(named: name) else {
+                respond(router.unknownInstance(name))
+                return
+            }
+            let explicit = request.query.isEmpty ? nil : router.minValidRequest(request)
             let wanted = explicit ?? (request.query["min_valid"] == nil ? (name, 0) : nil)
-            if let wanted, let machine = published.instance(named: wanted.name) {
+            if let wanted {
                 let validFor = machine.servableToken(at: now)?.serveUntil.timeIntervalSince(now)
                 if validFor.map({ $0 < wanted.minValid }) ?? (explicit != nil || (!machine.hasSettled && !published.isReady)) {
                     queue.async { self.tokenRequested(wanted.name, minValid: wanted.minValid, request: request, respond: respond) }
                     return
                 }
             }
-            respond(router.respond(to: request, instances: published, now: now))
+            respond(router.token(named: name, machine: machine, request: request, now: now))
         default:
             respond(router.respond(to: request, instances: published, now: now))
         }

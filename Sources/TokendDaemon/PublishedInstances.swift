@@ -39,6 +39,10 @@ final class PublishedInstances: InstanceDirectory {
         machines.withLock { $0[name] }
     }
 
+    func contains(_ name: String) -> Bool {
+        machines.withLock { $0[name] != nil }
+    }
+
     func allInstances() -> [(name: String, machine: InstanceStateMachine)] {
         machines.withLock { $0.map { ($0.key, $0.value) } }
     }

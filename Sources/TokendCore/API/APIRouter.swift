@@ -29,14 +29,16 @@ public struct APIRequest: Sendable, Hashable {
 
     /// Splits a request target (`/v1/tokens/a?format=raw`) into path and decoded query.
     public init(method: String, target: String, accept: String? = nil, body: [UInt8] = [], peer: PeerCredentials? = nil) {
-        let parts = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-        var query: [String: String] = [:]
-        if parts.count > 1 {
-            for field in FormURLEncoding.decodeFields(parts[1]) where query[field.name] == nil {
-                query[field.name] = field.value
-            }
+        // Most targets have no query: then the path is the target itself (no copy, no split).
+        guard let mark = target.utf8.firstIndex(of: UInt8(ascii: "?")) else {
+            self.init(method: method, path: target, accept: accept, body: body, peer: peer)
+            return
         }
-        self.init(method: method, path: String(parts.first ?? ""), query: query, accept: accept, body: body, peer: peer)
+        var query: [String: String] = [:]
+        for field in FormURLEncoding.decodeFields(target[target.index(after: mark)...]) where query[field.name] == nil {
+            query[field.name] = field.value
+        }
+        self.init(method: method, path: String(target[..<mark]), query: query, accept: accept, body: body, peer: peer)
     }
 
     /// The path's segments after the leading slash (`/v1/tokens/a` → `["v1", "tokens", "a"]`).
@@ -63,6 +65,8 @@ public struct APIResponse: Sendable, Hashable {
 /// What the router may read of the running instances: a snapshot published by the scheduler.
 public protocol InstanceDirectory: Sendable {
     func instance(named name: String) -> InstanceStateMachine?
+    /// Whether there is an instance of that name (without copying its state).
+    func contains(_ name: String) -> Bool
     func allInstances() -> [(name: String, machine: InstanceStateMachine)]
     /// Who may read the instance's token; nil when the socket's permissions decide.
     func access(named name: String) -> AccessPolicy?
@@ -70,6 +74,7 @@ public protocol InstanceDirectory: Sendable {
 
 extension InstanceDirectory {
     public func access(named name: String) -> AccessPolicy? { nil }
+    public func contains(_ name: String) -> Bool { instance(named: name) != nil }
 }
 
 /// Maps socket API requests to answers (SPEC §8). Pure: the instances and `now` are passed in.
@@ -139,11 +144,11 @@ public struct APIRouter: Sendable {
     public func refusal(for route: Route, request: APIRequest, instances: some InstanceDirectory) -> APIResponse? {
         switch route {
         case .token(let name), .invalidate(let name), .watch(let name):
-            guard instances.instance(named: name) != nil else { return unknownInstance(name) }
+            guard instances.contains(name) else { return unknownInstance(name) }
             return mayRead(name, peer: request.peer, instances: instances) ? nil : forbidden()
         case .refresh(let name):
             guard isAdmin(request.peer) else { return forbidden() }
-            return instances.instance(named: name) == nil ? unknownInstance(name) : nil
+            return instances.contains(name) ? nil : unknownInstance(name)
         case .metrics:
             return isAdmin(request.peer) ? nil : forbidden()
         case .instances, .health, .notFound, .methodNotAllowed:
@@ -206,6 +211,11 @@ public struct APIRouter: Sendable {
 
     func token(named name: String, request: APIRequest, instances: some InstanceDirectory, now: Date) -> APIResponse {
         guard let machine = instances.instance(named: name) else { return unknownInstance(name) }
+        return token(named: name, machine: machine, request: request, now: now)
+    }
+
+    /// The answer to `GET /v1/tokens/{name}` from the instance's state, for a caller already allowed to read it.
+    public func token(named name: String, machine: InstanceStateMachine, request: APIRequest, now: Date) -> APIResponse {
         var minValid = 0.0
         if let text = request.query["min_valid"] {
             guard let seconds = Self.seconds(text) else {

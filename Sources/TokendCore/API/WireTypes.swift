@@ -154,7 +154,25 @@ extension API.TokenBody {
 /// JSON string literals, escaped as Foundation's `JSONEncoder` escapes them.
 public enum JSONText {
     public static func appendString(_ text: String, to out: inout [UInt8]) {
-        let hex = Array("0123456789abcdef".utf8)
+        // Tokens, names and types rarely need escaping: then their bytes are copied as they are.
+        var text = text
+        let plain = text.withUTF8 { bytes -> Bool in
+            guard !bytes.contains(where: needsEscape) else { return false }
+            out.append(UInt8(ascii: "\""))
+            out.append(contentsOf: bytes)
+            out.append(UInt8(ascii: "\""))
+            return true
+        }
+        if !plain { appendEscaped(text, to: &out) }
+    }
+
+    @inline(__always)
+    static func needsEscape(_ byte: UInt8) -> Bool {
+        byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") || byte == UInt8(ascii: "/")
+    }
+
+    static func appendEscaped(_ text: String, to out: inout [UInt8]) {
+        let hex: StaticString = "0123456789abcdef"
         out.append(UInt8(ascii: "\""))
         for byte in text.utf8 {
             switch byte {
@@ -168,8 +186,8 @@ public enum JSONText {
             case 0x09: out.append(contentsOf: #"\t"#.utf8)
             case 0..<0x20:
                 out.append(contentsOf: #"\u00"#.utf8)
-                out.append(hex[Int(byte >> 4)])
-                out.append(hex[Int(byte & 0x0F)])
+                out.append(hex.utf8Start[Int(byte >> 4)])
+                out.append(hex.utf8Start[Int(byte & 0x0F)])
             default: out.append(byte)
             }
         }

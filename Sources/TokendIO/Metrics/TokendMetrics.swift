@@ -25,7 +25,18 @@ public final class TokendMetrics: Sendable {
         var status: Int
     }
 
-    public init() {}
+    /// The series nearly every request counts (`GET /v1/tokens/NAME` answered 200), made once: no lock and no
+    /// dictionary lookup per served token.
+    private let tokensServed: Counter
+
+    public init() {
+        tokensServed = registry.makeCounter(
+            name: "tokend_socket_requests_total",
+            labels: [("endpoint", "token"), ("status", "200")],
+            help: "Socket API requests by endpoint and status."
+        )
+        requestCounters.withLockedValue { $0[RequestKey(endpoint: "token", status: 200)] = tokensServed }
+    }
 
     /// A refresh attempt ended: `result` is `success`, `transient` or `permanent`.
     public func refreshFinished(instance: String, result: String) {
@@ -40,6 +51,10 @@ public final class TokendMetrics: Sendable {
 
     /// A socket request was answered.
     public func requestAnswered(endpoint: String, status: Int) {
+        if status == 200, endpoint == "token" {
+            tokensServed.increment()
+            return
+        }
         let key = RequestKey(endpoint: endpoint, status: status)
         let counter = requestCounters.withLockedValue { counters in
             if let known = counters[key] { return known }

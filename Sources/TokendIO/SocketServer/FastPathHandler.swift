@@ -26,6 +26,7 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
     private var processing = false
     private var closing = false
     private var handedOver = false
+    private var lastHead: (key: HeadKey, bytes: ByteBuffer)?
     var peer: PeerCredentials?
 
     init(responder: @escaping UnixSocketServer.Responder, maxHeadBytes: Int) {
@@ -122,20 +123,10 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
     private func answered(_ response: APIResponse, keepAlive: Bool, context: ChannelHandlerContext) {
         waiting = false
         guard context.channel.isActive, !closing else { return }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(160 + response.body.count)
-        SimpleResponseHead.bytes(
-            status: response.status,
-            reason: HTTPResponseStatus(statusCode: response.status).reasonPhrase,
-            contentType: response.contentType,
-            contentLength: response.body.count,
-            headers: response.headers,
-            close: !keepAlive,
-            into: &bytes
-        )
-        bytes.append(contentsOf: response.body)
-        var buffer = context.channel.allocator.buffer(capacity: bytes.count)
-        buffer.writeBytes(bytes)
+        let head = self.head(for: response, close: !keepAlive)
+        var buffer = context.channel.allocator.buffer(capacity: head.readableBytes + response.body.count)
+        buffer.writeImmutableBuffer(head)
+        buffer.writeBytes(response.body)
         if !keepAlive {
             closing = true
             buffered = nil
@@ -148,6 +139,34 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
             context.flush()
             process(context: context)
         }
+    }
+
+    /// The head of `response`; the last one is kept, since a connection's answers tend to have the same head
+    /// (status, type, length).
+    private func head(for response: APIResponse, close: Bool) -> ByteBuffer {
+        let key = HeadKey(status: response.status, contentType: response.contentType, length: response.body.count, close: close)
+        if response.headers.isEmpty, let last = lastHead, last.key == key { return last.bytes }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(128)
+        SimpleResponseHead.bytes(
+            status: response.status,
+            reason: HTTPResponseStatus(statusCode: response.status).reasonPhrase,
+            contentType: response.contentType,
+            contentLength: response.body.count,
+            headers: response.headers,
+            close: close,
+            into: &bytes
+        )
+        let buffer = ByteBuffer(bytes: bytes)
+        if response.headers.isEmpty { lastHead = (key, buffer) }
+        return buffer
+    }
+
+    private struct HeadKey: Equatable {
+        var status: Int
+        var contentType: String
+        var length: Int
+        var close: Bool
     }
 
     /// An event stream's parts, chunked, as `HTTPResponseEncoder` writes a response without a length.
