@@ -4,7 +4,7 @@ import TokendCore
 /// The scheduler's view of every instance, published for the socket server: the scheduler queue writes it after
 /// each change, request handlers read it under a short lock and never touch the scheduler's state.
 final class PublishedInstances: InstanceDirectory {
-    private let machines = Mutex<[String: InstanceStateMachine]>([:])
+    private let machines = Mutex<[String: PublishedMachine]>([:])
     private let policies = Mutex<[String: AccessPolicy]>([:])
     private let adminPolicy = Mutex<AdminPolicy?>(nil)
     private let loaded = Atomic<Bool>(false)
@@ -36,7 +36,7 @@ final class PublishedInstances: InstanceDirectory {
     }
 
     func instance(named name: String) -> InstanceStateMachine? {
-        machines.withLock { $0[name] }
+        machines.withLock { $0[name]?.machine }
     }
 
     func contains(_ name: String) -> Bool {
@@ -44,15 +44,24 @@ final class PublishedInstances: InstanceDirectory {
     }
 
     func allInstances() -> [(name: String, machine: InstanceStateMachine)] {
-        machines.withLock { $0.map { ($0.key, $0.value) } }
+        machines.withLock { $0.map { ($0.key, $0.value.machine) } }
     }
 
-    func publish(_ name: String, _ machine: InstanceStateMachine) {
+    func publish(_ name: String, _ machine: PublishedMachine) {
         machines.withLock { $0[name] = machine }
     }
 
     func remove(_ name: String) {
         machines.withLock { _ = $0.removeValue(forKey: name) }
         policies.withLock { _ = $0.removeValue(forKey: name) }
+    }
+}
+
+/// One instance's state as published: never changed, shared by the scheduler's running instance and the snapshot.
+final class PublishedMachine: Sendable {
+    let machine: InstanceStateMachine
+
+    init(_ machine: InstanceStateMachine) {
+        self.machine = machine
     }
 }

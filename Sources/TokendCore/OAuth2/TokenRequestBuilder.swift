@@ -1,10 +1,12 @@
 import Crypto
 import Foundation
 
-/// An instance whose secrets have been read: its definition, its variable values and the request they render to.
+/// An instance whose secrets have been read: its definition, its variable values and what they render to.
 ///
-/// Like ``InstanceDefinition`` the fields (about 500 bytes) live in one shared copy-on-write box: a resolved instance
-/// is kept by the render memo, the loaded config and the daemon's running state, and each copy costs a pointer.
+/// Like ``InstanceDefinition`` the fields live in one shared copy-on-write box: a resolved instance is kept by the
+/// render memo, the loaded config and the daemon's running state, and each copy costs a pointer. The rendered request
+/// itself is not kept: it is rendered again for each fetch (``renderRequest()``), since a kept one (its URLs, headers
+/// and body) cost about 500 bytes per instance, 5 MB at 10,000, to save a render every few minutes.
 @dynamicMemberLookup
 public struct ResolvedInstance: Sendable, Hashable {
     public struct Fields: Sendable, Hashable {
@@ -12,10 +14,14 @@ public struct ResolvedInstance: Sendable, Hashable {
         /// The values the instance sets (secrets read), without the connector's defaults (``variables`` adds them):
         /// the same dictionary the render memo keys on, so keeping it costs nothing.
         public var values: [String: Secret]
-        public var request: TokenRequest
-        /// SHA-256 (hex) over the rendered request and response shape, with every secret replaced by its own
-        /// SHA-256. A change of fingerprint invalidates the cached token.
-        public var fingerprint: String
+        /// The TLS material the request is sent with.
+        public var tls: TLSMaterial
+        /// The token endpoint's host (and port), for per-endpoint limits and messages.
+        public var endpointHost: String
+        /// SHA-256 over the rendered request and response shape, with every secret replaced by its own SHA-256.
+        /// A change of fingerprint invalidates the cached token. Kept as the digest (32 bytes inline); its hex,
+        /// ``ResolvedInstance/fingerprint``, is made when asked for (a kept hex string cost 1.1 MB at 10,000).
+        public var fingerprintDigest: SHA256.Digest
         /// Who may read the token; nil when the socket's permissions decide.
         public var access: AccessPolicy?
         /// Where the raw token is also written, if anywhere.
@@ -27,17 +33,35 @@ public struct ResolvedInstance: Sendable, Hashable {
     public init(
         definition: InstanceDefinition,
         values: [String: Secret],
-        request: TokenRequest,
-        fingerprint: String,
+        tls: TLSMaterial,
+        endpointHost: String,
+        fingerprint: SHA256.Digest,
         access: AccessPolicy? = nil,
         sink: SinkTarget? = nil
     ) {
         storage = SharedBox(
             Fields(
-                definition: definition, values: values, request: request, fingerprint: fingerprint,
-                access: access, sink: sink
+                definition: definition, values: values, tls: tls, endpointHost: endpointHost,
+                fingerprintDigest: fingerprint, access: access, sink: sink
             )
         )
+    }
+
+    /// The fingerprint's hex, as cache records carry it.
+    public var fingerprint: String { TokenRequestBuilder.hex(self.fingerprintDigest) }
+
+    /// The token request, rendered now from the definition and values (it rendered when the instance was resolved,
+    /// and rendering is pure, so it renders the same again).
+    public func renderRequest() -> Result<TokenRequest, ConfigDiagnostic> {
+        TokenRequestBuilder.request(self.definition, values: self.values, tls: self.tls)
+    }
+
+    /// ``renderRequest()`` for callers that hold a resolved instance, which always renders.
+    public var request: TokenRequest {
+        switch renderRequest() {
+        case .success(let request): return request
+        case .failure(let diagnostic): preconditionFailure("a resolved instance no longer renders: \(diagnostic)")
+        }
     }
 
     @inlinable
@@ -68,7 +92,8 @@ public struct ResolvedInstance: Sendable, Hashable {
     /// The secret values and the credentials of the request's `Authorization` header (a Basic header carries the
     /// secret base64-encoded): everything a provider's echo of the request must be scrubbed of.
     public var sensitiveValues: [String] {
-        let credentials = self.request.headers.filter { $0.name.lowercased() == "authorization" }.flatMap { header in
+        let request = (try? renderRequest().get())
+        let credentials = (request?.headers ?? []).filter { $0.name.lowercased() == "authorization" }.flatMap { header in
             [header.value, String(header.value.drop { $0 != " " }.dropFirst())]
         }
         return secretValues + credentials.filter { $0.utf8.count >= 8 }
@@ -86,8 +111,43 @@ public enum TokenRequestBuilder {
         tls: TLSMaterial = TLSMaterial()
     ) -> Result<ResolvedInstance, ConfigDiagnostic> {
         let variables = Self.variables(definition, values: values)
-
         let request: TokenRequest
+        switch self.request(definition, variables: variables, tls: tls) {
+        case .success(let rendered): request = rendered
+        case .failure(let diagnostic): return .failure(diagnostic)
+        }
+        // The URL was checked above; the hashed rendering differs only in secret values.
+        let hashText = redactedText(definition, variables) { "sha256-" + sha256Hex($0) }
+        var hashed = (try? render(definition, text: hashText, checkURL: false).get()) ?? request
+        hashed.tls = tls
+        hashed.assertion = request.assertion
+        return .success(
+            ResolvedInstance(
+                definition: definition,
+                values: values,
+                tls: tls,
+                endpointHost: request.endpointHost,
+                fingerprint: fingerprintDigest(of: hashed, definition.connector)
+            )
+        )
+    }
+
+    /// The request an instance's definition and values render to: URL (checked), query, headers, body, client
+    /// authentication, the URL with secrets redacted for messages, and the TLS material.
+    public static func request(
+        _ definition: InstanceDefinition,
+        values: [String: Secret],
+        tls: TLSMaterial
+    ) -> Result<TokenRequest, ConfigDiagnostic> {
+        request(definition, variables: variables(definition, values: values), tls: tls)
+    }
+
+    static func request(
+        _ definition: InstanceDefinition,
+        variables: [String: Secret],
+        tls: TLSMaterial
+    ) -> Result<TokenRequest, ConfigDiagnostic> {
+        var request: TokenRequest
         switch render(definition, text: { variables[$0]?.revealed }) {
         case .success(let rendered): request = rendered
         case .failure(var diagnostic):
@@ -97,27 +157,13 @@ public enum TokenRequestBuilder {
             }
             return .failure(diagnostic)
         }
-        var withRedactedURL = request
-        withRedactedURL.redactedURL = fullURL(definition, text: redactedText(definition, variables, marker: { _ in "<redacted>" }))
-        withRedactedURL.tls = tls
+        request.redactedURL = fullURL(definition, text: redactedText(definition, variables, marker: { _ in "<redacted>" }))
+        request.tls = tls
         switch assertion(definition, variables: { variables[$0]?.revealed }, tokenURL: request.url) {
-        case .success(let built): withRedactedURL.assertion = built
+        case .success(let built): request.assertion = built
         case .failure(let diagnostic): return .failure(diagnostic)
         }
-
-        // The URL was checked above; the hashed rendering differs only in secret values.
-        let hashText = redactedText(definition, variables) { "sha256-" + sha256Hex($0) }
-        var hashed = (try? render(definition, text: hashText, checkURL: false).get()) ?? request
-        hashed.tls = tls
-        hashed.assertion = withRedactedURL.assertion
-        return .success(
-            ResolvedInstance(
-                definition: definition,
-                values: values,
-                request: withRedactedURL,
-                fingerprint: fingerprint(of: hashed, definition.connector)
-            )
-        )
+        return .success(request)
     }
 
     /// The connector's defaults with the instance's values over them.
@@ -201,7 +247,7 @@ public enum TokenRequestBuilder {
                     + (assertion.keyID.map { ", kid=\($0)" } ?? "") + ">)"
             )
         }
-        let tls = resolved.request.tls
+        let tls = resolved.tls
         if !tls.isDefault {
             lines.append(
                 "(TLS: ca_file \(tls.caFile ?? "-"), client certificate \(tls.clientCertificatePEM == nil ? "no" : "yes"), TLS 1.2 at least)"
@@ -404,6 +450,10 @@ public enum TokenRequestBuilder {
     }
 
     static func fingerprint(of request: TokenRequest, _ connector: ConnectorDefinition) -> String {
+        hex(fingerprintDigest(of: request, connector))
+    }
+
+    static func fingerprintDigest(of request: TokenRequest, _ connector: ConnectorDefinition) -> SHA256.Digest {
         // "tokend-fingerprint-v2\n", then "<byte count>:<field>\n" for each field, built in one buffer.
         var canonical: [UInt8] = Array("tokend-fingerprint-v2\n".utf8)
         canonical.reserveCapacity(request.url.utf8.count + request.body.count + 512)
@@ -438,7 +488,7 @@ public enum TokenRequestBuilder {
                 sha256Hex(request.tls.clientKeyPEM?.revealed ?? "-"),
             ] { add(field) }
         }
-        return hex(SHA256.hash(data: canonical))
+        return SHA256.hash(data: canonical)
     }
 
     static func sha256Hex(_ text: String) -> String {
