@@ -273,7 +273,7 @@ public enum ConfigLoader {
 
     fileprivate struct RenderKey: Sendable, Equatable {
         var definition: InstanceDefinition
-        var values: [String: Secret]
+        var values: VariableMap<Secret>
         var tls: TLSMaterial
     }
 
@@ -293,7 +293,7 @@ public enum ConfigLoader {
     struct RenderInput: Sendable {
         /// The definition with the discovered token URL; nil when an error in `diagnostics` stopped it.
         var definition: InstanceDefinition?
-        var values: [String: Secret] = [:]
+        var values = VariableMap<Secret>()
         var tls = TLSMaterial()
         /// Warnings, and the errors that stopped it, in order.
         var diagnostics: [ConfigDiagnostic] = []
@@ -368,7 +368,7 @@ public enum ConfigLoader {
     /// `ca_file` read, the client certificate and key taken from their variables, and all of it checked.
     static func tlsMaterial(
         _ definition: InstanceDefinition,
-        values: [String: Secret],
+        values: VariableMap<Secret>,
         checkTLS: TLSChecker,
         readSecret: SecretReader
     ) -> Result<TLSMaterial, ConfigDiagnostic> {
@@ -412,7 +412,7 @@ public enum ConfigLoader {
     static func discoverTokenURL(
         _ definition: InstanceDefinition,
         issuerTemplate: String,
-        values: [String: Secret],
+        values: VariableMap<Secret>,
         tls: TLSMaterial,
         settings: DaemonSettings,
         discover: Discoverer

@@ -121,7 +121,7 @@ public enum ConfigParser {
             description = connector?.description
         }
 
-        var variables: [String: VariableSource] = [:]
+        var variables = VariableMap<VariableSource>()
         var fromFiles: Set<String> = []
         if let table = reader.subtable("variables") {
             var variableReader = TableReader(document: document, path: ["variables"], table: table)

@@ -197,7 +197,7 @@ public struct InstanceDefinition: Sendable, Hashable {
         public var description: String?
         public var connector: ConnectorDefinition
         /// Variable values as written, by exact (case-sensitive) name.
-        public var variables: [String: VariableSource]
+        public var variables: VariableMap<VariableSource>
         /// Names of variables that are secret (never logged, never cached, hashed in the fingerprint).
         public var secretVariables: Set<String>
         /// The file's text, for the line of a variable in messages of later steps (``line(ofVariable:)``).
@@ -219,7 +219,7 @@ public struct InstanceDefinition: Sendable, Hashable {
         file: String,
         description: String?,
         connector: ConnectorDefinition,
-        variables: [String: VariableSource],
+        variables: VariableMap<VariableSource>,
         secretVariables: Set<String>,
         source: SourceLines?,
         refresh: RefreshSettings.Overrides

@@ -13,7 +13,7 @@ public struct ResolvedInstance: Sendable, Hashable {
         public var definition: InstanceDefinition
         /// The values the instance sets (secrets read), without the connector's defaults (``variables`` adds them):
         /// the same dictionary the render memo keys on, so keeping it costs nothing.
-        public var values: [String: Secret]
+        public var values: VariableMap<Secret>
         /// The TLS material the request is sent with.
         public var tls: TLSMaterial
         /// The token endpoint's host (and port), for per-endpoint limits and messages.
@@ -32,7 +32,7 @@ public struct ResolvedInstance: Sendable, Hashable {
 
     public init(
         definition: InstanceDefinition,
-        values: [String: Secret],
+        values: VariableMap<Secret>,
         tls: TLSMaterial,
         endpointHost: String,
         fingerprint: SHA256.Digest,
@@ -107,7 +107,7 @@ public enum TokenRequestBuilder {
     /// Builds the request; errors name the file and the key at fault.
     public static func resolve(
         _ definition: InstanceDefinition,
-        values: [String: Secret],
+        values: VariableMap<Secret>,
         tls: TLSMaterial = TLSMaterial()
     ) -> Result<ResolvedInstance, ConfigDiagnostic> {
         let variables = Self.variables(definition, values: values)
@@ -136,7 +136,7 @@ public enum TokenRequestBuilder {
     /// authentication, the URL with secrets redacted for messages, and the TLS material.
     public static func request(
         _ definition: InstanceDefinition,
-        values: [String: Secret],
+        values: VariableMap<Secret>,
         tls: TLSMaterial
     ) -> Result<TokenRequest, ConfigDiagnostic> {
         request(definition, variables: variables(definition, values: values), tls: tls)
@@ -167,12 +167,12 @@ public enum TokenRequestBuilder {
     }
 
     /// The connector's defaults with the instance's values over them.
-    static func variables(_ definition: InstanceDefinition, values: [String: Secret]) -> [String: Secret] {
+    static func variables(_ definition: InstanceDefinition, values: VariableMap<Secret>) -> [String: Secret] {
         var variables: [String: Secret] = [:]
         for (name, spec) in definition.connector.variables {
             if let value = spec.defaultValue { variables[name] = Secret(value) }
         }
-        variables.merge(values) { _, new in new }
+        for (name, value) in values { variables[name] = value }
         return variables
     }
 
