@@ -612,9 +612,13 @@ public final class Daemon: @unchecked Sendable {
         published.isReady = true
         extendTimer?.cancel()
         extendTimer = nil
+        // The start-up's (and a first round's) responses, request buffers and parse trees are freed by now: their
+        // pages go back before READY=1, so that a ready daemon's RSS is its working set (a few milliseconds, in
+        // the `ready` line as trim_ms).
+        let trimStart = DispatchTime.now()
+        _ = tokend_malloc_trim()
+        startupSteps.append(("trim", Int((DispatchTime.now().uptimeNanoseconds - trimStart.uptimeNanoseconds) / 1_000_000)))
         notifyReady()
-        // The first round's responses, request buffers and cache batches are freed by now.
-        returnFreedMemory()
         // Start-up callers still waiting for a first token (READY=1 came by startup_timeout) get their 503 now.
         for name in Array(waiters.keys) where instances[name]?.machine.token == nil {
             let released = waiters[name]!.filter { $0.minValid == 0 }

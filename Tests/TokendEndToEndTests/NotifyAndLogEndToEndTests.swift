@@ -71,7 +71,7 @@ import Glibc
         #expect(plainLines.contains { $0.contains(" INFO instances started cached_tokens=0 instances=1") }, "\(plainLines)")
         #expect(!plainLines.contains { $0.contains("instance added") }, "\(plainLines)")
         let ready = try #require(plainLines.first { $0.contains(" INFO ready ") }, "\(plainLines)")
-        for step in ["config_ms=", "init_ms=", "cache_ms=", "socket_ms=", "apply_ms=", "status=\"1 instance: 1 valid\""] {
+        for step in ["config_ms=", "init_ms=", "cache_ms=", "socket_ms=", "apply_ms=", "trim_ms=", "status=\"1 instance: 1 valid\""] {
             #expect(ready.contains(step), "\(ready)")
         }
 

@@ -53,7 +53,8 @@ public struct ResolvedInstance: Sendable, Hashable {
     /// The token request, rendered now from the definition and values (it rendered when the instance was resolved,
     /// and rendering is pure, so it renders the same again).
     public func renderRequest() -> Result<TokenRequest, ConfigDiagnostic> {
-        TokenRequestBuilder.request(self.definition, values: self.values, tls: self.tls)
+        // The URL was checked when the instance was resolved; parsing it again was most of a render's time.
+        TokenRequestBuilder.request(self.definition, values: self.values, tls: self.tls, checkURL: false)
     }
 
     /// ``renderRequest()`` for callers that hold a resolved instance, which always renders.
@@ -137,18 +138,20 @@ public enum TokenRequestBuilder {
     public static func request(
         _ definition: InstanceDefinition,
         values: VariableMap<Secret>,
-        tls: TLSMaterial
+        tls: TLSMaterial,
+        checkURL: Bool = true
     ) -> Result<TokenRequest, ConfigDiagnostic> {
-        request(definition, variables: variables(definition, values: values), tls: tls)
+        request(definition, variables: variables(definition, values: values), tls: tls, checkURL: checkURL)
     }
 
     static func request(
         _ definition: InstanceDefinition,
         variables: [String: Secret],
-        tls: TLSMaterial
+        tls: TLSMaterial,
+        checkURL: Bool = true
     ) -> Result<TokenRequest, ConfigDiagnostic> {
         var request: TokenRequest
-        switch render(definition, text: { variables[$0]?.revealed }) {
+        switch render(definition, text: { variables[$0]?.revealed }, checkURL: checkURL) {
         case .success(let rendered): request = rendered
         case .failure(var diagnostic):
             if diagnostic.key == "token_url" {
