@@ -207,6 +207,21 @@ import TokendTestSupport
         #expect(Self.bodies(try Self.written(channel)) == ["late", "GET /v1/tokens/b"])
     }
 
+    @Test func aClientPipeliningTooMuchBehindAWaitingRequestIsClosed() throws {
+        let fake = FakeResponder()
+        fake.answerLater = ["/v1/tokens/slow"]
+        let channel = try Self.channel(fake)
+        try channel.writeInbound(ByteBuffer(string: "GET /v1/tokens/slow HTTP/1.1\r\n\r\n"))
+        let filler = String(repeating: "GET /v1/tokens/b HTTP/1.1\r\n\r\n", count: 1_000)
+        try channel.writeInbound(ByteBuffer(string: filler))
+        #expect(channel.isActive, "\(filler.utf8.count) bytes are within the limit")
+        try channel.writeInbound(ByteBuffer(string: filler + filler))
+        #expect(!channel.isActive)
+        fake.answerDeferred()
+        #expect(try Self.written(channel).isEmpty)
+        #expect(fake.seen.count == 1)
+    }
+
     @Test func connectionCloseIsAnsweredThenClosedAndLaterBytesDropped() throws {
         let fake = FakeResponder()
         let channel = try Self.channel(fake)
