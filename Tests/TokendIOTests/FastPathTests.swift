@@ -196,6 +196,30 @@ import TokendTestSupport
         #expect(fake.seen.first?.accept == "text/plain")
     }
 
+    @Test func readsThatEndInsideARequestDoNotGrowTheBuffer() throws {
+        let fake = FakeResponder()
+        let handler = FastPathHandler(responder: fake.responder, maxHeadBytes: 1024)
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(handler)
+        try channel.connect(to: SocketAddress(unixDomainSocketPath: "/tmp/x")).wait()
+        let request = Array("GET /v1/tokens/a HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        // Each read carries the end of one request and the start of the next.
+        var stream: [UInt8] = []
+        for _ in 0..<500 { stream += request }
+        var largest = 0
+        try channel.writeInbound(ByteBuffer(bytes: stream[0..<10]))
+        var offset = 10
+        while offset < stream.count {
+            let end = min(stream.count, offset + request.count)
+            try channel.writeInbound(ByteBuffer(bytes: stream[offset..<end]))
+            largest = max(largest, handler.bufferedStorage)
+            offset = end
+        }
+        #expect(Self.bodies(try Self.written(channel)).count == 500)
+        #expect(fake.seen.count == 500)
+        #expect(largest <= 2 * request.count, "the buffer held \(largest) bytes")
+    }
+
     @Test func requestsBehindAWaitingOneWaitForItsAnswer() throws {
         let fake = FakeResponder()
         fake.answerLater = ["/v1/tokens/slow"]

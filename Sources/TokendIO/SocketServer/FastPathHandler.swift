@@ -79,6 +79,9 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
             let parse = buffer.withUnsafeReadableBytes { SimpleRequestHead.parse($0, maxHeadBytes: maxHeadBytes) }
             switch parse {
             case .incomplete:
+                // Answered requests before the unfinished one are not kept: a client whose reads always end inside
+                // a request would otherwise grow the buffer by every request it ever sent.
+                if buffered!.readerIndex > 0 { buffered!.discardReadBytes() }
                 if wrote { context.flush() }
                 return
             case .notSimple:
@@ -227,6 +230,9 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
         }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
+
+    /// The bytes the buffer holds, read or not (for tests).
+    var bufferedStorage: Int { buffered.map { $0.readerIndex + $0.readableBytes } ?? 0 }
 
     private func close(context: ChannelHandlerContext) {
         closing = true
