@@ -273,15 +273,22 @@ public final class Daemon: @unchecked Sendable {
             let respond: UnixSocketServer.Responder = { [unowned self] request, respond, openStream in
                 self.handle(request, respond: respond, openStream: openStream)
             }
+            let answerNow: UnixSocketServer.ImmediateResponder = { [unowned self] request in self.answerNow(request) }
             if let descriptor = passed.first {
                 logger.info("using the socket systemd passed", metadata: ["fd": "\(descriptor)", "fds": "\(passed.count)"])
                 server = try Self.blocking {
-                    try await UnixSocketServer.adopt(descriptor: descriptor, path: path, responder: respond)
+                    try await UnixSocketServer.adopt(descriptor: descriptor, path: path, immediate: answerNow, responder: respond)
                 }
             } else {
                 let socketGroup = group
                 server = try Self.blocking {
-                    try await UnixSocketServer.bind(path: path, mode: mode, group: socketGroup, responder: respond)
+                    try await UnixSocketServer.bind(
+                        path: path,
+                        mode: mode,
+                        group: socketGroup,
+                        immediate: answerNow,
+                        responder: respond
+                    )
                 }
             }
         } catch let error as StartError {
@@ -312,6 +319,22 @@ public final class Daemon: @unchecked Sendable {
             self.becomeReady(force: false)
             if !self.isReady { self.installStartupExtension() }
         }
+    }
+
+    /// The answer to the request programs make on every call, `GET /v1/tokens/NAME` (no query) from a caller allowed
+    /// to read a token that is servable now, made on the calling event loop from the snapshot without anything
+    /// `handle` allocates; nil for every other request, which then goes to `handle` (refusals and their log line,
+    /// 404s, 503s, start-up waits, queries, every other endpoint). Both give the same answer where this one answers.
+    private func answerNow(_ request: APIRequest) -> APIResponse? {
+        guard published.isLoaded, request.method == "GET", request.query.isEmpty,
+            let name = APIRouter.tokenName(inPath: request.path), let entry = published.published(named: name)
+        else { return nil }
+        if let peer = request.peer, let policy = published.access(named: name), !policy.allows(peer) { return nil }
+        let now = clock.now()
+        guard let token = entry.machine.servableToken(at: now), token.serveUntil >= now else { return nil }
+        let response = entry.tokenAnswer(name: name, token: token, request: request, now: now, router: router)
+        metrics.requestAnswered(endpoint: "token", status: response.status)
+        return response
     }
 
     /// Answers one socket request on the calling event loop: from the published snapshot when it can, through the

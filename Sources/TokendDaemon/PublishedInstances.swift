@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 import TokendCore
 
@@ -39,6 +40,11 @@ final class PublishedInstances: InstanceDirectory {
         machines.withLock { $0[name]?.machine }
     }
 
+    /// The published box itself (its state and the answers made from its token).
+    func published(named name: String) -> PublishedMachine? {
+        machines.withLock { $0[name] }
+    }
+
     func contains(_ name: String) -> Bool {
         machines.withLock { $0[name] != nil }
     }
@@ -60,8 +66,16 @@ final class PublishedInstances: InstanceDirectory {
 /// One instance's state as published: never changed, shared by the scheduler's running instance and the snapshot.
 final class PublishedMachine: Sendable {
     let machine: InstanceStateMachine
+    /// The token answers made from this state (it never changes, so neither does its token): callers asking many
+    /// times a second share one body.
+    private let answers = Mutex(TokenAnswers())
 
     init(_ machine: InstanceStateMachine) {
         self.machine = machine
+    }
+
+    /// The 200 answer to `request` carrying `token` (this state's servable token) at `now`.
+    func tokenAnswer(name: String, token: IssuedToken, request: APIRequest, now: Date, router: APIRouter) -> APIResponse {
+        answers.withLock { $0.answer(name: name, token: token, request: request, now: now, router: router) }
     }
 }

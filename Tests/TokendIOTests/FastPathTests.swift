@@ -173,6 +173,44 @@ import TokendTestSupport
         return bodies
     }
 
+    /// Immediate answers (the daemon's `answerNow`) never reach the responder, and a body shared with the last
+    /// answer is written as the same bytes again; a new body, even of the same length, is written as itself.
+    @Test func immediateAnswersSkipTheResponderAndReuseTheirBytes() throws {
+        let fake = FakeResponder()
+        final class Shared: @unchecked Sendable { var body = Array("token-one".utf8) }  // one thread: EmbeddedChannel
+        let shared = Shared()
+        let immediate: UnixSocketServer.ImmediateResponder = { request in
+            guard request.path == "/v1/tokens/a" else { return nil }
+            return APIResponse(status: 200, contentType: "text/plain; charset=utf-8", body: shared.body)
+        }
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(FastPathHandler(immediate: immediate, responder: fake.responder, maxHeadBytes: 1024))
+        try channel.connect(to: SocketAddress(unixDomainSocketPath: "/tmp/x")).wait()
+        func get(_ path: String, close: Bool = false) throws -> [ByteBuffer] {
+            try channel.writeInbound(ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: x\r\n\(close ? "Connection: close\r\n" : "")\r\n"))
+            var buffers: [ByteBuffer] = []
+            while let data = try channel.readOutbound(as: IOData.self) {
+                if case .byteBuffer(let buffer) = data { buffers.append(buffer) }
+            }
+            return buffers
+        }
+        func storage(_ buffer: ByteBuffer) -> UnsafeRawPointer? { buffer.withUnsafeReadableBytes { $0.baseAddress } }
+        let first = try #require(try get("/v1/tokens/a").first)
+        let second = try #require(try get("/v1/tokens/a").first)
+        #expect(Self.bodies(String(buffer: first)) == ["token-one"])
+        #expect(storage(second) == storage(first))
+        let other = try get("/v1/tokens/b")
+        #expect(Self.bodies(other.map { String(buffer: $0) }.joined()) == ["GET /v1/tokens/b"])
+        #expect(fake.seen.map(\.path) == ["/v1/tokens/b"])
+        #expect(Self.bodies(String(buffer: try #require(try get("/v1/tokens/a").first))) == ["token-one"])
+        shared.body = Array("token-two".utf8)
+        let third = try #require(try get("/v1/tokens/a").first)
+        #expect(Self.bodies(String(buffer: third)) == ["token-two"])
+        let closing = try #require(try get("/v1/tokens/a", close: true).first)
+        #expect(String(buffer: closing).contains("Connection: close\r\n"))
+        #expect(Self.bodies(String(buffer: closing)) == ["token-two"])
+    }
+
     @Test func pipelinedRequestsAreAnsweredInOrderInOneFlush() throws {
         let fake = FakeResponder()
         let channel = try Self.channel(fake)

@@ -99,13 +99,18 @@ public struct APIRouter: Sendable {
         self.admin = admin
     }
 
-    public func route(_ request: APIRequest) -> Route {
-        // The request programs make on every call, `GET /v1/tokens/NAME`, without splitting the path.
+    /// The instance a `/v1/tokens/NAME` path names (the request programs make on every call), without splitting
+    /// the path; nil for every other path.
+    public static func tokenName(inPath path: String) -> String? {
         let tokensPrefix = "/v1/tokens/"
-        if request.method == "GET", request.path.utf8.starts(with: tokensPrefix.utf8) {
-            let name = request.path.utf8.dropFirst(tokensPrefix.utf8.count)
-            if !name.isEmpty, !name.contains(UInt8(ascii: "/")) { return .token(name: String(Substring(name))) }
-        }
+        guard path.utf8.starts(with: tokensPrefix.utf8) else { return nil }
+        let name = path.utf8.dropFirst(tokensPrefix.utf8.count)
+        guard !name.isEmpty, !name.contains(UInt8(ascii: "/")) else { return nil }
+        return String(Substring(name))
+    }
+
+    public func route(_ request: APIRequest) -> Route {
+        if request.method == "GET", let name = Self.tokenName(inPath: request.path) { return .token(name: name) }
         let segments = request.segments
         let method = request.method
         switch segments.count {
@@ -245,8 +250,7 @@ public struct APIRouter: Sendable {
 
     /// A 200 answer carrying `token` in the format the request asks for (`format=` or `Accept: text/plain`).
     public func tokenResponse(name: String, token: IssuedToken, request: APIRequest, now: Date) -> APIResponse {
-        let format = request.query["format"] ?? (request.accept?.hasPrefix("text/plain") == true ? "raw" : "json")
-        switch format {
+        switch Self.tokenFormat(of: request) {
         case "raw":
             return APIResponse(status: 200, contentType: "text/plain; charset=utf-8", body: Array(token.accessToken.revealed.utf8))
         case "header":
@@ -261,13 +265,24 @@ public struct APIRouter: Sendable {
                 access_token: token.accessToken.revealed,
                 token_type: token.tokenType,
                 expires_at: Int(token.expiresAt.timeIntervalSince1970),
-                expires_in: max(0, Int(token.expiresAt.timeIntervalSince(now))),
+                expires_in: Self.expiresIn(token, now: now),
                 scope: token.scope
             )
             return APIResponse(status: 200, contentType: "application/json", body: body.json())
         default:
             return error(400, "bad_format", "format must be json, raw or header")
         }
+    }
+
+    /// The format a token request asks for: `format=`, else `raw` for `Accept: text/plain`, else `json`.
+    public static func tokenFormat(of request: APIRequest) -> String {
+        request.query["format"] ?? (request.accept?.hasPrefix("text/plain") == true ? "raw" : "json")
+    }
+
+    /// The `expires_in` of a JSON token answer at `now`: whole seconds left, never negative. The only part of a
+    /// token's answer that changes while the token stays the same.
+    public static func expiresIn(_ token: IssuedToken, now: Date) -> Int {
+        max(0, Int(token.expiresAt.timeIntervalSince(now)))
     }
 
     /// One `text/event-stream` event carrying the token as the JSON of `GET /v1/tokens/{name}`.

@@ -17,6 +17,7 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
     /// Pipelined bytes a client may send behind a request that is still waiting; more closes the connection.
     static let maxBufferedWhileWaiting = 64 * 1024
 
+    private let immediate: UnixSocketServer.ImmediateResponder?
     private let responder: UnixSocketServer.Responder
     private let maxHeadBytes: Int
     private var buffered: ByteBuffer?
@@ -27,9 +28,17 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
     private var closing = false
     private var handedOver = false
     private var lastHead: (key: HeadKey, bytes: ByteBuffer)?
+    /// The last answer written whole (head and body) with the body it was made from: an immediate answer shares
+    /// its body with every caller in the same second, so the same body storage means the same bytes to write.
+    private var lastWire: (key: HeadKey, body: [UInt8], bytes: ByteBuffer)?
     var peer: PeerCredentials?
 
-    init(responder: @escaping UnixSocketServer.Responder, maxHeadBytes: Int) {
+    init(
+        immediate: UnixSocketServer.ImmediateResponder? = nil,
+        responder: @escaping UnixSocketServer.Responder,
+        maxHeadBytes: Int
+    ) {
+        self.immediate = immediate
         self.responder = responder
         self.maxHeadBytes = maxHeadBytes
     }
@@ -102,6 +111,10 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
         let request = APIRequest(method: "GET", target: head.target, accept: head.accept, peer: peer)
         let keepAlive = head.keepAlive
         waiting = true
+        if let immediate, let response = immediate(request) {
+            answered(response, keepAlive: keepAlive, context: context)
+            return
+        }
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: eventLoop)
         let respond: @Sendable (APIResponse) -> Void = { response in
@@ -126,10 +139,7 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
     private func answered(_ response: APIResponse, keepAlive: Bool, context: ChannelHandlerContext) {
         waiting = false
         guard context.channel.isActive, !closing else { return }
-        let head = self.head(for: response, close: !keepAlive)
-        var buffer = context.channel.allocator.buffer(capacity: head.readableBytes + response.body.count)
-        buffer.writeImmutableBuffer(head)
-        buffer.writeBytes(response.body)
+        let buffer = wire(for: response, close: !keepAlive, allocator: context.channel.allocator)
         if !keepAlive {
             closing = true
             buffered = nil
@@ -142,6 +152,26 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
             context.flush()
             process(context: context)
         }
+    }
+
+    /// `response` as bytes to write; the last one is kept and written again while the answers share their body.
+    private func wire(for response: APIResponse, close: Bool, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let key = HeadKey(status: response.status, contentType: response.contentType, length: response.body.count, close: close)
+        if response.headers.isEmpty, let last = lastWire, last.key == key, Self.sameStorage(last.body, response.body) {
+            return last.bytes
+        }
+        let head = self.head(for: response, close: close)
+        var buffer = allocator.buffer(capacity: head.readableBytes + response.body.count)
+        buffer.writeImmutableBuffer(head)
+        buffer.writeBytes(response.body)
+        if response.headers.isEmpty { lastWire = (key, response.body, buffer) }
+        return buffer
+    }
+
+    /// Whether two arrays share their storage (so hold the same bytes: `a` is kept alive, so its storage cannot have
+    /// been freed and reused, and a shared storage is copied before it is changed).
+    private static func sameStorage(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        a.withUnsafeBufferPointer { a in b.withUnsafeBufferPointer { b in a.baseAddress == b.baseAddress && a.count == b.count } }
     }
 
     /// The head of `response`; the last one is kept, since a connection's answers tend to have the same head

@@ -21,6 +21,10 @@ public final class UnixSocketServer: Sendable {
         _ openStream: @escaping @Sendable (_ contentType: String) -> EventStream
     ) -> Void
 
+    /// Answers a request at once on the connection's event loop, or returns nil to leave it to the `Responder`. For
+    /// the requests programs make on every call: nothing is allocated to wait for an answer (decision 0006).
+    public typealias ImmediateResponder = @Sendable (APIRequest) -> APIResponse?
+
     /// Why the socket could not be set up.
     public struct SetupError: Error, Sendable, CustomStringConvertible {
         public var path: String
@@ -59,6 +63,7 @@ public final class UnixSocketServer: Sendable {
         mode: UInt16,
         group: UInt32? = nil,
         limits: Limits = Limits(),
+        immediate: ImmediateResponder? = nil,
         responder: @escaping Responder
     ) async throws -> UnixSocketServer {
         try removeStaleSocket(at: path)
@@ -67,7 +72,7 @@ public final class UnixSocketServer: Sendable {
         defer { umask(previous) }
         let channel: any Channel
         do {
-            channel = try await bootstrap(limits: limits, responder: responder)
+            channel = try await bootstrap(limits: limits, immediate: immediate, responder: responder)
                 .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false).get()
         } catch let error as IOError {
             // systemd gets the errno (ERRNO=), the operator a plain reason.
@@ -92,9 +97,10 @@ public final class UnixSocketServer: Sendable {
         descriptor: CInt,
         path: String,
         limits: Limits = Limits(),
+        immediate: ImmediateResponder? = nil,
         responder: @escaping Responder
     ) async throws -> UnixSocketServer {
-        let channel = try await bootstrap(limits: limits, responder: responder).withBoundSocket(descriptor).get()
+        let channel = try await bootstrap(limits: limits, immediate: immediate, responder: responder).withBoundSocket(descriptor).get()
         return UnixSocketServer(channel: channel, path: path, ownsPath: false)
     }
 
@@ -103,7 +109,7 @@ public final class UnixSocketServer: Sendable {
     /// only took turns with the first (every answer then paid for a thread switch).
     static let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: min(4, max(1, Int(tokend_allowed_cpus()))))
 
-    private static func bootstrap(limits: Limits, responder: @escaping Responder) -> ServerBootstrap {
+    private static func bootstrap(limits: Limits, immediate: ImmediateResponder?, responder: @escaping Responder) -> ServerBootstrap {
         let connections = NIOLockedValueBox(0)
         return ServerBootstrap(group: eventLoops)
             .serverChannelOption(.backlog, value: 512)
@@ -123,7 +129,7 @@ public final class UnixSocketServer: Sendable {
                     // Simple requests are answered from their bytes; at the first other byte the connection goes
                     // to SwiftNIO's HTTP/1 pipeline and APIChannelHandler (decision 0006).
                     try channel.pipeline.syncOperations.addHandler(
-                        FastPathHandler(responder: responder, maxHeadBytes: limits.maxHeadBytes)
+                        FastPathHandler(immediate: immediate, responder: responder, maxHeadBytes: limits.maxHeadBytes)
                     )
                 }
             }

@@ -1,0 +1,54 @@
+import Foundation
+import Testing
+import TokendCore
+import TokendTestSupport
+
+@Suite struct TokenAnswersTests {
+    let router = APIRouter()
+
+    static func request(_ random: inout SeededGenerator) -> APIRequest {
+        switch random.next() % 6 {
+        case 0: APIRequest(method: "GET", path: "/v1/tokens/alpha", accept: "text/plain")
+        case 1: APIRequest(method: "GET", path: "/v1/tokens/alpha", query: ["format": "header"])
+        case 2: APIRequest(method: "GET", path: "/v1/tokens/alpha", query: ["format": "xml"])
+        case 3: APIRequest(method: "GET", path: "/v1/tokens/alpha", accept: "application/json")
+        default: APIRequest(method: "GET", path: "/v1/tokens/alpha")
+        }
+    }
+
+    /// Over seeded moments and formats, the kept answers are the router's, byte for byte.
+    @Test func answersAreTheRoutersAtEveryMoment() {
+        var random = SeededGenerator(seed: 8)
+        let issued = token(lifetime: 3_600, value: "secret-token-1")
+        var answers = TokenAnswers()
+        var now = epoch
+        for round in 0..<5_000 {
+            // Mostly small steps (many answers within one second), now and then a jump, sometimes backwards.
+            let step = random.next() % 10 == 0 ? Double(random.next() % 400) - 100 : Double(random.next() % 300) / 1_000
+            now = now.addingTimeInterval(step)
+            let request = Self.request(&random)
+            let kept = answers.answer(name: "alpha", token: issued, request: request, now: now, router: router)
+            let fresh = router.tokenResponse(name: "alpha", token: issued, request: request, now: now)
+            #expect(kept == fresh, "round \(round) at \(now.timeIntervalSince(epoch)) s")
+        }
+    }
+
+    /// Within one `expires_in` the body is the same storage (nothing rendered or copied); the next second, a new one.
+    @Test func oneSecondsCallersShareOneBody() throws {
+        let issued = token(lifetime: 100, value: "secret-token-1")
+        var answers = TokenAnswers()
+        let json = APIRequest(method: "GET", path: "/v1/tokens/alpha")
+        let first = answers.answer(name: "alpha", token: issued, request: json, now: epoch.addingTimeInterval(0.1), router: router)
+        let second = answers.answer(name: "alpha", token: issued, request: json, now: epoch.addingTimeInterval(0.9), router: router)
+        let later = answers.answer(name: "alpha", token: issued, request: json, now: epoch.addingTimeInterval(1.1), router: router)
+        func storage(_ response: APIResponse) -> UnsafePointer<UInt8>? { response.body.withUnsafeBufferPointer { $0.baseAddress } }
+        #expect(storage(first) == storage(second))
+        #expect(storage(later) != storage(first))
+        let body = try #require(JSONValue.parse(later.body))
+        #expect(body.value(at: "expires_in")?.numberValue == 98)
+        // A raw answer beside it does not push the JSON one out.
+        _ = answers.answer(name: "alpha", token: issued, request: APIRequest(method: "GET", path: "/v1/tokens/alpha", accept: "text/plain"), now: epoch.addingTimeInterval(1.2), router: router)
+        let again = answers.answer(name: "alpha", token: issued, request: json, now: epoch.addingTimeInterval(1.3), router: router)
+        #expect(storage(again) == storage(later))
+    }
+}
