@@ -34,6 +34,15 @@ def median_runs(s):
     return {k: sorted(v, key=lambda r: r["rps"])[len(v) // 2] for k, v in groups.items()}
 
 
+def server_cpu(*runs):
+    """The servers' CPU per request (user + system µs), for runs that recorded it (older JSON did not)."""
+    def one(r):
+        if not r or r.get("server_user_us") is None:
+            return "–"
+        return f"{r['server_user_us']:.1f} + {r['server_sys_us']:.1f}"
+    return " / ".join(one(r) for r in runs)
+
+
 def serving_section(s):
     runs = median_runs(s)
     out = [f"## Serving: GET /v1/tokens/NAME over the Unix socket\n\n{machine_line(s['machine'])} `bench/loadgen.c` "
@@ -46,12 +55,16 @@ def serving_section(s):
            "*NIO floor*: SwiftNIO with no HTTP handler at all, answering each blank line with fixed bytes (`--raw`): "
            "no SwiftNIO server can be faster (decision 0006). "
            "*ceiling*: the generator against its own trivial `--serve` server; *client CPU*: the "
-           "generator's share of its core (near 1.0 would make it the bottleneck).\n"]
+           "generator's share of its core (near 1.0 would make it the bottleneck). *server CPU per request*: the "
+           "server process's user + system CPU time (`/proc/PID/stat`, nginx's worker) over the warm-up and the run, "
+           "divided by the requests made at the run's rate: all three make the same system calls per request (one "
+           "`read`, one `write`, a share of an `epoll_wait`; `strace -c`), so the user part is each one's own work.\n"]
     for mode, title in (("keepalive", "keep-alive"), ("close", "one connection per request")):
         out.append(f"\n**{title}**\n\n| connections | tokend req/s | nginx req/s | **tokend/nginx** | tokend p50 / p99 / p99.9 µs "
                    "| nginx p50 / p99 / p99.9 µs | **p99 tokend/nginx** | bare NIO req/s (p99 µs) | tokend/bare NIO "
-                   "| NIO floor req/s (p99 µs) | tokend/NIO floor | ceiling req/s | client CPU: ceiling / tokend run | errors t/n |\n"
-                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                   "| NIO floor req/s (p99 µs) | tokend/NIO floor | ceiling req/s | client CPU: ceiling / tokend run "
+                   "| server CPU per request, user + sys µs: tokend / nginx / NIO floor | errors t/n |\n"
+                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for c in sorted({k[2] for k in runs if k[1] == mode}):
             t, n, z, b, f = (runs.get((label, mode, c)) for label in ("tokend", "nginx", "ceiling", "nio", "floor"))
             if not (t and n):
@@ -62,7 +75,7 @@ def serving_section(s):
             floor, versus_floor = (f"{f['rps']:.0f} ({f['p99_us']:.0f})", ratio(t["rps"], f["rps"])) if f else ("–", "–")
             out.append(f"| {c} | {t['rps']:.0f} | {n['rps']:.0f} | **{ratio(t['rps'], n['rps'])}** | {lat(t)} | {lat(n)} | "
                        f"**{ratio(t['p99_us'], n['p99_us'])}** | {bare} | {versus_bare} | {floor} | {versus_floor} | {ceiling} | "
-                       f"{ceiling_cpu} / {t['client_cpu']:.2f} | {t['errors']} / {n['errors']} |")
+                       f"{ceiling_cpu} / {t['client_cpu']:.2f} | {server_cpu(t, n, f)} | {t['errors']} / {n['errors']} |")
     return "\n".join(out) + "\n"
 
 

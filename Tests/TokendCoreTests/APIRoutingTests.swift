@@ -62,6 +62,15 @@ struct GuardedDirectory: InstanceDirectory {
     }
 
     @Test(arguments: [
+        ("/v1/tokens/a", "a"), ("/v1/tokens/a-long-instance-name-past-15", "a-long-instance-name-past-15"),
+        ("/v1/tokens/na%C3%AFve", "na%C3%AFve"), ("/v1/tokens/naïve", "naïve"), ("/v1/tokens/", nil), ("/v1/tokens", nil),
+        ("/v1/tokens/a/", nil), ("/v1/tokens/a/watch", nil), ("/v1/tokensa", nil), ("/v2/tokens/a", nil), ("", nil),
+    ] as [(String, String?)])
+    func tokenNames(_ path: String, _ expected: String?) {
+        #expect(APIRouter.tokenName(inPath: path) == expected)
+    }
+
+    @Test(arguments: [
         ("open", alice, 200), ("private", alice, 200), ("private", bob, 403), ("team", bob, 200), ("team", alice, 403),
         ("private", root, 200), ("private", operatorInAdminGroup, 200), ("nope", alice, 404),
     ] as [(String, PeerCredentials, Int)])
