@@ -1,6 +1,7 @@
 #ifndef TOKEND_CSYSTEMD_SHIM_H
 #define TOKEND_CSYSTEMD_SHIM_H
 #include <malloc.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -12,6 +13,16 @@ struct tokend_ucred {
     uid_t uid;
     gid_t gid;
 };
+
+/* SO_PEERGROUPS (Linux 4.13): the supplementary groups a Unix socket's peer had when it connected, read into a
+   buffer of 256 (a peer with more gets ERANGE, and the daemon reads /proc instead). */
+struct tokend_peer_groups {
+    gid_t groups[256];
+};
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59
+#endif
+static inline int tokend_so_peergroups(void) { return SO_PEERGROUPS; }
 
 /* syncfs(2), which glibc also declares only under _GNU_SOURCE: the token cache flushes a batch of files with one. */
 int syncfs(int fd);

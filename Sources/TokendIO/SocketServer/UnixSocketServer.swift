@@ -371,26 +371,52 @@ protocol ReadsPeerCredentials: AnyObject {
 }
 
 extension ReadsPeerCredentials {
-    /// `SO_PEERCRED` of the connecting process, and its supplementary groups from `/proc/<pid>/status`.
+    /// `SO_PEERCRED` of the connecting process, and its supplementary groups (``PeerGroups``).
     func readPeerCredentials(context: ChannelHandlerContext) {
         guard peer == nil, let provider = context.channel as? any SocketOptionProvider else { return }
-        let future: EventLoopFuture<tokend_ucred> = provider.unsafeGetSocketOption(
+        let credentials: EventLoopFuture<tokend_ucred> = provider.unsafeGetSocketOption(
             level: SocketOptionLevel(SOL_SOCKET),
             name: SocketOptionName(SO_PEERCRED)
         )
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        future.whenSuccess { credentials in
+        credentials.and(PeerGroups.atConnect(provider)).whenSuccess { credentials, groups in
             bound.value.peer = PeerCredentials(
                 uid: credentials.uid,
                 gid: credentials.gid,
                 pid: credentials.pid,
-                groups: PeerGroups.supplementaryGroups(of: credentials.pid)
+                groups: groups ?? PeerGroups.supplementaryGroups(of: credentials.pid)
             )
         }
     }
 }
 
 enum PeerGroups {
+    /// The supplementary groups the peer had when it connected (`SO_PEERGROUPS`, Linux 4.13): taken with the
+    /// connection like `SO_PEERCRED`, in one or two system calls, where `/proc/<pid>/status` took three and a parse
+    /// and described the process holding that pid when it was read. nil when the kernel cannot say (an old kernel,
+    /// more than 256 groups): then `/proc`.
+    static func atConnect(_ provider: any SocketOptionProvider) -> EventLoopFuture<Set<UInt32>?> {
+        let level = SocketOptionLevel(SOL_SOCKET)
+        let name = SocketOptionName(tokend_so_peergroups())
+        // A read into no bytes succeeds only for a peer without groups; ERANGE says it has some.
+        let probe: EventLoopFuture<Void> = provider.unsafeGetSocketOption(level: level, name: name)
+        return probe.map { Set<UInt32>?.some([]) }.flatMapError { error in
+            guard (error as? IOError)?.errnoCode == ERANGE else { return provider.eventLoop.makeSucceededFuture(nil) }
+            let list: EventLoopFuture<tokend_peer_groups> = provider.unsafeGetSocketOption(level: level, name: name)
+            return list.map { Set<UInt32>?.some(groups(inPeerGroups: $0)) }.recover { _ in nil }
+        }
+    }
+
+    /// The groups in an `SO_PEERGROUPS` answer from a peer with at least one: the kernel keeps them sorted and
+    /// without duplicates, so after the first (which may be 0, root's group) a 0 is the zeroed rest of the buffer.
+    static func groups(inPeerGroups list: tokend_peer_groups) -> Set<UInt32> {
+        withUnsafeBytes(of: list.groups) { raw in
+            let all = raw.bindMemory(to: gid_t.self)
+            guard let first = all.first else { return [] }
+            return Set([first] + all.dropFirst().prefix { $0 != 0 })
+        }
+    }
+
     /// The `Groups:` line of `/proc/<pid>/status`, scanned as bytes: this runs for every connection, and reading
     /// the file into a String and splitting it into lines was a third of the cost of a one-request connection.
     static func supplementaryGroups(of pid: Int32) -> Set<UInt32> {
