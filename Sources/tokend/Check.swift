@@ -6,6 +6,7 @@ import TokendIO
 /// `tokend check`: validates a config directory the way `run` and a reload would.
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "check",
         abstract: "Validate a config directory; prints `file:line: message` lines, exits 1 on any error.",
         discussion: """
             Reports exactly what `run` and a reload would. Secret files and credentials are read, unless \

@@ -7,6 +7,7 @@ import TokendIO
 /// `tokend refresh NAME`: refresh now (admin).
 struct Refresh: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "refresh",
         abstract: "Refresh an instance's token now (root, the daemon's user or admin_group).",
         discussion: """
             A refresh already in flight is joined, not duplicated.

@@ -6,6 +6,7 @@ import TokendDaemon
 /// `tokend run`: the daemon.
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "run",
         abstract: "Run the daemon (systemd Type=notify).",
         discussion: """
             SIGHUP reloads the config directory, SIGTERM or SIGINT stops cleanly (exit 0).

@@ -7,6 +7,7 @@ import TokendIO
 /// `tokend status`: every instance the caller may see.
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "status",
         abstract: "Show every instance's state, expiry, next refresh and last error.",
         discussion: """
             Lists the instances this caller may read; never tokens or secrets.

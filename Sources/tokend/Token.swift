@@ -7,6 +7,7 @@ import TokendIO
 /// `tokend token NAME`: print a token from the running daemon.
 struct Token: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "token",
         abstract: "Print an instance's current token.",
         discussion: """
             Exit status: 0 ok, 1 an error from the daemon (unknown instance, no valid token), 2 usage,
