@@ -331,7 +331,7 @@ public final class Daemon: @unchecked Sendable {
         else { return nil }
         if let peer = request.peer, let policy = published.access(named: name), !policy.allows(peer) { return nil }
         let now = clock.now()
-        guard let token = entry.machine.servableToken(at: now), token.serveUntil >= now else { return nil }
+        guard let token = entry.machine.servableToken(at: now) else { return nil }
         let response = entry.tokenAnswer(name: name, token: token, request: request, now: now, router: router)
         metrics.requestAnswered(endpoint: "token", status: response.status)
         return response

@@ -30,8 +30,8 @@ public struct APIRequest: Sendable, Hashable {
     /// Splits a request target (`/v1/tokens/a?format=raw`) into path and decoded query.
     public init(method: String, target: String, accept: String? = nil, body: [UInt8] = [], peer: PeerCredentials? = nil) {
         // Most targets have no query: then the path is the target itself (no copy, no split).
-        let hasQuery = target.utf8.withContiguousStorageIfAvailable { $0.contains(UInt8(ascii: "?")) } ?? true
-        guard hasQuery, let mark = target.utf8.firstIndex(of: UInt8(ascii: "?")) else {
+        var text = target  // withUTF8 reads a native string's bytes in place
+        guard text.withUTF8({ $0.contains(UInt8(ascii: "?")) }), let mark = target.utf8.firstIndex(of: UInt8(ascii: "?")) else {
             self.init(method: method, path: target, accept: accept, body: body, peer: peer)
             return
         }
@@ -103,24 +103,18 @@ public struct APIRouter: Sendable {
     /// The instance a `/v1/tokens/NAME` path names (the request programs make on every call), without splitting
     /// the path; nil for every other path.
     public static func tokenName(inPath path: String) -> String? {
-        // Over the string's bytes in place (a native string's are contiguous): the generic UTF-8 view walk cost
-        // more than the rest of the lookup.
-        var found: String?
-        let scanned: Void? = path.utf8.withContiguousStorageIfAvailable { bytes in
+        // Over the string's bytes in place (`withUTF8` copies only a string that is not stored as UTF-8): the
+        // generic UTF-8 view walk cost more than the rest of the lookup.
+        var path = path
+        return path.withUTF8 { bytes in
             let prefix: StaticString = "/v1/tokens/"
             let prefixCount = prefix.utf8CodeUnitCount
             guard bytes.count > prefixCount,
                 UnsafeBufferPointer(start: prefix.utf8Start, count: prefixCount).elementsEqual(bytes[..<prefixCount])
-            else { return }
+            else { return nil }
             let name = UnsafeBufferPointer(rebasing: bytes[prefixCount...])
-            if !name.contains(UInt8(ascii: "/")) { found = String(decoding: name, as: UTF8.self) }
+            return name.contains(UInt8(ascii: "/")) ? nil : String(decoding: name, as: UTF8.self)
         }
-        if scanned != nil { return found }
-        let tokensPrefix = "/v1/tokens/"
-        guard path.utf8.starts(with: tokensPrefix.utf8) else { return nil }
-        let name = path.utf8.dropFirst(tokensPrefix.utf8.count)
-        guard !name.isEmpty, !name.contains(UInt8(ascii: "/")) else { return nil }
-        return String(Substring(name))
     }
 
     public func route(_ request: APIRequest) -> Route {
