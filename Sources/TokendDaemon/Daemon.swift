@@ -321,12 +321,13 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// The answer to the request programs make on every call, `GET /v1/tokens/NAME` (no query) from a caller allowed
-    /// to read a token that is servable now, made on the calling event loop from the snapshot without anything
-    /// `handle` allocates; nil for every other request, which then goes to `handle` (refusals and their log line,
-    /// 404s, 503s, start-up waits, queries, every other endpoint). Both give the same answer where this one answers.
+    /// The answer to the request programs make on every call, `GET /v1/tokens/NAME` (with no query but `format`)
+    /// from a caller allowed to read a token that is servable now, made on the calling event loop from the snapshot
+    /// without anything `handle` allocates; nil for every other request, which then goes to `handle` (refusals and
+    /// their log line, 404s, 503s, start-up waits, `min_valid`, every other endpoint). Both give the same answer
+    /// where this one answers.
     private func answerNow(_ request: APIRequest) -> APIResponse? {
-        guard published.isLoaded, request.method == "GET", request.query.isEmpty,
+        guard published.isLoaded, request.method == "GET", request.query.keys.allSatisfy({ $0 == "format" }),
             let name = APIRouter.tokenName(inPath: request.path), let entry = published.published(named: name)
         else { return nil }
         if let peer = request.peer, let policy = published.access(named: name), !policy.allows(peer) { return nil }

@@ -100,18 +100,23 @@ import Glibc
         let denied = try harness.curl(["http://localhost/v1/tokens/private?format=raw"], as: nobody)
         #expect(denied.status == 403)
         #expect(!denied.body.contains("tok-"))
-        // The same rules for the plain request (no query), which the daemon answers at once (answerNow), and the
-        // same answer as the one through the responder (a query sends it there).
+        // The same rules for the plain request, which the daemon answers at once (answerNow) like the format=raw
+        // ones above, and the same answers as through the responder (min_valid sends a request there).
         for (name, caller, status) in [("shared", member, 200), ("private", member, 403), ("open", nobody, 200), ("private", nobody, 403)] {
             let plain = try harness.curl(["http://localhost/v1/tokens/\(name)"], as: caller)
             #expect(plain.status == status, "\(name) as \(caller)")
             #expect(plain.body.contains("tok-") == (status == 200), "\(name) as \(caller)")
         }
         let immediate = try JSONDecoder().decode(API.TokenBody.self, from: Data(try harness.curl(["http://localhost/v1/tokens/open"], as: nobody).body.utf8))
-        var routed = try JSONDecoder().decode(API.TokenBody.self, from: Data(try harness.curl(["http://localhost/v1/tokens/open?format=json"], as: nobody).body.utf8))
+        var routed = try JSONDecoder().decode(API.TokenBody.self, from: Data(try harness.curl(["http://localhost/v1/tokens/open?min_valid=0"], as: nobody).body.utf8))
         #expect(abs(routed.expires_in - immediate.expires_in) <= 1)
         routed.expires_in = immediate.expires_in
         #expect(routed == immediate)
+        for format in ["raw", "header", "xml"] {
+            let now = try harness.curl(["http://localhost/v1/tokens/open?format=\(format)"], as: nobody)
+            let through = try harness.curl(["http://localhost/v1/tokens/open?format=\(format)&min_valid=0"], as: nobody)
+            #expect(now.status == through.status && now.body == through.body, "format=\(format)")
+        }
         let listed = try harness.curl(["http://localhost/v1/instances"], as: nobody)
         let names = try JSONDecoder().decode(API.InstancesBody.self, from: Data(listed.body.utf8)).instances.map(\.name)
         #expect(names == ["open", "shared"])

@@ -27,7 +27,6 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
     private var processing = false
     private var closing = false
     private var handedOver = false
-    private var lastHead: (key: HeadKey, bytes: ByteBuffer)?
     /// The last answer written whole (head and body) with the body it was made from: an immediate answer shares
     /// its body with every caller in the same second, so the same body storage means the same bytes to write.
     private var lastWire: (key: HeadKey, body: [UInt8], bytes: ByteBuffer)?
@@ -160,27 +159,8 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
         if response.headers.isEmpty, let last = lastWire, last.key == key, Self.sameStorage(last.body, response.body) {
             return last.bytes
         }
-        let head = self.head(for: response, close: close)
-        var buffer = allocator.buffer(capacity: head.readableBytes + response.body.count)
-        buffer.writeImmutableBuffer(head)
-        buffer.writeBytes(response.body)
-        if response.headers.isEmpty { lastWire = (key, response.body, buffer) }
-        return buffer
-    }
-
-    /// Whether two arrays share their storage (so hold the same bytes: `a` is kept alive, so its storage cannot have
-    /// been freed and reused, and a shared storage is copied before it is changed).
-    private static func sameStorage(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        a.withUnsafeBufferPointer { a in b.withUnsafeBufferPointer { b in a.baseAddress == b.baseAddress && a.count == b.count } }
-    }
-
-    /// The head of `response`; the last one is kept, since a connection's answers tend to have the same head
-    /// (status, type, length).
-    private func head(for response: APIResponse, close: Bool) -> ByteBuffer {
-        let key = HeadKey(status: response.status, contentType: response.contentType, length: response.body.count, close: close)
-        if response.headers.isEmpty, let last = lastHead, last.key == key { return last.bytes }
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(128)
+        bytes.reserveCapacity(128 + response.body.count)
         SimpleResponseHead.bytes(
             status: response.status,
             reason: HTTPResponseStatus(statusCode: response.status).reasonPhrase,
@@ -190,9 +170,17 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
             close: close,
             into: &bytes
         )
-        let buffer = ByteBuffer(bytes: bytes)
-        if response.headers.isEmpty { lastHead = (key, buffer) }
+        bytes.append(contentsOf: response.body)
+        var buffer = allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        if response.headers.isEmpty { lastWire = (key, response.body, buffer) }
         return buffer
+    }
+
+    /// Whether two arrays share their storage (so hold the same bytes: `a` is kept alive, so its storage cannot have
+    /// been freed and reused, and a shared storage is copied before it is changed).
+    private static func sameStorage(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        a.withUnsafeBufferPointer { a in b.withUnsafeBufferPointer { b in a.baseAddress == b.baseAddress && a.count == b.count } }
     }
 
     private struct HeadKey: Equatable {
