@@ -30,7 +30,9 @@ let package = Package(
         .target(
             name: "TokendCore",
             dependencies: [
-                .product(name: "TOMLKit", package: "TOMLKit")
+                .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "DequeModule", package: "swift-collections"),
             ] + crypto
         ),
         // libsystemd through a shim header (sd-daemon.h).
@@ -80,6 +82,7 @@ let package = Package(
             name: "TokendTestSupport",
             dependencies: [
                 "TokendCore",
+                "TokendIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -104,6 +107,13 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "TokendDaemonTests",
+            dependencies: [
+                "TokendDaemon", "TokendCore", "TokendIO", "TokendTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -38,6 +38,6 @@ struct Run: ParsableCommand {
         #if DEBUG
         options.stallOnSIGUSR2 = debugStallOnSigusr2
         #endif
-        Daemon.run(options: options)
+        Foundation.exit(Daemon.run(options: options))
     }
 }

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import TokendCore
 
 /// What loading one instance's cache file found.
@@ -10,9 +15,27 @@ public enum CacheLoadOutcome: Sendable, Hashable {
 
 /// Where tokens survive a restart. The real one is ``FileTokenCache``; tests use an in-memory twin.
 public protocol TokenCache: Sendable {
+    /// Makes the cache usable (creates its directory, removes what a crash left behind).
+    func prepare() throws(CacheError)
     func load(instance: String) -> CacheLoadOutcome
     func store(_ record: CacheRecord) throws(CacheError)
+    /// Stores several records durably with one flush; returns the ones that failed.
+    func store(batch records: [CacheRecord]) -> [(instance: String, error: CacheError)]
     func remove(instance: String)
+}
+
+extension TokenCache {
+    public func store(batch records: [CacheRecord]) -> [(instance: String, error: CacheError)] {
+        var failures: [(instance: String, error: CacheError)] = []
+        for record in records {
+            do {
+                try store(record)
+            } catch {
+                failures.append((record.instance, error))
+            }
+        }
+        return failures
+    }
 }
 
 /// A cache operation that failed, with the errno that caused it.
@@ -31,9 +54,3 @@ public struct CacheError: Error, Sendable, Hashable, CustomStringConvertible {
         "\(operation) \(path): \(String(cString: strerror(errno)))"
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

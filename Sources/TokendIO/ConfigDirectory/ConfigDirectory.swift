@@ -41,6 +41,12 @@ public struct ConfigDirectory: Sendable {
         public var reason: String
         public var errno: Int32
 
+        public init(path: String, reason: String, errno: Int32) {
+            self.path = path
+            self.reason = reason
+            self.errno = errno
+        }
+
         public var description: String { "\(path): \(reason)" }
     }
 
@@ -166,3 +172,11 @@ public struct ConfigDirectory: Sendable {
         directory.hasSuffix("/") ? directory + name : directory + "/" + name
     }
 }
+
+/// Where the daemon's configuration comes from. The real one is ``ConfigDirectory``; tests hand in loaded configs.
+public protocol ConfigSource: Sendable {
+    /// Reads and validates the whole configuration; throws only when it cannot be read at all.
+    func load() throws(ConfigDirectory.Unreadable) -> ConfigLoader.Loaded
+}
+
+extension ConfigDirectory: ConfigSource {}

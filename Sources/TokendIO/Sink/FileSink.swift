@@ -45,3 +45,23 @@ public enum FileSink {
         unlink(target.path)
     }
 }
+
+/// Where the daemon writes tokens for programs that read a file (`sink`). The real one is ``FileSinkWriter``; tests
+/// use a recording twin.
+public protocol TokenSinkWriter: Sendable {
+    func write(_ token: Secret, to target: SinkTarget) throws(CacheError)
+    func remove(_ target: SinkTarget)
+}
+
+/// Sink files through ``FileSink``.
+public struct FileSinkWriter: TokenSinkWriter {
+    public init() {}
+
+    public func write(_ token: Secret, to target: SinkTarget) throws(CacheError) {
+        try FileSink.write(token, to: target)
+    }
+
+    public func remove(_ target: SinkTarget) {
+        FileSink.remove(target)
+    }
+}

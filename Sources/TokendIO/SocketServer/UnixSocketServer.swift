@@ -174,9 +174,19 @@ public final class UnixSocketServer: Sendable {
     }
 }
 
-/// A response that stays open and carries events (`text/event-stream`): chunks are written on the connection's
-/// event loop from any thread; writes after the client left are dropped.
-public final class EventStream: Sendable {
+/// A response that stays open and carries events (`text/event-stream`). The real one is ``EventStream``.
+public protocol TokenEventStream: AnyObject, Sendable {
+    /// Whether the client is still there and the stream not finished.
+    var isOpen: Bool { get }
+    /// Sends one chunk (an event).
+    func send(_ bytes: [UInt8])
+    /// Ends the response and closes the connection.
+    func finish()
+}
+
+/// The socket's event stream: chunks are written on the connection's event loop from any thread; writes after the
+/// client left are dropped.
+public final class EventStream: TokenEventStream, Sendable {
     private let eventLoop: any EventLoop
     private let channel: any Channel
     private let writePart: @Sendable (HTTPServerResponsePart, Bool) -> Void

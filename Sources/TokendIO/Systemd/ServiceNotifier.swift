@@ -1,16 +1,29 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import CSystemd
+import TokendCore
 
-/// Tells the service manager about the daemon's state (`READY=1`, `STATUS=…`, `WATCHDOG=1`, …).
+/// Tells the service manager about the daemon's state. The real one is ``SystemdNotifier``; tests record.
 public protocol ServiceNotifier: Sendable {
-    func notify(_ message: String)
+    /// Sends `messages` together, in one datagram.
+    func notify(_ messages: [SystemdMessage])
+}
+
+extension ServiceNotifier {
+    public func notify(_ messages: SystemdMessage...) {
+        notify(messages)
+    }
 }
 
 /// `sd_notify(3)` through libsystemd; a no-op when `NOTIFY_SOCKET` is unset.
 public struct SystemdNotifier: ServiceNotifier {
     public init() {}
 
-    public func notify(_ message: String) {
-        _ = sd_notify(0, message)
+    public func notify(_ messages: [SystemdMessage]) {
+        _ = sd_notify(0, SystemdMessage.render(messages))
     }
 
     /// The listening sockets systemd passed (socket activation): `LISTEN_FDS` for this process, starting at fd 3.

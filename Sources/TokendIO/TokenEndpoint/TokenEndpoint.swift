@@ -13,11 +13,24 @@ public struct TokenEndpointResponse: Sendable, Hashable {
     }
 }
 
-/// Sends token requests. The real one is ``HTTPTokenEndpoint``; tests use a hand-written fake.
+/// Sends token requests. The real one is ``HTTPTokenEndpoint``; tests use a hand-written twin.
 public protocol TokenEndpoint: Sendable {
     /// Sends `request`; transport failures come back as a transient ``FetchFailure``.
     func send(_ request: TokenRequest) async -> Result<TokenEndpointResponse, FetchFailure>
 
+    /// Starts sending `request` and reports the result through `completion`, on any thread. The default runs
+    /// ``send(_:)`` in a task; a twin may complete when its test says so.
+    func start(_ request: TokenRequest, completion: @escaping @Sendable (Result<TokenEndpointResponse, FetchFailure>) -> Void)
+
     /// Stops the client; no request may be sent afterwards.
     func shutdown() async
+}
+
+extension TokenEndpoint {
+    public func start(
+        _ request: TokenRequest,
+        completion: @escaping @Sendable (Result<TokenEndpointResponse, FetchFailure>) -> Void
+    ) {
+        Task { completion(await send(request)) }
+    }
 }

@@ -1,0 +1,112 @@
+import Foundation
+import Logging
+import TokendCore
+import TokendIO
+
+extension Scheduler {
+    /// A client wants a token valid for at least `minValid` seconds that the snapshot did not have (or, during
+    /// start-up, any token of an instance whose first attempt has not finished): serve, refuse, or wait for the one
+    /// shared refresh, bounded by the HTTP timeout.
+    func tokenWanted(_ name: String, minValid: Double, request: APIRequest, reply: @escaping Reply) {
+        let now = adapters.clock.now()
+        guard !isStopping, let running = instances[name] else {
+            reply(isStopping ? stoppingAnswer() : router.unknownInstance(name))
+            return
+        }
+        let (answer, actions) = running.machine.tokenRequested(minValid: minValid, now: now)
+        switch answer {
+        case .serve(let token):
+            reply(router.tokenResponse(name: name, token: token, request: request, now: now))
+        case .reject(let reason):
+            reply(router.unavailable(name: name, message: reason, lastError: running.machine.lastFailure?.code, retryAfter: 1))
+        case .wait:
+            let id = waiters.add(name, minValid: minValid, request: request, reply: reply)
+            // Bounded by the HTTP timeout: a refresh queued behind the concurrency limits may take longer.
+            waiterTimers[id] = adapters.clock.after(settings.requestTimeout, on: queue) { [unowned self] in
+                self.handle(.waiterTimedOut(name: name, id: id))
+            }
+        }
+        perform(actions, for: name)
+    }
+
+    func waiterTimedOut(_ name: String, id: Int) {
+        waiterTimers[id] = nil
+        guard let waiter = waiters.take(id: id, of: name) else { return }
+        waiter.reply(router.unavailable(name: name, message: "timed out waiting for a refresh", lastError: nil, retryAfter: 1))
+    }
+
+    /// Answers a waiter and forgets its timer.
+    func reply(_ waiter: WaiterBook<Reply>.Waiter, _ response: APIResponse) {
+        waiterTimers.removeValue(forKey: waiter.id)?.cancel()
+        waiter.reply(response)
+    }
+
+    /// A refresh brought `token`: each waiter checks its own `min_valid`.
+    func serveWaiters(_ name: String, token: IssuedToken) {
+        let now = adapters.clock.now()
+        let validFor = token.serveUntil.timeIntervalSince(now)
+        for waiter in waiters.take(name) {
+            if validFor >= waiter.minValid {
+                reply(waiter, router.tokenResponse(name: name, token: token, request: waiter.request, now: now))
+            } else {
+                let message = "the new token is valid for only \(Int(validFor)) s, less than min_valid"
+                reply(waiter, router.unavailable(name: name, message: message, lastError: nil, retryAfter: 1))
+            }
+        }
+    }
+
+    /// `POST /v1/instances/{name}/refresh`: refresh now, joining a refresh in flight.
+    func refreshWanted(_ name: String, reply: @escaping Reply) {
+        guard !isStopping, let running = instances[name] else {
+            reply(isStopping ? stoppingAnswer() : router.unknownInstance(name))
+            return
+        }
+        let actions = running.machine.refreshRequested(now: adapters.clock.now())
+        logger.info("refresh requested", metadata: ["instance": "\(name)"])
+        perform(actions, for: name)
+        reply(router.json(202, API.CommandBody(instance: name, accepted: true, message: "refresh started")))
+    }
+
+    /// `POST /v1/tokens/{name}/invalidate`: drop the token if the caller's fingerprint still names it.
+    func invalidationWanted(_ name: String, fingerprint: String, reply: @escaping Reply) {
+        guard !isStopping, let running = instances[name] else {
+            reply(isStopping ? stoppingAnswer() : router.unknownInstance(name))
+            return
+        }
+        let (invalidated, actions) = running.machine.tokenInvalidated(fingerprint: fingerprint, now: adapters.clock.now())
+        if invalidated {
+            logger.warning("token invalidated by a client", metadata: ["instance": "\(name)", "token": "\(fingerprint)"])
+            removeSink(running.resolved.sink)
+        }
+        perform(actions, for: name)
+        scheduleStatusUpdate()
+        let message = invalidated ? "token dropped; refreshing" : "fingerprint is not the current token's; nothing changed"
+        reply(router.json(invalidated ? 202 : 200, API.CommandBody(instance: name, accepted: invalidated, message: message)))
+    }
+
+    /// `GET /v1/tokens/{name}/watch`: the current token as an event, then each new one, until the client leaves, the
+    /// instance is removed or tokend stops.
+    func watchWanted(_ name: String, peer: PeerCredentials?, open: @Sendable () -> any TokenEventStream) {
+        let stream = open()
+        guard !isStopping, let running = instances[name] else {
+            stream.finish()
+            return
+        }
+        let now = adapters.clock.now()
+        if let token = running.machine.servableToken(at: now) {
+            stream.send(router.tokenEvent(name: name, token: token, now: now))
+        }
+        watchers.add(name, peer: peer, stream: stream)
+    }
+
+    func notifyWatchers(_ name: String, token: IssuedToken) {
+        let streams = watchers.open(name) { $0.isOpen }
+        guard !streams.isEmpty else { return }
+        let event = router.tokenEvent(name: name, token: token, now: adapters.clock.now())
+        for stream in streams { stream.send(event) }
+    }
+
+    func stoppingAnswer() -> APIResponse {
+        router.unavailable(name: "", message: "tokend is stopping", lastError: nil, retryAfter: 1)
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import Testing
+import TokendCore
+import TokendIO
+import TokendTestSupport
+
+@testable import TokendDaemon
+
+/// Requests that need the scheduler: min_valid waits and single flight, refresh, invalidate, watch; and the fetch limits.
+@Suite struct RequestTests {
+    @Test func minValidRequestsShareOneRefresh() throws {
+        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        daemon.start()
+        daemon.endpoint.respond { _, _ in nil }
+        daemon.advance(by: 10)
+        // The token has 90 s left: three callers that want 95 s wait for one shared refresh.
+        let answers = (1...3).map { _ in daemon.wantToken("alpha", minValid: 95) }
+        #expect(daemon.endpoint.requests.count == 2)
+        #expect(answers.allSatisfy { $0.all.isEmpty })
+        daemon.endpoint.complete(with: ManualTokenEndpoint.token("fresh", expiresIn: 100))
+        daemon.settle()
+        #expect(answers.map(\.accessToken) == ["fresh", "fresh", "fresh"])
+        // A caller content with what is served does not cause a fetch.
+        #expect(daemon.wantToken("alpha", minValid: 50).accessToken == "fresh")
+        #expect(daemon.endpoint.requests.count == 2)
+    }
+
+    @Test func aWaitEndsAfterTheRequestTimeout() {
+        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        daemon.start()
+        daemon.endpoint.respond { _, _ in nil }
+        daemon.advance(by: 2)  // past min_interval
+        let waiting = daemon.wantToken("alpha", minValid: 200)
+        daemon.advance(by: 19.9)
+        #expect(waiting.all.isEmpty)
+        daemon.advance(by: 0.2)
+        #expect(waiting.status == 503)
+        #expect(waiting.body.contains("timed out waiting for a refresh"))
+        #expect(waiting.header("Retry-After") == "1")
+    }
+
+    @Test func minValidDoesNotFetchMoreOftenThanMinInterval() {
+        let settings = exactSettings.replacingOccurrences(of: #"min_interval = "1s""#, with: #"min_interval = "30s""#)
+        let daemon = TestDaemon(settings: settings, instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        daemon.start()
+        daemon.advance(by: 5)
+        let refused = daemon.wantToken("alpha", minValid: 99)
+        #expect(refused.status == 503)
+        #expect(refused.body.contains("min_interval"))
+        #expect(daemon.endpoint.requests.count == 1)
+        daemon.advance(by: 26)
+        #expect(daemon.wantToken("alpha", minValid: 99).status == 503)  // the new token has 100 s, but 99 s left now
+        #expect(daemon.endpoint.requests.count == 2)
+    }
+
+    @Test func aFailedSharedRefreshAnswersEveryWaiter() {
+        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        daemon.start()
+        daemon.endpoint.respond { _, _ in nil }
+        daemon.advance(by: 2)
+        let waiting = [daemon.wantToken("alpha", minValid: 99), daemon.wantToken("alpha", minValid: 99)]
+        daemon.endpoint.complete(with: ManualTokenEndpoint.error(status: 400, code: "invalid_scope"))
+        daemon.settle()
+        for answer in waiting {
+            #expect(answer.status == 503)
+            #expect(answer.body.contains("invalid_scope"))
+        }
+    }
+
+    @Test func invalidationDropsTheNamedTokenOnly() throws {
+        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        daemon.start()
+        let current = try #require(daemon.machine("alpha")?.token?.fingerprint)
+        daemon.advance(by: 2)
+        let stale = daemon.ask { .invalidationWanted(name: "alpha", fingerprint: "0123456789abcdef", reply: $0) }
+        #expect(stale.status == 200)
+        #expect(daemon.endpoint.requests.count == 1)
+        let accepted = daemon.ask { .invalidationWanted(name: "alpha", fingerprint: current, reply: $0) }
+        #expect(accepted.status == 202)
+        #expect(daemon.endpoint.requests.count == 2)
+        #expect(daemon.servedToken("alpha") == "t2")
+    }
+
+    @Test func refreshJoinsAFetchInFlight() {
+        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        daemon.start()
+        daemon.endpoint.respond { _, _ in nil }
+        #expect(daemon.ask { .refreshWanted(name: "alpha", reply: $0) }.status == 202)
+        #expect(daemon.ask { .refreshWanted(name: "alpha", reply: $0) }.status == 202)
+        #expect(daemon.endpoint.requests.count == 2)
+        #expect(daemon.ask { .refreshWanted(name: "nobody", reply: $0) }.status == 404)
+    }
+
+    @Test func watchersGetTheCurrentTokenAndEachNewOne() {
+        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        daemon.start()
+        let stream = RecordingEventStream()
+        daemon.scheduler.send(.watchWanted(name: "alpha", peer: nil) { stream })
+        daemon.settle()
+        daemon.advance(by: 50.1)
+        #expect(stream.events.count == 2)
+        #expect(stream.events.first?.contains(#""access_token":"t1""#) == true)
+        #expect(stream.events.last?.contains(#""access_token":"t2""#) == true)
+        #expect(stream.isOpen)
+    }
+
+    @Test func perEndpointAndOverallLimitsHoldFetchesBackInOrder() {
+        let settings = exactSettings.replacingOccurrences(of: "[refresh]\n", with: "[refresh]\nmax_concurrent = 3\nper_endpoint_concurrent = 2\n")
+        let names = (1...6).map { "a\($0)" } + (1...6).map { "b\($0)" }
+        let daemon = TestDaemon(
+            settings: settings,
+            instances: Dictionary(uniqueKeysWithValues: names.map { ($0, instanceFile($0, host: $0.hasPrefix("a") ? "127.0.0.1:9001" : "127.0.0.1:9002")) })
+        )
+        daemon.start()
+        var served: [String] = []
+        while daemon.endpoint.heldCount > 0 {
+            #expect(daemon.endpoint.heldCount <= 3)
+            let request = daemon.endpoint.complete(with: ManualTokenEndpoint.token("t", expiresIn: 1000))
+            daemon.settle()
+            served.append(request.map { String($0.url.split(separator: "/")[2]) } ?? "?")
+        }
+        #expect(Set(served) == Set(names))
+        #expect(daemon.scheduler.peakFetches.overall == 3)
+        #expect(daemon.scheduler.peakFetches.perHost == 2)
+        // Within one host, first in, first out.
+        #expect(served.filter { $0.hasPrefix("a") } == (1...6).map { "a\($0)" })
+    }
+}
