@@ -111,5 +111,10 @@ import TokendTestSupport
         // Never past its serving time (expiry less 5 s): then it is no longer served.
         daemon.advance(by: 0.2)
         #expect(daemon.servedToken("alpha") == nil)
+        // The provider recovers: the next retry (at most retry_max later) brings a token again.
+        daemon.endpoint.respond(with: numberedTokens(expiresIn: 100))
+        daemon.advance(by: 8.1)
+        #expect(daemon.servedToken("alpha")?.hasPrefix("t") == true)
+        #expect(daemon.machine("alpha")?.state(at: daemon.clock.now()) == .valid)
     }
 }

@@ -25,6 +25,18 @@ import TokendTestSupport
         #expect(daemon.endpoint.requests.count == 2)
     }
 
+    @Test func aStartUpRequestWaitsForTheFirstToken() {
+        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")])
+        daemon.start()
+        let waiting = daemon.wantToken("alpha", minValid: 0)
+        #expect(waiting.all.isEmpty)
+        #expect(daemon.endpoint.requests.count == 1)  // it joined the first fetch
+        daemon.endpoint.complete(with: ManualTokenEndpoint.token("first", expiresIn: 100))
+        daemon.settle()
+        #expect(waiting.accessToken == "first")
+        #expect(daemon.notifier.count(of: .ready) == 1)
+    }
+
     @Test func aWaitEndsAfterTheRequestTimeout() {
         let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
         daemon.start()
