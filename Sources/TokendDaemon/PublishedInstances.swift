@@ -74,8 +74,8 @@ final class PublishedMachine: Sendable {
         self.machine = machine
     }
 
-    /// The 200 answer to `request` carrying `token` (this state's servable token) at `now`.
-    func tokenAnswer(name: String, token: IssuedToken, request: APIRequest, now: Date, router: APIRouter) -> APIResponse {
-        answers.withLock { $0.answer(name: name, token: token, request: request, now: now, router: router) }
+    /// The 200 answer in `format` carrying `token` (this state's servable token) at `now`.
+    func tokenAnswer(name: String, token: IssuedToken, format: TokenFormat, now: Date, router: APIRouter) -> APIResponse {
+        answers.withLock { $0.answer(name: name, token: token, format: format, now: now, router: router) }
     }
 }

@@ -7,7 +7,7 @@ extension Scheduler {
     /// A client wants a token valid for at least `minValid` seconds that the snapshot did not have (or, during
     /// start-up, any token of an instance whose first attempt has not finished): serve, refuse, or wait for the one
     /// shared refresh, bounded by the HTTP timeout.
-    func tokenWanted(_ name: String, minValid: Double, request: APIRequest, reply: @escaping Reply) {
+    func tokenWanted(_ name: String, minValid: Double, format: TokenFormat, peer: PeerCredentials?, reply: @escaping Reply) {
         let now = adapters.clock.now()
         guard !isStopping, let running = instances[name] else {
             reply(isStopping ? stoppingAnswer() : router.unknownInstance(name))
@@ -16,11 +16,11 @@ extension Scheduler {
         let (answer, actions) = running.machine.tokenRequested(minValid: minValid, now: now)
         switch answer {
         case .serve(let token):
-            reply(router.tokenResponse(name: name, token: token, request: request, now: now))
+            reply(router.tokenResponse(name: name, token: token, format: format, now: now))
         case .reject(let reason):
             reply(router.unavailable(name: name, message: reason, lastError: running.machine.lastFailure?.code, retryAfter: 1))
         case .wait:
-            let id = waiters.add(name, minValid: minValid, request: request, reply: reply)
+            let id = waiters.add(name, minValid: minValid, format: format, peer: peer, reply: reply)
             // Bounded by the HTTP timeout: a refresh queued behind the concurrency limits may take longer.
             waiterTimers[id] = adapters.clock.after(settings.requestTimeout, on: queue) { [unowned self] in
                 self.handle(.waiterTimedOut(name: name, id: id))
@@ -47,7 +47,7 @@ extension Scheduler {
         let validFor = token.serveUntil.timeIntervalSince(now)
         for waiter in waiters.take(name) {
             if validFor >= waiter.minValid {
-                reply(waiter, router.tokenResponse(name: name, token: token, request: waiter.request, now: now))
+                reply(waiter, router.tokenResponse(name: name, token: token, format: waiter.format, now: now))
             } else {
                 let message = "the new token is valid for only \(Int(validFor)) s, less than min_valid"
                 reply(waiter, router.unavailable(name: name, message: message, lastError: nil, retryAfter: 1))

@@ -56,7 +56,7 @@ public final class Scheduler: @unchecked Sendable {
         /// A token request finished.
         case fetchFinished(name: String, host: String, generation: Int, result: Result<TokenEndpointResponse, FetchFailure>)
         /// A client wants a token valid for at least `minValid` s (0: any, during start-up) that the snapshot lacks.
-        case tokenWanted(name: String, minValid: Double, request: APIRequest, reply: Reply)
+        case tokenWanted(name: String, minValid: Double, format: TokenFormat, peer: PeerCredentials?, reply: Reply)
         /// An admin asked for a refresh now.
         case refreshWanted(name: String, reply: Reply)
         /// A client says the token with this fingerprint was refused (401).
@@ -196,8 +196,8 @@ public final class Scheduler: @unchecked Sendable {
         case .timerFired: timerFired()
         case .fetchFinished(let name, let host, let generation, let result):
             fetchFinished(name, host: host, generation: generation, result: result)
-        case .tokenWanted(let name, let minValid, let request, let reply):
-            tokenWanted(name, minValid: minValid, request: request, reply: reply)
+        case .tokenWanted(let name, let minValid, let format, let peer, let reply):
+            tokenWanted(name, minValid: minValid, format: format, peer: peer, reply: reply)
         case .refreshWanted(let name, let reply): refreshWanted(name, reply: reply)
         case .invalidationWanted(let name, let fingerprint, let reply):
             invalidationWanted(name, fingerprint: fingerprint, reply: reply)

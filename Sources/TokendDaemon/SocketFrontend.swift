@@ -18,19 +18,19 @@ struct SocketFrontend: Sendable {
     /// without anything ``handle(_:respond:openStream:)`` allocates; nil for every other request, which then goes to
     /// `handle`. Both give the same answer where this one answers.
     func answerNow(_ request: APIRequest) -> APIResponse? {
-        guard published.isLoaded, request.method == "GET", request.query.keys.allSatisfy({ $0 == "format" }),
-            let name = APIRouter.tokenName(inPath: request.path), let entry = published.published(named: name)
+        guard published.isLoaded, request.method == .get, let name = APIRouter.tokenName(inPath: request.path),
+            let entry = published.published(named: name), case .success(let query) = TokenQuery.parse(request),
+            query.minValid == nil
         else { return nil }
         if let peer = request.peer, let policy = published.access(named: name), !policy.allows(peer) { return nil }
         let now = clock.now()
         guard let token = entry.machine.servableToken(at: now) else { return nil }
-        let response = entry.tokenAnswer(name: name, token: token, request: request, now: now, router: scheduler.router)
-        metrics.requestAnswered(endpoint: "token", status: response.status)
+        let response = entry.tokenAnswer(name: name, token: token, format: query.format, now: now, router: scheduler.router)
+        metrics.requestAnswered(endpoint: "token", status: response.status.code)
         return response
     }
 
-    /// Answers one socket request: from the published snapshot when it can, through the scheduler for commands and
-    /// for `min_valid` requests the current token cannot satisfy.
+    /// Performs the router's decision for one request: an answer from the snapshot, or an event for the scheduler.
     func handle(
         _ request: APIRequest,
         respond answer: @escaping @Sendable (APIResponse) -> Void,
@@ -44,59 +44,35 @@ struct SocketFrontend: Sendable {
         let now = clock.now()
         var router = scheduler.router
         router.admin = published.admin
-        let route = router.route(request)
         let metrics = self.metrics
-        let endpoint = Self.endpointLabel(route)
+        let endpoint = Self.endpointLabel(router.route(request))
         let respond: @Sendable (APIResponse) -> Void = { response in
-            metrics.requestAnswered(endpoint: endpoint, status: response.status)
+            metrics.requestAnswered(endpoint: endpoint, status: response.status.code)
             answer(response)
         }
-        if let refusal = router.refusal(for: route, request: request, instances: published) {
-            if refusal.status == 403, let peer = request.peer {
+        switch router.decide(request, instances: published, now: now, isReady: published.isReady) {
+        case .answer(let response):
+            respond(response)
+        case .refuse(let response):
+            if let peer = request.peer {
                 logger.warning(
                     "request refused",
                     metadata: ["peer.uid": "\(peer.uid)", "peer.pid": "\(peer.pid)", "path": "\(String(request.path.prefix(200)))"]
                 )
             }
-            respond(refusal)
-            return
-        }
-        switch route {
+            respond(response)
+        case .waitForToken(let name, let minValid, let format):
+            scheduler.send(.tokenWanted(name: name, minValid: minValid, format: format, peer: request.peer, reply: respond))
         case .refresh(let name):
             scheduler.send(.refreshWanted(name: name, reply: respond))
-        case .invalidate(let name):
-            guard let fingerprint = router.invalidatedFingerprint(request) else {
-                respond(router.error(400, "bad_fingerprint", #"expected {"fingerprint":"<first 16 hex digits of sha256(token)>"}"#))
-                return
-            }
+        case .invalidate(let name, let fingerprint):
             scheduler.send(.invalidationWanted(name: name, fingerprint: fingerprint, reply: respond))
         case .watch(let name):
             metrics.requestAnswered(endpoint: endpoint, status: 200)
             scheduler.send(.watchWanted(name: name, peer: request.peer) { openStream("text/event-stream") })
         case .metrics:
             let body = metrics.render(published.allInstances(), now: now)
-            respond(APIResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: body))
-        case .token(let name):
-            // A min_valid request that the published token cannot satisfy goes to the scheduler, which starts or joins
-            // one shared refresh. So does, during start-up (before READY=1), a plain request for an instance whose first
-            // attempt has not finished: a socket-activated daemon's first caller waits for the token instead of
-            // getting 503. Everything else is answered from the snapshot, from one copy of the instance's state.
-            guard let machine = published.instance(named: name) else {
-                respond(router.unknownInstance(name))
-                return
-            }
-            let explicit = request.query.isEmpty ? nil : router.minValidRequest(request)
-            let wanted = explicit ?? (request.query["min_valid"] == nil ? (name, 0) : nil)
-            if let wanted {
-                let validFor = machine.servableToken(at: now)?.serveUntil.timeIntervalSince(now)
-                if validFor.map({ $0 < wanted.minValid }) ?? (explicit != nil || (!machine.hasSettled && !published.isReady)) {
-                    scheduler.send(.tokenWanted(name: wanted.name, minValid: wanted.minValid, request: request, reply: respond))
-                    return
-                }
-            }
-            respond(router.token(named: name, machine: machine, request: request, now: now))
-        default:
-            respond(router.respond(to: request, instances: published, now: now))
+            respond(APIResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: body))
         }
     }
 

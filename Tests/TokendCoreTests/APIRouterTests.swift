@@ -32,7 +32,7 @@ struct FixedDirectory: InstanceDirectory {
     }
 
     func get(_ target: String, accept: String? = nil) -> APIResponse {
-        router.respond(to: APIRequest(method: "GET", target: target, accept: accept), instances: directory, now: epoch.addingTimeInterval(100))
+        router.answer(to: APIRequest(method: "GET", target: target, accept: accept), instances: directory, now: epoch.addingTimeInterval(100))
     }
 
     @Test func tokenAsJSON() throws {
@@ -60,7 +60,7 @@ struct FixedDirectory: InstanceDirectory {
         #expect(unknown.status == 404)
         #expect(try JSONDecoder().decode(API.ErrorBody.self, from: Data(unknown.body)).error == "unknown_instance")
         #expect(get("/v2/whatever").status == 404)
-        #expect(router.respond(to: APIRequest(method: "DELETE", target: "/v1/tokens/good"), instances: directory, now: epoch).status == 405)
+        #expect(router.answer(to: APIRequest(method: "DELETE", target: "/v1/tokens/good"), instances: directory, now: epoch).status == 405)
     }
 
     @Test func noValidTokenIs503WithTheLastError() throws {

@@ -33,9 +33,17 @@ struct GuardedDirectory: InstanceDirectory {
         )
     }
 
+    func decide(_ method: String, _ target: String, peer: PeerCredentials?, body: String = "") -> APIRouter.Decision {
+        router.decide(
+            APIRequest(method: APIMethod(method), target: target, body: Array(body.utf8), peer: peer),
+            instances: directory,
+            now: epoch.addingTimeInterval(100)
+        )
+    }
+
     func ask(_ method: String, _ target: String, peer: PeerCredentials?, body: String = "") -> APIResponse {
-        router.respond(
-            to: APIRequest(method: method, target: target, body: Array(body.utf8), peer: peer),
+        router.answer(
+            to: APIRequest(method: APIMethod(method), target: target, body: Array(body.utf8), peer: peer),
             instances: directory,
             now: epoch.addingTimeInterval(100)
         )
@@ -58,7 +66,7 @@ struct GuardedDirectory: InstanceDirectory {
         ("GET", "/", .notFound),
     ])
     func routes(_ method: String, _ target: String, _ expected: APIRouter.Route) {
-        #expect(router.route(APIRequest(method: method, target: target)) == expected)
+        #expect(router.route(APIRequest(method: APIMethod(method), target: target)) == expected)
     }
 
     @Test(arguments: [
@@ -73,8 +81,8 @@ struct GuardedDirectory: InstanceDirectory {
     @Test(arguments: [
         ("open", alice, 200), ("private", alice, 200), ("private", bob, 403), ("team", bob, 200), ("team", alice, 403),
         ("private", root, 200), ("private", operatorInAdminGroup, 200), ("nope", alice, 404),
-    ] as [(String, PeerCredentials, Int)])
-    func tokenReadsFollowAccessRules(_ name: String, _ peer: PeerCredentials, _ status: Int) {
+    ] as [(String, PeerCredentials, APIStatus)])
+    func tokenReadsFollowAccessRules(_ name: String, _ peer: PeerCredentials, _ status: APIStatus) {
         let response = ask("GET", "/v1/tokens/\(name)?format=raw", peer: peer)
         #expect(response.status == status)
         #expect((String(decoding: response.body, as: UTF8.self) == "the-token") == (status == 200))
@@ -103,11 +111,28 @@ struct GuardedDirectory: InstanceDirectory {
 
     @Test func minValidAndFormats() {
         #expect(ask("GET", "/v1/tokens/open?min_valid=60", peer: nil).status == 200)
-        #expect(ask("GET", "/v1/tokens/open?min_valid=600", peer: nil).status == 503)
+        // The token has 495 s left: a caller that wants 600 s waits for the scheduler.
+        #expect(decide("GET", "/v1/tokens/open?min_valid=600&format=raw", peer: nil) == .waitForToken(name: "open", minValid: 600, format: .raw))
         #expect(ask("GET", "/v1/tokens/open?min_valid=-1", peer: nil).status == 400)
+        #expect(ask("GET", "/v1/tokens/open?min_valid=1.5", peer: nil).status == 400)
         #expect(ask("GET", "/v1/tokens/open?format=yaml", peer: nil).status == 400)
-        #expect(router.minValidRequest(APIRequest(method: "GET", target: "/v1/tokens/open?min_valid=30")).map { $0.minValid } == 30)
-        #expect(router.minValidRequest(APIRequest(method: "GET", target: "/v1/tokens/open")) == nil)
+        #expect(TokenQuery.parse(APIRequest(method: "GET", target: "/v1/tokens/open?min_valid=30")) == .success(TokenQuery(minValid: 30)))
+        #expect(TokenQuery.parse(APIRequest(method: "GET", target: "/v1/tokens/open", accept: "text/plain")) == .success(TokenQuery(format: .raw)))
+    }
+
+    @Test func commandsGoToTheScheduler() {
+        let root = Self.root
+        #expect(decide("POST", "/v1/instances/open/refresh", peer: root) == .refresh(name: "open"))
+        #expect(decide("GET", "/v1/tokens/open/watch", peer: nil) == .watch(name: "open"))
+        #expect(decide("POST", "/v1/tokens/open/invalidate", peer: nil, body: #"{"fingerprint":"0123456789abcdef"}"#) == .invalidate(name: "open", fingerprint: "0123456789abcdef"))
+        #expect(decide("POST", "/v1/tokens/open/invalidate", peer: nil, body: "{}") != .invalidate(name: "open", fingerprint: ""))
+        #expect(ask("POST", "/v1/tokens/open/invalidate", peer: nil, body: "{}").status == 400)
+        #expect(decide("GET", "/metrics", peer: root) == .metrics)
+        guard case .refuse(let refusal) = decide("GET", "/v1/tokens/private", peer: Self.bob) else {
+            Issue.record("a denied read is a refusal (logged)")
+            return
+        }
+        #expect(refusal.status == .forbidden)
     }
 
     @Test func invalidateBodies() {

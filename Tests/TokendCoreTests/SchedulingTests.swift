@@ -108,10 +108,10 @@ import Testing
 
     @Test func waitersAreTakenByInstanceByIdOrAll() {
         var book = WaiterBook<Int>()
-        let request = APIRequest(method: "GET", path: "/v1/tokens/a", peer: PeerCredentials(uid: 1000, gid: 1000, pid: 7))
-        let first = book.add("a", minValid: 0, request: request, reply: 1)
-        _ = book.add("a", minValid: 60, request: request, reply: 2)
-        _ = book.add("b", minValid: 0, request: request, reply: 3)
+        let peer = PeerCredentials(uid: 1000, gid: 1000, pid: 7)
+        let first = book.add("a", minValid: 0, format: .json, peer: peer, reply: 1)
+        _ = book.add("a", minValid: 60, format: .json, peer: peer, reply: 2)
+        _ = book.add("b", minValid: 0, format: .json, peer: peer, reply: 3)
         #expect(book.count == 3)
         let byID = book.take(id: first, of: "a")?.reply
         let again = book.take(id: first, of: "a")

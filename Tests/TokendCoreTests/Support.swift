@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 import TokendCore
 import TokendTestSupport
 
@@ -17,4 +18,17 @@ func token(obtained: Date = epoch, lifetime: Double, value: String = "tok") -> I
 func parseInstance(_ text: String, name: String = "alpha") -> (InstanceDefinition?, [ConfigDiagnostic]) {
     let result = ConfigParser.parseInstance(name: name, file: "/etc/tokend/instances/\(name).toml", text: text)
     return (result.definition, result.diagnostics)
+}
+
+extension APIRouter {
+    /// The answer the router gives `request` at once; a decision that goes to the scheduler fails the test.
+    func answer(to request: APIRequest, instances: some InstanceDirectory, now: Date, sourceLocation: SourceLocation = #_sourceLocation) -> APIResponse {
+        switch decide(request, instances: instances, now: now) {
+        case .answer(let response), .refuse(let response):
+            return response
+        case let decision:
+            Issue.record("not answered at once: \(decision)", sourceLocation: sourceLocation)
+            return APIResponse(status: 500, contentType: "text/plain", body: [])
+        }
+    }
 }

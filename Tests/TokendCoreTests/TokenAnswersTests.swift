@@ -6,13 +6,11 @@ import TokendTestSupport
 @Suite struct TokenAnswersTests {
     let router = APIRouter()
 
-    static func request(_ random: inout SeededGenerator) -> APIRequest {
-        switch random.next() % 6 {
-        case 0: APIRequest(method: "GET", path: "/v1/tokens/alpha", accept: "text/plain")
-        case 1: APIRequest(method: "GET", path: "/v1/tokens/alpha", query: ["format": "header"])
-        case 2: APIRequest(method: "GET", path: "/v1/tokens/alpha", query: ["format": "xml"])
-        case 3: APIRequest(method: "GET", path: "/v1/tokens/alpha", accept: "application/json")
-        default: APIRequest(method: "GET", path: "/v1/tokens/alpha")
+    static func format(_ random: inout SeededGenerator) -> TokenFormat {
+        switch random.next() % 5 {
+        case 0: .raw
+        case 1: .header
+        default: .json
         }
     }
 
@@ -26,9 +24,9 @@ import TokendTestSupport
             // Mostly small steps (many answers within one second), now and then a jump, sometimes backwards.
             let step = random.next() % 10 == 0 ? Double(random.next() % 400) - 100 : Double(random.next() % 300) / 1_000
             now = now.addingTimeInterval(step)
-            let request = Self.request(&random)
-            let kept = answers.answer(name: "alpha", token: issued, request: request, now: now, router: router)
-            let fresh = router.tokenResponse(name: "alpha", token: issued, request: request, now: now)
+            let format = Self.format(&random)
+            let kept = answers.answer(name: "alpha", token: issued, format: format, now: now, router: router)
+            let fresh = router.tokenResponse(name: "alpha", token: issued, format: format, now: now)
             #expect(kept == fresh, "round \(round) at \(now.timeIntervalSince(epoch)) s")
         }
     }
@@ -37,18 +35,18 @@ import TokendTestSupport
     @Test func oneSecondsCallersShareOneBody() throws {
         let issued = token(lifetime: 100, value: "secret-token-1")
         var answers = TokenAnswers()
-        let json = APIRequest(method: "GET", path: "/v1/tokens/alpha")
-        let first = answers.answer(name: "alpha", token: issued, request: json, now: epoch.addingTimeInterval(0.1), router: router)
-        let second = answers.answer(name: "alpha", token: issued, request: json, now: epoch.addingTimeInterval(0.9), router: router)
-        let later = answers.answer(name: "alpha", token: issued, request: json, now: epoch.addingTimeInterval(1.1), router: router)
+        let json = TokenFormat.json
+        let first = answers.answer(name: "alpha", token: issued, format: json, now: epoch.addingTimeInterval(0.1), router: router)
+        let second = answers.answer(name: "alpha", token: issued, format: json, now: epoch.addingTimeInterval(0.9), router: router)
+        let later = answers.answer(name: "alpha", token: issued, format: json, now: epoch.addingTimeInterval(1.1), router: router)
         func storage(_ response: APIResponse) -> UnsafePointer<UInt8>? { response.body.withUnsafeBufferPointer { $0.baseAddress } }
         #expect(storage(first) == storage(second))
         #expect(storage(later) != storage(first))
         let body = try #require(JSONValue.parse(later.body))
         #expect(body.value(at: "expires_in")?.numberValue == 98)
         // A raw answer beside it does not push the JSON one out.
-        _ = answers.answer(name: "alpha", token: issued, request: APIRequest(method: "GET", path: "/v1/tokens/alpha", accept: "text/plain"), now: epoch.addingTimeInterval(1.2), router: router)
-        let again = answers.answer(name: "alpha", token: issued, request: json, now: epoch.addingTimeInterval(1.3), router: router)
+        _ = answers.answer(name: "alpha", token: issued, format: .raw, now: epoch.addingTimeInterval(1.2), router: router)
+        let again = answers.answer(name: "alpha", token: issued, format: json, now: epoch.addingTimeInterval(1.3), router: router)
         #expect(storage(again) == storage(later))
     }
 }

@@ -53,7 +53,7 @@ import TokendTestSupport
         let response = APIRouter().tokenResponse(
             name: "alpha",
             token: token,
-            request: APIRequest(method: "GET", target: "/v1/tokens/alpha"),
+            format: .json,
             now: Date(timeIntervalSince1970: 1_790_000_040)
         )
         let expected = #"{"access_token":"eyJ\/abc+def==","expires_at":1790000100,"expires_in":60,"instance":"alpha","scope":"read write","token_type":"Bearer"}"# + "\n"

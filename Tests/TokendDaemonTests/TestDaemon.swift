@@ -144,7 +144,7 @@ final class TestDaemon: @unchecked Sendable {
 
     /// A `GET /v1/tokens/NAME?min_valid=N` that the snapshot could not satisfy.
     func wantToken(_ name: String, minValid: Double) -> Answers {
-        ask { .tokenWanted(name: name, minValid: minValid, request: APIRequest(method: "GET", path: "/v1/tokens/\(name)"), reply: $0) }
+        ask { .tokenWanted(name: name, minValid: minValid, format: .json, peer: nil, reply: $0) }
     }
 }
 
@@ -156,7 +156,7 @@ final class Answers: @unchecked Sendable {
     func append(_ response: APIResponse) { lock.withLock { list.append(response) } }
 
     var all: [APIResponse] { lock.withLock { list } }
-    var status: Int? { all.last?.status }
+    var status: Int? { all.last?.status.code }
     var body: String { all.last.map { String(decoding: $0.body, as: UTF8.self) } ?? "" }
 
     /// The `access_token` of a 200 JSON answer, decoded with Foundation.

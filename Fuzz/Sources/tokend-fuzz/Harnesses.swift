@@ -82,13 +82,13 @@ func fuzzRouter(_ bytes: [UInt8]) {
     let target = String(requestLine.drop { $0 != " " }.dropFirst())
     let accept = lines.count > 1 ? String(lines[1]) : nil
     let body = lines.count > 2 ? Array(lines[2].utf8) : []
-    let request = APIRequest(method: method, target: target, accept: accept, body: body, peer: nil)
+    let request = APIRequest(method: APIMethod(method), target: target, accept: accept, body: body, peer: nil)
     let router = APIRouter()
     let route = router.route(request)
     _ = router.refusal(for: route, request: request, instances: NoInstances())
-    _ = router.respond(to: request, instances: NoInstances(), now: fixedNow)
+    _ = router.decide(request, instances: NoInstances(), now: fixedNow, isReady: false)
     _ = router.invalidatedFingerprint(request)
-    _ = router.minValidRequest(request)
+    _ = TokenQuery.parse(request)
 }
 
 /// The harness named by `TOKEND_FUZZ_TARGET`, picked once.

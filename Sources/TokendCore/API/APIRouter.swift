@@ -1,83 +1,5 @@
 import Foundation
 
-/// One request to the socket API, reduced to what the router looks at.
-public struct APIRequest: Sendable, Hashable {
-    public var method: String
-    /// The path without the query (`/v1/tokens/acme`).
-    public var path: String
-    public var query: [String: String]
-    public var accept: String?
-    public var body: [UInt8]
-    /// The caller, when the socket could tell; nil means no per-caller checks (the socket's mode decides).
-    public var peer: PeerCredentials?
-
-    public init(
-        method: String,
-        path: String,
-        query: [String: String] = [:],
-        accept: String? = nil,
-        body: [UInt8] = [],
-        peer: PeerCredentials? = nil
-    ) {
-        self.method = method
-        self.path = path
-        self.query = query
-        self.accept = accept
-        self.body = body
-        self.peer = peer
-    }
-
-    /// Splits a request target (`/v1/tokens/a?format=raw`) into path and decoded query.
-    public init(method: String, target: String, accept: String? = nil, body: [UInt8] = [], peer: PeerCredentials? = nil) {
-        // Most targets have no query: then the path is the target itself (no copy, no split).
-        var text = target  // withUTF8 reads a native string's bytes in place
-        guard text.withUTF8({ $0.contains(UInt8(ascii: "?")) }), let mark = target.utf8.firstIndex(of: UInt8(ascii: "?")) else {
-            self.init(method: method, path: target, accept: accept, body: body, peer: peer)
-            return
-        }
-        var query: [String: String] = [:]
-        for field in FormURLEncoding.decodeFields(target[target.index(after: mark)...]) where query[field.name] == nil {
-            query[field.name] = field.value
-        }
-        self.init(method: method, path: String(target[..<mark]), query: query, accept: accept, body: body, peer: peer)
-    }
-
-    /// The path's segments after the leading slash (`/v1/tokens/a` → `["v1", "tokens", "a"]`).
-    public var segments: [String] {
-        path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
-    }
-}
-
-/// An answer of the socket API.
-public struct APIResponse: Sendable, Hashable {
-    public var status: Int
-    public var contentType: String
-    public var body: [UInt8]
-    public var headers: [TokenRequest.Header]
-
-    public init(status: Int, contentType: String, body: [UInt8], headers: [TokenRequest.Header] = []) {
-        self.status = status
-        self.contentType = contentType
-        self.body = body
-        self.headers = headers
-    }
-}
-
-/// What the router may read of the running instances: a snapshot published by the scheduler.
-public protocol InstanceDirectory: Sendable {
-    func instance(named name: String) -> InstanceStateMachine?
-    /// Whether there is an instance of that name (without copying its state).
-    func contains(_ name: String) -> Bool
-    func allInstances() -> [(name: String, machine: InstanceStateMachine)]
-    /// Who may read the instance's token; nil when the socket's permissions decide.
-    func access(named name: String) -> AccessPolicy?
-}
-
-extension InstanceDirectory {
-    public func access(named name: String) -> AccessPolicy? { nil }
-    public func contains(_ name: String) -> Bool { instance(named: name) != nil }
-}
-
 /// Maps socket API requests to answers (SPEC §8). Pure: the instances and `now` are passed in.
 public struct APIRouter: Sendable {
     /// What a request asks for.
@@ -91,6 +13,25 @@ public struct APIRouter: Sendable {
         case metrics
         case notFound
         case methodNotAllowed
+    }
+
+    /// What the socket does with a request: answer it now from the snapshot, or hand it to the scheduler.
+    public enum Decision: Sendable, Hashable {
+        /// Answer with this, now.
+        case answer(APIResponse)
+        /// The caller may not do this: answer with this (a 403) and log the refusal.
+        case refuse(APIResponse)
+        /// The snapshot has no token valid for `minValid` s (0: none yet, during start-up): the scheduler serves,
+        /// refuses or starts or joins one shared refresh.
+        case waitForToken(name: String, minValid: Double, format: TokenFormat)
+        /// Refresh the instance now (an admin asked).
+        case refresh(name: String)
+        /// Drop the token with this fingerprint if it is still the current one.
+        case invalidate(name: String, fingerprint: String)
+        /// Open an event stream of the instance's tokens.
+        case watch(name: String)
+        /// The Prometheus metrics (kept outside the core).
+        case metrics
     }
 
     /// Who may use the admin endpoints; nil skips admin checks (no peer credentials to check).
@@ -118,24 +59,24 @@ public struct APIRouter: Sendable {
     }
 
     public func route(_ request: APIRequest) -> Route {
-        if request.method == "GET", let name = Self.tokenName(inPath: request.path) { return .token(name: name) }
+        if request.method == .get, let name = Self.tokenName(inPath: request.path) { return .token(name: name) }
         let segments = request.segments
         let method = request.method
         switch segments.count {
         case 2 where segments == ["v1", "instances"]:
-            return method == "GET" ? .instances : .methodNotAllowed
+            return method == .get ? .instances : .methodNotAllowed
         case 2 where segments == ["v1", "health"]:
-            return method == "GET" ? .health : .methodNotAllowed
+            return method == .get ? .health : .methodNotAllowed
         case 1 where segments == ["metrics"]:
-            return method == "GET" ? .metrics : .methodNotAllowed
+            return method == .get ? .metrics : .methodNotAllowed
         case 3 where segments[0] == "v1" && segments[1] == "tokens" && !segments[2].isEmpty:
-            return method == "GET" ? .token(name: segments[2]) : .methodNotAllowed
+            return method == .get ? .token(name: segments[2]) : .methodNotAllowed
         case 4 where segments[0] == "v1" && segments[1] == "tokens" && !segments[2].isEmpty && segments[3] == "watch":
-            return method == "GET" ? .watch(name: segments[2]) : .methodNotAllowed
+            return method == .get ? .watch(name: segments[2]) : .methodNotAllowed
         case 4 where segments[0] == "v1" && segments[1] == "tokens" && !segments[2].isEmpty && segments[3] == "invalidate":
-            return method == "POST" ? .invalidate(name: segments[2]) : .methodNotAllowed
+            return method == .post ? .invalidate(name: segments[2]) : .methodNotAllowed
         case 4 where segments[0] == "v1" && segments[1] == "instances" && !segments[2].isEmpty && segments[3] == "refresh":
-            return method == "POST" ? .refresh(name: segments[2]) : .methodNotAllowed
+            return method == .post ? .refresh(name: segments[2]) : .methodNotAllowed
         default:
             return .notFound
         }
@@ -169,32 +110,55 @@ public struct APIRouter: Sendable {
         }
     }
 
-    public func respond(to request: APIRequest, instances: some InstanceDirectory, now: Date) -> APIResponse {
+    /// What to do with `request`, from the published instances at `now`; `isReady` says whether READY=1 went out
+    /// (before that, a request for an instance without a first token waits for it).
+    public func decide(_ request: APIRequest, instances: some InstanceDirectory, now: Date, isReady: Bool = true) -> Decision {
         let route = self.route(request)
-        if let refusal = refusal(for: route, request: request, instances: instances) { return refusal }
+        if let refusal = refusal(for: route, request: request, instances: instances) {
+            return refusal.status == .forbidden ? .refuse(refusal) : .answer(refusal)
+        }
         switch route {
         case .token(let name):
-            return token(named: name, request: request, instances: instances, now: now)
+            guard let machine = instances.instance(named: name) else { return .answer(unknownInstance(name)) }
+            let query: TokenQuery
+            switch TokenQuery.parse(request) {
+            case .success(let parsed): query = parsed
+            case .failure(.badFormat): return .answer(error(400, "bad_format", "format must be json, raw or header"))
+            case .failure(.badMinValid): return .answer(error(400, "bad_min_valid", "min_valid must be a whole number of seconds"))
+            }
+            let validFor = machine.servableToken(at: now)?.serveUntil.timeIntervalSince(now)
+            if let minValid = query.minValid, validFor.map({ $0 < minValid }) ?? true {
+                return .waitForToken(name: name, minValid: minValid, format: query.format)
+            }
+            if validFor == nil, !machine.hasSettled, !isReady {
+                return .waitForToken(name: name, minValid: 0, format: query.format)
+            }
+            return .answer(token(named: name, machine: machine, format: query.format, now: now))
+        case .invalidate(let name):
+            guard let fingerprint = invalidatedFingerprint(request) else {
+                return .answer(error(400, "bad_fingerprint", #"expected {"fingerprint":"<first 16 hex digits of sha256(token)>"}"#))
+            }
+            return .invalidate(name: name, fingerprint: fingerprint)
+        case .refresh(let name):
+            return .refresh(name: name)
+        case .watch(let name):
+            return .watch(name: name)
+        case .metrics:
+            return .metrics
         case .instances:
             let visible = instances.allInstances().filter { mayRead($0.name, peer: request.peer, instances: instances) }
             let sorted = visible.sorted { $0.name < $1.name }
-            return json(200, API.InstancesBody(instances: sorted.map { status(name: $0.name, machine: $0.machine, now: now) }))
+            return .answer(json(200, API.InstancesBody(instances: sorted.map { status(name: $0.name, machine: $0.machine, now: now) })))
         case .health:
             var reasons: [String: String] = [:]
             for (name, machine) in instances.allInstances() where machine.servableToken(at: now) == nil {
                 reasons[name] = machine.lastFailure?.code ?? machine.state(at: now).rawValue
             }
-            return json(
-                reasons.isEmpty ? 200 : 503,
-                API.HealthBody(status: reasons.isEmpty ? "ok" : "degraded", reasons: reasons)
-            )
-        case .invalidate, .refresh, .metrics, .watch:
-            // Commands change the scheduler's state; the daemon answers them before the router is asked.
-            return error(503, "unavailable", "this endpoint needs the running daemon")
+            return .answer(json(reasons.isEmpty ? 200 : 503, API.HealthBody(status: reasons.isEmpty ? "ok" : "degraded", reasons: reasons)))
         case .methodNotAllowed:
-            return error(405, "method_not_allowed", "\(request.method) is not allowed here")
+            return .answer(error(405, "method_not_allowed", "\(request.method) is not allowed here"))
         case .notFound:
-            return error(404, "not_found", "no such endpoint")
+            return .answer(error(404, "not_found", "no such endpoint"))
         }
     }
 
@@ -214,60 +178,32 @@ public struct APIRouter: Sendable {
         error(403, "forbidden", "this caller may not use this endpoint or instance")
     }
 
-    /// The instance and `min_valid` of a well-formed `GET /v1/tokens/{name}?min_valid=N`; nil for anything else.
-    public func minValidRequest(_ request: APIRequest) -> (name: String, minValid: Double)? {
-        guard case .token(let name) = route(request), let text = request.query["min_valid"],
-            let seconds = Self.seconds(text)
-        else { return nil }
-        return (name, seconds)
-    }
-
-    func token(named name: String, request: APIRequest, instances: some InstanceDirectory, now: Date) -> APIResponse {
-        guard let machine = instances.instance(named: name) else { return unknownInstance(name) }
-        return token(named: name, machine: machine, request: request, now: now)
-    }
-
-    /// The answer to `GET /v1/tokens/{name}` from the instance's state, for a caller already allowed to read it.
-    public func token(named name: String, machine: InstanceStateMachine, request: APIRequest, now: Date) -> APIResponse {
-        var minValid = 0.0
-        if let text = request.query["min_valid"] {
-            guard let seconds = Self.seconds(text) else {
-                return error(400, "bad_min_valid", "min_valid must be a whole number of seconds")
-            }
-            minValid = seconds
-        }
-        let retry = machine.nextAttempt.map { max(1, Int($0.timeIntervalSince(now).rounded(.up))) } ?? 1
+    /// The answer to `GET /v1/tokens/{name}` from the instance's state, for a caller already allowed to read it:
+    /// the servable token, or 503 with the last error and when the next attempt is due.
+    public func token(named name: String, machine: InstanceStateMachine, format: TokenFormat, now: Date) -> APIResponse {
         guard let token = machine.servableToken(at: now) else {
             return unavailable(
                 name: name,
                 message: machine.lastFailure.map { "no valid token: \($0.message)" } ?? "no valid token yet",
                 lastError: machine.lastFailure?.code,
-                retryAfter: retry
+                retryAfter: machine.nextAttempt.map { max(1, Int($0.timeIntervalSince(now).rounded(.up))) } ?? 1
             )
         }
-        guard token.serveUntil.timeIntervalSince(now) >= minValid else {
-            return unavailable(
-                name: name,
-                message: "no token valid for \(Int(minValid)) s",
-                lastError: machine.lastFailure?.code,
-                retryAfter: retry
-            )
-        }
-        return tokenResponse(name: name, token: token, request: request, now: now)
+        return tokenResponse(name: name, token: token, format: format, now: now)
     }
 
-    /// A 200 answer carrying `token` in the format the request asks for (`format=` or `Accept: text/plain`).
-    public func tokenResponse(name: String, token: IssuedToken, request: APIRequest, now: Date) -> APIResponse {
-        switch Self.tokenFormat(of: request) {
-        case "raw":
-            return APIResponse(status: 200, contentType: "text/plain; charset=utf-8", body: Array(token.accessToken.revealed.utf8))
-        case "header":
+    /// A 200 answer carrying `token` in `format`.
+    public func tokenResponse(name: String, token: IssuedToken, format: TokenFormat, now: Date) -> APIResponse {
+        switch format {
+        case .raw:
+            return APIResponse(status: .ok, contentType: "text/plain; charset=utf-8", body: Array(token.accessToken.revealed.utf8))
+        case .header:
             return APIResponse(
-                status: 200,
+                status: .ok,
                 contentType: "text/plain; charset=utf-8",
                 body: Array("\(token.tokenType) \(token.accessToken.revealed)".utf8)
             )
-        case "json":
+        case .json:
             let body = API.TokenBody(
                 instance: name,
                 access_token: token.accessToken.revealed,
@@ -276,15 +212,8 @@ public struct APIRouter: Sendable {
                 expires_in: Self.expiresIn(token, now: now),
                 scope: token.scope
             )
-            return APIResponse(status: 200, contentType: "application/json", body: body.json())
-        default:
-            return error(400, "bad_format", "format must be json, raw or header")
+            return APIResponse(status: .ok, contentType: "application/json", body: body.json())
         }
-    }
-
-    /// The format a token request asks for: `format=`, else `raw` for `Accept: text/plain`, else `json`.
-    public static func tokenFormat(of request: APIRequest) -> String {
-        request.query["format"] ?? (request.accept?.hasPrefix("text/plain") == true ? "raw" : "json")
     }
 
     /// The `expires_in` of a JSON token answer at `now`: whole seconds left, never negative. The only part of a
@@ -295,7 +224,7 @@ public struct APIRouter: Sendable {
 
     /// One `text/event-stream` event carrying the token as the JSON of `GET /v1/tokens/{name}`.
     public func tokenEvent(name: String, token: IssuedToken, now: Date) -> [UInt8] {
-        var json = tokenResponse(name: name, token: token, request: APIRequest(method: "GET", path: ""), now: now).body
+        var json = tokenResponse(name: name, token: token, format: .json, now: now).body
         while json.last == UInt8(ascii: "\n") { json.removeLast() }
         return Array("event: token\ndata: ".utf8) + json + Array("\n\n".utf8)
     }
@@ -305,11 +234,6 @@ public struct APIRouter: Sendable {
         var response = error(503, "no_valid_token", message, instance: name, lastError: lastError)
         response.headers.append(.init("Retry-After", String(max(1, retryAfter))))
         return response
-    }
-
-    static func seconds(_ text: String) -> Double? {
-        guard let value = Int(text), value >= 0, value <= 86_400 * 366 else { return nil }
-        return Double(value)
     }
 
     func status(name: String, machine: InstanceStateMachine, now: Date) -> API.InstanceStatus {
@@ -328,14 +252,14 @@ public struct APIRouter: Sendable {
         )
     }
 
-    public func json(_ status: Int, _ value: some Encodable) -> APIResponse {
+    public func json(_ status: APIStatus, _ value: some Encodable) -> APIResponse {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let body = (try? encoder.encode(value)).map { Array($0) + [UInt8(ascii: "\n")] } ?? []
         return APIResponse(status: status, contentType: "application/json", body: body)
     }
 
-    public func error(_ status: Int, _ code: String, _ message: String, instance: String? = nil, lastError: String? = nil)
+    public func error(_ status: APIStatus, _ code: String, _ message: String, instance: String? = nil, lastError: String? = nil)
         -> APIResponse
     {
         json(status, API.ErrorBody(error: code, message: message, instance: instance, last_error: lastError))

@@ -5,21 +5,17 @@ import Foundation
 /// JSON; the token's whole life for `raw` and `header`). Belongs to one instance's one token (a new token, a new
 /// `TokenAnswers`); whether the caller may read the token and whether it is still servable is decided before.
 public struct TokenAnswers: Sendable {
-    private var made: [(format: String, expiresIn: Int, response: APIResponse)] = []
+    private var made: [(format: TokenFormat, expiresIn: Int, response: APIResponse)] = []
 
     public init() {}
 
-    /// What ``APIRouter/tokenResponse(name:token:request:now:)`` answers, from the last one made when it is the same.
-    public mutating func answer(name: String, token: IssuedToken, request: APIRequest, now: Date, router: APIRouter)
-        -> APIResponse
-    {
-        let format = APIRouter.tokenFormat(of: request)
-        let expiresIn = format == "json" ? APIRouter.expiresIn(token, now: now) : 0
+    /// What ``APIRouter/tokenResponse(name:token:format:now:)`` answers, from the last one made when it is the same.
+    public mutating func answer(name: String, token: IssuedToken, format: TokenFormat, now: Date, router: APIRouter) -> APIResponse {
+        let expiresIn = format == .json ? APIRouter.expiresIn(token, now: now) : 0
         for entry in made where entry.format == format && entry.expiresIn == expiresIn {
             return entry.response
         }
-        let response = router.tokenResponse(name: name, token: token, request: request, now: now)
-        guard response.status == 200 else { return response }  // an unknown format: nothing worth keeping
+        let response = router.tokenResponse(name: name, token: token, format: format, now: now)
         if let index = made.firstIndex(where: { $0.format == format }) {
             made[index] = (format, expiresIn, response)
         } else {

@@ -10,10 +10,9 @@ public struct WaiterBook<Reply: Sendable>: Sendable {
         public var name: String
         /// Seconds the served token must still be valid for; 0 for a start-up wait.
         public var minValid: Double
-        public var request: APIRequest
+        public var format: TokenFormat
+        public var peer: PeerCredentials?
         public var reply: Reply
-
-        public var peer: PeerCredentials? { request.peer }
     }
 
     private var byInstance: [String: [Waiter]] = [:]
@@ -28,9 +27,10 @@ public struct WaiterBook<Reply: Sendable>: Sendable {
     public var instances: [String] { byInstance.keys.sorted() }
 
     /// Adds a waiter and returns its id.
-    public mutating func add(_ name: String, minValid: Double, request: APIRequest, reply: Reply) -> Int {
+    public mutating func add(_ name: String, minValid: Double, format: TokenFormat, peer: PeerCredentials?, reply: Reply) -> Int {
         lastID += 1
-        byInstance[name, default: []].append(Waiter(id: lastID, name: name, minValid: minValid, request: request, reply: reply))
+        let waiter = Waiter(id: lastID, name: name, minValid: minValid, format: format, peer: peer, reply: reply)
+        byInstance[name, default: []].append(waiter)
         return lastID
     }
 

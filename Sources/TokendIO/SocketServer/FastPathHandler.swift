@@ -128,7 +128,7 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
             let stream = EventStream(eventLoop: eventLoop, channel: channel) { part, flush in
                 bound.value.handler.writeStreamPart(part, flush: flush, context: bound.value.context)
             }
-            stream.emit(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Type": contentType])), flush: true)
+            stream.emit(.head(ResponseWriter.streamHead(contentType: contentType)), flush: true)
             return stream
         }
         responder(request, respond, openStream)
@@ -155,22 +155,13 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
 
     /// `response` as bytes to write; the last one is kept and written again while the answers share their body.
     private func wire(for response: APIResponse, close: Bool, allocator: ByteBufferAllocator) -> ByteBuffer {
-        let key = HeadKey(status: response.status, contentType: response.contentType, length: response.body.count, close: close)
+        let key = HeadKey(status: response.status.code, contentType: response.contentType, length: response.body.count, close: close)
         if response.headers.isEmpty, let last = lastWire, last.key == key, Self.sameStorage(last.body, response.body) {
             return last.bytes
         }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(128 + response.body.count)
-        SimpleResponseHead.bytes(
-            status: response.status,
-            reason: HTTPResponseStatus(statusCode: response.status).reasonPhrase,
-            contentType: response.contentType,
-            contentLength: response.body.count,
-            headers: response.headers,
-            close: close,
-            into: &bytes
-        )
-        bytes.append(contentsOf: response.body)
+        ResponseWriter.bytes(of: response, close: close, into: &bytes)
         var buffer = allocator.buffer(capacity: bytes.count)
         buffer.writeBytes(bytes)
         if response.headers.isEmpty { lastWire = (key, response.body, buffer) }
@@ -196,15 +187,7 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
         var bytes: [UInt8] = []
         switch part {
         case .head(let head):
-            SimpleResponseHead.bytes(
-                status: Int(head.status.code),
-                reason: head.status.reasonPhrase,
-                contentType: head.headers.first(name: "Content-Type") ?? "application/octet-stream",
-                contentLength: nil,
-                headers: [],
-                close: false,
-                into: &bytes
-            )
+            ResponseWriter.streamBytes(contentType: head.headers.first(name: "Content-Type") ?? "application/octet-stream", into: &bytes)
         case .body(.byteBuffer(let chunk)):
             guard chunk.readableBytes > 0 else { return }
             bytes.append(contentsOf: String(chunk.readableBytes, radix: 16).utf8)

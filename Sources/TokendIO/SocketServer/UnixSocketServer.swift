@@ -299,7 +299,7 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler, R
                 return
             }
             let request = APIRequest(
-                method: requestHead.method.rawValue,
+                method: APIMethod(requestHead.method.rawValue),
                 target: requestHead.uri,
                 accept: requestHead.headers.first(name: "accept"),
                 body: body,
@@ -331,10 +331,7 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler, R
                         bound.value.context.write(bound.value.handler.wrapOutboundOut(part), promise: nil)
                     }
                 }
-                var headers = HTTPHeaders()
-                headers.add(name: "Content-Type", value: contentType)
-                headers.add(name: "Cache-Control", value: "no-store")
-                stream.emit(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)), flush: true)
+                stream.emit(.head(ResponseWriter.streamHead(contentType: contentType)), flush: true)
                 return stream
             }
             responder(request, respond, openStream)
@@ -344,20 +341,7 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler, R
     fileprivate func write(_ response: APIResponse, keepAlive: Bool, context: ChannelHandlerContext) {
         // The connection may have closed while a min_valid request waited.
         guard context.channel.isActive else { return }
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(4 + response.headers.count)
-        headers.add(name: "Content-Type", value: response.contentType)
-        headers.add(name: "Content-Length", value: String(response.body.count))
-        headers.add(name: "Cache-Control", value: "no-store")
-        for header in response.headers {
-            headers.add(name: header.name, value: header.value)
-        }
-        if !keepAlive { headers.add(name: "Connection", value: "close") }
-        let head = HTTPResponseHead(
-            version: .http1_1,
-            status: HTTPResponseStatus(statusCode: response.status),
-            headers: headers
-        )
+        let head = ResponseWriter.head(of: response, close: !keepAlive)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         var buffer = context.channel.allocator.buffer(capacity: response.body.count)
         buffer.writeBytes(response.body)

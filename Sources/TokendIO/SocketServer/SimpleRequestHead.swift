@@ -1,3 +1,5 @@
+import TokendCore
+
 /// The request nearly every caller sends, `GET /v1/tokens/NAME HTTP/1.1` with a few plain headers and no body,
 /// recognised from its bytes: the socket's fast path (decision 0006).
 ///
@@ -208,42 +210,5 @@ public struct SimpleRequestHead: Sendable, Hashable {
                 return false
             }
         }
-    }
-}
-
-/// The bytes of a socket API answer on the fast path, as SwiftNIO's `HTTPResponseEncoder` would write the same
-/// head (the header names and order of `APIChannelHandler.write`).
-public enum SimpleResponseHead {
-    /// `HTTP/1.1 <status> <reason>` and the headers, through the blank line. Without `contentLength` the body is
-    /// chunked (an event stream).
-    public static func bytes(
-        status: Int,
-        reason: String,
-        contentType: String,
-        contentLength: Int?,
-        headers: [TokenRequest.Header],
-        close: Bool,
-        into output: inout [UInt8]
-    ) {
-        output.append(contentsOf: "HTTP/1.1 ".utf8)
-        output.append(contentsOf: String(status).utf8)
-        output.append(UInt8(ascii: " "))
-        output.append(contentsOf: reason.utf8)
-        output.append(contentsOf: "\r\nContent-Type: ".utf8)
-        output.append(contentsOf: contentType.utf8)
-        if let contentLength {
-            output.append(contentsOf: "\r\nContent-Length: ".utf8)
-            output.append(contentsOf: String(contentLength).utf8)
-        }
-        output.append(contentsOf: "\r\nCache-Control: no-store\r\n".utf8)
-        for header in headers {
-            output.append(contentsOf: header.name.utf8)
-            output.append(contentsOf: ": ".utf8)
-            output.append(contentsOf: header.value.utf8)
-            output.append(contentsOf: "\r\n".utf8)
-        }
-        if close { output.append(contentsOf: "Connection: close\r\n".utf8) }
-        if contentLength == nil { output.append(contentsOf: "Transfer-Encoding: chunked\r\n".utf8) }
-        output.append(contentsOf: "\r\n".utf8)
     }
 }

@@ -1,5 +1,8 @@
+import NIOHTTP1
 import Testing
 import TokendCore
+
+@testable import TokendIO
 
 /// The fast path's recogniser: which bytes are a simple request, which are not, and which are only a prefix.
 @Suite struct SimpleRequestHeadTests {
@@ -98,19 +101,24 @@ import TokendCore
         #expect(Self.parse(String(text.prefix(60)), max: 61) == .incomplete)
     }
 
-    @Test func responseHeadsCarryTheLengthOrChunkedAndClose() {
+    @Test func bothWaysIntoTheSocketWriteTheSameHead() {
+        var response = APIResponse(status: .serviceUnavailable, contentType: "application/json", body: Array("{}".utf8))
+        response.headers = [.init("Retry-After", "7")]
         var bytes: [UInt8] = []
-        SimpleResponseHead.bytes(
-            status: 503, reason: "Service Unavailable", contentType: "application/json", contentLength: 2,
-            headers: [.init("Retry-After", "7")], close: true, into: &bytes
-        )
-        #expect(String(decoding: bytes, as: UTF8.self) == "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            + "Content-Length: 2\r\nCache-Control: no-store\r\nRetry-After: 7\r\nConnection: close\r\n\r\n")
+        ResponseWriter.bytes(of: response, close: true, into: &bytes)
+        let expected = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            + "Content-Length: 2\r\nCache-Control: no-store\r\nRetry-After: 7\r\nConnection: close\r\n\r\n{}"
+        #expect(String(decoding: bytes, as: UTF8.self) == expected)
+        // NIO's pipeline gets the same fields in the same order.
+        let head = ResponseWriter.head(of: response, close: true)
+        #expect(head.status.code == 503)
+        #expect(head.headers.map { "\($0.name): \($0.value)" } == [
+            "Content-Type: application/json", "Content-Length: 2", "Cache-Control: no-store", "Retry-After: 7", "Connection: close",
+        ])
         bytes = []
-        SimpleResponseHead.bytes(
-            status: 200, reason: "OK", contentType: "text/event-stream", contentLength: nil, headers: [], close: false, into: &bytes
-        )
+        ResponseWriter.streamBytes(contentType: "text/event-stream", into: &bytes)
         #expect(String(decoding: bytes, as: UTF8.self) == "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             + "Cache-Control: no-store\r\nTransfer-Encoding: chunked\r\n\r\n")
+        #expect(ResponseWriter.streamHead(contentType: "text/event-stream").headers.map(\.name) == ["Content-Type", "Cache-Control"])
     }
 }
