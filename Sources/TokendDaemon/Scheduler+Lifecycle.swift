@@ -101,10 +101,13 @@ extension Scheduler {
         for repeating in repeatingTimers { repeating.cancel() }
         for waiter in waiters.takeAll() { reply(waiter, stoppingAnswer()) }
         for watcher in watchers.takeAll() { watcher.stream.finish() }
-        adapters.clock.after(10, on: queue) { [unowned self] in
-            self.logger.warning("shutdown took longer than 10 s; exiting")
-            self.finishStopping()
-        }
+        // Kept: a timer nobody holds may be cancelled with its last reference.
+        repeatingTimers = [
+            adapters.clock.after(10, on: queue) { [unowned self] in
+                self.logger.warning("shutdown took longer than 10 s; exiting")
+                self.finishStopping()
+            }
+        ]
         let (closeServer, endpoint, cacheWriter) = (closeServer, adapters.endpoint, cacheWriter)
         Task {
             await closeServer()

@@ -153,6 +153,7 @@ public final class Scheduler: @unchecked Sendable {
 
     var timer: (any DaemonTimer)?
     var statusTimer: (any DaemonTimer)?
+    /// The watchdog, the clock watch, the start-up timeout (and, while stopping, the drain's deadline).
     var repeatingTimers: [any DaemonTimer] = []
     var extensionTimer: (any DaemonTimer)?
     var waiterTimers: [Int: any DaemonTimer] = [:]
