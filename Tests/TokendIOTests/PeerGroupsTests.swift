@@ -1,4 +1,4 @@
-import CSystemd
+import CLinuxShims
 import Foundation
 import NIOCore
 import NIOPosix

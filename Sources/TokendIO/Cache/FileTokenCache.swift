@@ -1,4 +1,4 @@
-import CSystemd
+import CLinuxShims
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

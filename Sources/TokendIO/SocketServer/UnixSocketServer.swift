@@ -3,7 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CSystemd
+import CLinuxShims
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
