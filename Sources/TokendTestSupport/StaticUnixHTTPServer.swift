@@ -60,7 +60,8 @@ public enum StaticUnixHTTPServer {
                 if keepAlive {
                     context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
                 } else {
-                    context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+                    let channel = context.channel
+                    context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
                 }
             }
         }

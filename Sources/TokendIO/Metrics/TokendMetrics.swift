@@ -25,15 +25,27 @@ public final class TokendMetrics: Sendable {
         var status: Int
     }
 
+    /// `tokend_socket_requests_total`, one series per endpoint and status.
+    ///
+    /// Computed, since the descriptor type is not `Sendable` and so cannot be a stored static.
+    private static var socketRequests: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "tokend",
+            subsystem: "socket",
+            metricName: "requests",
+            unitName: "total",
+            helpText: "Socket API requests by endpoint and status."
+        )
+    }
+
     /// The series nearly every request counts (`GET /v1/tokens/NAME` answered 200), made once: no lock and no
     /// dictionary lookup per served token.
     private let tokensServed: Counter
 
     public init() {
         tokensServed = registry.makeCounter(
-            name: "tokend_socket_requests_total",
-            labels: [("endpoint", "token"), ("status", "200")],
-            help: "Socket API requests by endpoint and status."
+            descriptor: Self.socketRequests,
+            labels: [("endpoint", "token"), ("status", "200")]
         )
         requestCounters.withLockedValue { $0[RequestKey(endpoint: "token", status: 200)] = tokensServed }
     }
@@ -59,9 +71,8 @@ public final class TokendMetrics: Sendable {
         let counter = requestCounters.withLockedValue { counters in
             if let known = counters[key] { return known }
             let made = registry.makeCounter(
-                name: "tokend_socket_requests_total",
-                labels: [("endpoint", endpoint), ("status", String(status))],
-                help: "Socket API requests by endpoint and status."
+                descriptor: Self.socketRequests,
+                labels: [("endpoint", endpoint), ("status", String(status))]
             )
             counters[key] = made
             return made

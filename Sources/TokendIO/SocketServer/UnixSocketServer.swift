@@ -366,7 +366,9 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler, R
 }
 
 /// A connection's handler that knows who the caller is (`SO_PEERCRED`).
-protocol ReadsPeerCredentials: AnyObject {
+///
+/// `SendableMetatype`: the credentials arrive in a future's callback, which reaches the handler through its type.
+protocol ReadsPeerCredentials: AnyObject, SendableMetatype {
     var peer: PeerCredentials? { get set }
 }
 
