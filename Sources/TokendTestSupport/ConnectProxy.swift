@@ -107,7 +107,10 @@ public final class ConnectProxy: Sendable {
                     case .success(let channel):
                         proxy.opened(target)
                         handler.peer = channel
-                        context.writeAndFlush(handler.wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 200 Connection Established\r\n\r\n")), promise: nil)
+                        context.writeAndFlush(
+                            handler.wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 200 Connection Established\r\n\r\n")),
+                            promise: nil
+                        )
                         if handler.pending.readableBytes > 0 {
                             channel.writeAndFlush(handler.pending, promise: nil)
                             handler.pending.clear()

@@ -277,7 +277,8 @@ public final class LocalTokenServer: Sendable {
                 state.requests.append(request)
                 return state.documents[path]
             }
-            return document.map { Answer(status: 200, headers: [], body: $0) } ?? Answer(status: 404, headers: [], body: #"{"error":"not_found"}"#)
+            return document.map { Answer(status: 200, headers: [], body: $0) }
+                ?? Answer(status: 404, headers: [], body: #"{"error":"not_found"}"#)
         }
         let (behavior, expected, number, assertionCheck) = state.withLockedValue { state in
             state.requests.append(request)
@@ -301,7 +302,11 @@ public final class LocalTokenServer: Sendable {
         if !expected.isEmpty {
             let presented = request.clientCredentials
             if presented.map({ expected[$0.id] != $0.secret }) ?? true {
-                return Answer(status: 401, headers: [], body: #"{"error":"invalid_client","error_description":"client authentication failed"}"#)
+                return Answer(
+                    status: 401,
+                    headers: [],
+                    body: #"{"error":"invalid_client","error_description":"client authentication failed"}"#
+                )
             }
         }
         switch behavior {

@@ -1,8 +1,9 @@
+import Foundation
+import NIOConcurrencyHelpers
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Foundation
-import NIOConcurrencyHelpers
 
 /// A datagram socket bound at a path, to stand in for systemd's `NOTIFY_SOCKET` in tests. Collects each
 /// message (one datagram, newline-separated assignments) in arrival order.

@@ -91,7 +91,7 @@ public enum StaticUnixHTTPServer {
         typealias OutboundOut = ByteBuffer
 
         private let response: ByteBuffer
-        private var matched = 0 // how much of "\r\n\r\n" the last bytes matched
+        private var matched = 0  // how much of "\r\n\r\n" the last bytes matched
         private var pending = 0
 
         init(response: ByteBuffer) {
@@ -105,7 +105,10 @@ public enum StaticUnixHTTPServer {
                     let want: UInt8 = matched % 2 == 0 ? 13 : 10
                     if byte == want {
                         matched += 1
-                        if matched == 4 { pending += 1; matched = 0 }
+                        if matched == 4 {
+                            pending += 1
+                            matched = 0
+                        }
                     } else {
                         matched = byte == 13 ? 1 : 0
                     }

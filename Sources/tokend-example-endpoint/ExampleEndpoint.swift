@@ -60,7 +60,8 @@ struct ExampleEndpoint {
     }
 
     static func usage() -> Never {
-        let text = "usage: tokend-example-endpoint [--port N] [--lifetime SECONDS] [--client ID=SECRET_FILE ...]\n"
+        let text =
+            "usage: tokend-example-endpoint [--port N] [--lifetime SECONDS] [--client ID=SECRET_FILE ...]\n"
             + "       tokend-example-endpoint --static-unix-socket PATH --static-body FILE [--raw | --decode]\n"
         FileHandle.standardError.write(Data(text.utf8))
         exit(2)

@@ -60,4 +60,3 @@ func ask(_ client: APIClient, method: HTTPMethod = .GET, path: String) throws ->
         throw ExitCode(3)
     }
 }
-

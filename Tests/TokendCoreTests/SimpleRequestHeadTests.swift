@@ -14,24 +14,36 @@ import TokendCore
 
     @Test func theHeadEndsAtTheBlankLineAndLaterBytesAreLeft() {
         let first = "GET /v1/tokens/a?format=raw HTTP/1.1\r\nHost: x\r\n\r\n"
-        #expect(Self.parse(first + "GET /v1/health HTTP/1.1\r\n") == .request(.init(
-            target: "/v1/tokens/a?format=raw", accept: nil, keepAlive: true, length: first.utf8.count)))
+        #expect(
+            Self.parse(first + "GET /v1/health HTTP/1.1\r\n")
+                == .request(
+                    .init(
+                        target: "/v1/tokens/a?format=raw",
+                        accept: nil,
+                        keepAlive: true,
+                        length: first.utf8.count
+                    )
+                )
+        )
     }
 
     @Test func connectionCloseAndKeepAliveInAnyCase() {
         guard case .request(let close) = Self.parse("GET / HTTP/1.1\r\nCONNECTION:   Close\r\n\r\n") else {
-            Issue.record("not simple"); return
+            Issue.record("not simple")
+            return
         }
         #expect(!close.keepAlive)
         guard case .request(let keep) = Self.parse("GET / HTTP/1.1\r\nconnection: keep-alive\r\n\r\n") else {
-            Issue.record("not simple"); return
+            Issue.record("not simple")
+            return
         }
         #expect(keep.keepAlive)
     }
 
     @Test func theFirstAcceptCountsWithoutLeadingWhitespace() {
         guard case .request(let head) = Self.parse("GET / HTTP/1.1\r\naccept:\t text/plain; q=1\r\nAccept: a/b\r\n\r\n") else {
-            Issue.record("not simple"); return
+            Issue.record("not simple")
+            return
         }
         #expect(head.accept == "text/plain; q=1")
     }
@@ -101,16 +113,31 @@ import TokendCore
     @Test func responseHeadsCarryTheLengthOrChunkedAndClose() {
         var bytes: [UInt8] = []
         SimpleResponseHead.bytes(
-            status: 503, reason: "Service Unavailable", contentType: "application/json", contentLength: 2,
-            headers: [.init("Retry-After", "7")], close: true, into: &bytes
+            status: 503,
+            reason: "Service Unavailable",
+            contentType: "application/json",
+            contentLength: 2,
+            headers: [.init("Retry-After", "7")],
+            close: true,
+            into: &bytes
         )
-        #expect(String(decoding: bytes, as: UTF8.self) == "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            + "Content-Length: 2\r\nCache-Control: no-store\r\nRetry-After: 7\r\nConnection: close\r\n\r\n")
+        #expect(
+            String(decoding: bytes, as: UTF8.self) == "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                + "Content-Length: 2\r\nCache-Control: no-store\r\nRetry-After: 7\r\nConnection: close\r\n\r\n"
+        )
         bytes = []
         SimpleResponseHead.bytes(
-            status: 200, reason: "OK", contentType: "text/event-stream", contentLength: nil, headers: [], close: false, into: &bytes
+            status: 200,
+            reason: "OK",
+            contentType: "text/event-stream",
+            contentLength: nil,
+            headers: [],
+            close: false,
+            into: &bytes
         )
-        #expect(String(decoding: bytes, as: UTF8.self) == "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-            + "Cache-Control: no-store\r\nTransfer-Encoding: chunked\r\n\r\n")
+        #expect(
+            String(decoding: bytes, as: UTF8.self) == "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                + "Cache-Control: no-store\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
     }
 }

@@ -47,7 +47,13 @@ import TokendTestSupport
         let body = try #require(JSONValue.parse(later.body))
         #expect(body.value(at: "expires_in")?.numberValue == 98)
         // A raw answer beside it does not push the JSON one out.
-        _ = answers.answer(name: "alpha", token: issued, request: APIRequest(method: "GET", path: "/v1/tokens/alpha", accept: "text/plain"), now: epoch.addingTimeInterval(1.2), router: router)
+        _ = answers.answer(
+            name: "alpha",
+            token: issued,
+            request: APIRequest(method: "GET", path: "/v1/tokens/alpha", accept: "text/plain"),
+            now: epoch.addingTimeInterval(1.2),
+            router: router
+        )
         let again = answers.answer(name: "alpha", token: issued, request: json, now: epoch.addingTimeInterval(1.3), router: router)
         #expect(storage(again) == storage(later))
     }

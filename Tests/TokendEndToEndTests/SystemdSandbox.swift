@@ -213,7 +213,10 @@ final class SystemdSandbox: @unchecked Sendable {
             // Children first: systemd made slices and scopes below the test's cgroup.
             let tree = ((try? FileManager.default.subpathsOfDirectory(atPath: cgroup)) ?? [])
                 .map { "\(cgroup)/\($0)" }
-                .filter { var s = stat(); return lstat($0, &s) == 0 && (s.st_mode & S_IFMT) == S_IFDIR }
+                .filter {
+                    var s = stat()
+                    return lstat($0, &s) == 0 && (s.st_mode & S_IFMT) == S_IFDIR
+                }
                 .sorted { $0.count > $1.count }
             for dir in tree { rmdir(dir) }
             if rmdir(cgroup) == 0 || errno == ENOENT { break }

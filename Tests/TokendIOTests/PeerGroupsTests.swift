@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Testing
+
 @testable import TokendIO
 
 #if canImport(Glibc)

@@ -3,6 +3,7 @@ import NIOSSL
 import Testing
 import TokendCore
 import TokendTestSupport
+
 @testable import TokendIO
 
 /// How the AsyncHTTPClient adapter reports TLS failures that the fault matrix throws at the daemon, one request at a
@@ -37,7 +38,8 @@ import TokendTestSupport
         for failure in failures {
             #expect(failure.kind == .transient && failure.code == "timeout", "\(failure)")
             #expect(
-                failure.message == "no connection to 127.0.0.1:\(server.port) within connect_timeout (TCP connect or TLS handshake unanswered)",
+                failure.message
+                    == "no connection to 127.0.0.1:\(server.port) within connect_timeout (TCP connect or TLS handshake unanswered)",
                 "\(failure)"
             )
         }

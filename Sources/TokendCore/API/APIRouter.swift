@@ -335,7 +335,13 @@ public struct APIRouter: Sendable {
         return APIResponse(status: status, contentType: "application/json", body: body)
     }
 
-    public func error(_ status: Int, _ code: String, _ message: String, instance: String? = nil, lastError: String? = nil)
+    public func error(
+        _ status: Int,
+        _ code: String,
+        _ message: String,
+        instance: String? = nil,
+        lastError: String? = nil
+    )
         -> APIResponse
     {
         json(status, API.ErrorBody(error: code, message: message, instance: instance, last_error: lastError))

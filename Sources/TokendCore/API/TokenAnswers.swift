@@ -10,7 +10,13 @@ public struct TokenAnswers: Sendable {
     public init() {}
 
     /// What ``APIRouter/tokenResponse(name:token:request:now:)`` answers, from the last one made when it is the same.
-    public mutating func answer(name: String, token: IssuedToken, request: APIRequest, now: Date, router: APIRouter)
+    public mutating func answer(
+        name: String,
+        token: IssuedToken,
+        request: APIRequest,
+        now: Date,
+        router: APIRouter
+    )
         -> APIResponse
     {
         let format = APIRouter.tokenFormat(of: request)

@@ -59,8 +59,14 @@ public enum API {
         public var last_error: LastError?
 
         public init(
-            name: String, state: String, token_fingerprint: String?, expires_at: Int?, next_refresh: Int?,
-            outage_budget_seconds: Int, consecutive_failures: Int, last_error: LastError?
+            name: String,
+            state: String,
+            token_fingerprint: String?,
+            expires_at: Int?,
+            next_refresh: Int?,
+            outage_budget_seconds: Int,
+            consecutive_failures: Int,
+            last_error: LastError?
         ) {
             self.name = name
             self.state = state

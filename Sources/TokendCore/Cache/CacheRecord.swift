@@ -86,15 +86,29 @@ public struct CacheRecord: Codable, Sendable, Hashable {
                 reader.take("}"), reader.atEnd
             else { return nil }
             return CacheRecord(
-                version: whole, instance: instance, accessToken: accessToken, tokenType: tokenType, scope: scope,
-                obtainedAt: obtainedAt, expiresAt: expiresAt, fingerprint: fingerprint, refreshIn: refreshIn
+                version: whole,
+                instance: instance,
+                accessToken: accessToken,
+                tokenType: tokenType,
+                scope: scope,
+                obtainedAt: obtainedAt,
+                expiresAt: expiresAt,
+                fingerprint: fingerprint,
+                refreshIn: refreshIn
             )
         }
     }
 
     private init(
-        version: Int, instance: String, accessToken: String, tokenType: String, scope: String?,
-        obtainedAt: Double, expiresAt: Double, fingerprint: String, refreshIn: Double?
+        version: Int,
+        instance: String,
+        accessToken: String,
+        tokenType: String,
+        scope: String?,
+        obtainedAt: Double,
+        expiresAt: Double,
+        fingerprint: String,
+        refreshIn: Double?
     ) {
         self.version = version
         self.instance = instance

@@ -75,7 +75,8 @@ public enum ConfigLoader {
 
     /// Fetches an issuer's metadata (OpenID Connect Discovery, then RFC 8414) with the instance's TLS material and the
     /// daemon's proxy and timeouts; the failure says why, naming the URLs tried.
-    public typealias Discoverer = @Sendable (_ issuer: String, _ tls: TLSMaterial, _ settings: DaemonSettings) -> Result<DiscoveryDocument, DiscoveryError>
+    public typealias Discoverer =
+        @Sendable (_ issuer: String, _ tls: TLSMaterial, _ settings: DaemonSettings) -> Result<DiscoveryDocument, DiscoveryError>
 
     /// What a pure caller gets: no discovery.
     public static let noDiscovery: Discoverer = { issuer, _, _ in .failure(DiscoveryError("discovery of \(issuer) is not available here")) }
@@ -354,7 +355,14 @@ public enum ConfigLoader {
         }
         var definition = definition
         if let issuerTemplate = definition.connector.issuer {
-            switch discoverTokenURL(definition, issuerTemplate: issuerTemplate, values: input.values, tls: input.tls, settings: settings, discover: discover) {
+            switch discoverTokenURL(
+                definition,
+                issuerTemplate: issuerTemplate,
+                values: input.values,
+                tls: input.tls,
+                settings: settings,
+                discover: discover
+            ) {
             case .success(let url): definition.connector.tokenURL = url
             case .failure(let error):
                 input.diagnostics.append(error)

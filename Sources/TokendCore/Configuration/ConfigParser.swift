@@ -248,7 +248,8 @@ public enum ConfigParser {
         )
         definition.access = access
         definition.sink = sink
-        definition.caFile = instanceCAFile
+        definition.caFile =
+            instanceCAFile
             ?? connector.caFile.map { FileReference(path: $0, file: connector.file, line: connector.caFileLine) }
         return (definition, diagnostics)
     }

@@ -39,7 +39,8 @@ public struct ProxySettings: Sendable, Hashable {
             return (nil, "ignoring HTTPS_PROXY: expected http://host:port without credentials")
         }
         let noProxyText = environment["NO_PROXY"] ?? environment["no_proxy"] ?? ""
-        proxy.noProxy = noProxySetting
+        proxy.noProxy =
+            noProxySetting
             ?? noProxyText.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         return (proxy, nil)
     }

@@ -41,8 +41,13 @@ public struct ResolvedInstance: Sendable, Hashable {
     ) {
         storage = SharedBox(
             Fields(
-                definition: definition, values: values, tls: tls, endpointHost: endpointHost,
-                fingerprintDigest: fingerprint, access: access, sink: sink
+                definition: definition,
+                values: values,
+                tls: tls,
+                endpointHost: endpointHost,
+                fingerprintDigest: fingerprint,
+                access: access,
+                sink: sink
             )
         )
     }

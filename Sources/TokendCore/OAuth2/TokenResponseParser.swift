@@ -74,7 +74,8 @@ public enum TokenResponseParser {
                 FetchFailure(
                     kind: .transient,
                     code: "invalid_response",
-                    message: "HTTP \(status) response has no string at '\(shape.tokenKey)' (keys: \(json.objectKeys.prefix(10).joined(separator: ", ")))"
+                    message:
+                        "HTTP \(status) response has no string at '\(shape.tokenKey)' (keys: \(json.objectKeys.prefix(10).joined(separator: ", ")))"
                 )
             )
         }

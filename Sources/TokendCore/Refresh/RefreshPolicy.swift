@@ -38,7 +38,9 @@ public struct RefreshPolicy: Sendable, Hashable {
             ?? min(obtained + settings.ratio * lifetime, expires - settings.minLead)
         let spread = settings.jitter * max(0, expires - base)
         let floor = obtained + settings.minInterval
-        return Date(timeIntervalSinceReferenceDate: max(base - spread, floor))...Date(
+        return Date(
+            timeIntervalSinceReferenceDate: max(base - spread, floor)
+        )...Date(
             timeIntervalSinceReferenceDate: max(base + spread, floor)
         )
     }

@@ -1,10 +1,11 @@
 import CLinuxShims
+import TokendCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import TokendCore
 
 /// One JSON file per instance (`<dir>/<name>.json`, mode 0600, directory 0700), written crash-safely:
 /// temp file + fsync + rename + fsync of the directory. Symlinks inside the directory are never followed.

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import NIOConcurrencyHelpers
 import TokendCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Reads a config directory (`tokend.toml`, `instances/*.toml`) and secret files, and hands the texts to the core.
 public struct ConfigDirectory: Sendable {

@@ -1,10 +1,11 @@
+import Foundation
+import Logging
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Foundation
-import Logging
 
 /// Logs one line per event to stderr: `<N>` syslog priority prefixes (sd-daemon.h levels) when journald reads the
 /// stream (`JOURNAL_STREAM` names stderr's device and inode), a timestamped readable line otherwise. Metadata

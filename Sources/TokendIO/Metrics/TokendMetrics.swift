@@ -110,7 +110,8 @@ public final class TokendMetrics: Sendable {
         for (instance, _) in sorted {
             guard let count = counts[instance] else { continue }
             let label = Self.escape(instance)
-            for (result, value) in [("success", count.success), ("transient", count.transient), ("permanent", count.permanent)] where value > 0 {
+            for (result, value) in [("success", count.success), ("transient", count.transient), ("permanent", count.permanent)]
+            where value > 0 {
                 text += "tokend_refreshes_total{instance=\"\(label)\",result=\"\(result)\"} \(value)\n"
             }
         }

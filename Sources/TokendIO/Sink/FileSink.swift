@@ -1,9 +1,10 @@
+import TokendCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import TokendCore
 
 /// Writes an instance's raw token to its sink file: a temp file in the same directory, fsync, owner/group/mode,
 /// rename over the old one. Readers see the old token or the new one, never a partial file.

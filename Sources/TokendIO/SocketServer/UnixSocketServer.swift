@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import CLinuxShims
 import Foundation
 import NIOConcurrencyHelpers
@@ -11,15 +6,22 @@ import NIOHTTP1
 import NIOPosix
 import TokendCore
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// HTTP/1.1 with keep-alive on a Unix socket, through swift-nio. Each request is handed to `responder`, which must
 /// not block: it answers at once from a published snapshot, or later (a `min_valid` request waiting for a refresh)
 /// by calling the completion from any thread.
 public final class UnixSocketServer: Sendable {
-    public typealias Responder = @Sendable (
-        APIRequest,
-        _ respond: @escaping @Sendable (APIResponse) -> Void,
-        _ openStream: @escaping @Sendable (_ contentType: String) -> EventStream
-    ) -> Void
+    public typealias Responder =
+        @Sendable (
+            APIRequest,
+            _ respond: @escaping @Sendable (APIResponse) -> Void,
+            _ openStream: @escaping @Sendable (_ contentType: String) -> EventStream
+        ) -> Void
 
     /// Answers a request at once on the connection's event loop, or returns nil to leave it to the `Responder`. For
     /// the requests programs make on every call: nothing is allocated to wait for an answer (decision 0006).
@@ -204,7 +206,12 @@ public final class EventStream: Sendable {
 
     /// Ends the response and closes the connection (the stream had no length).
     public func finish() {
-        guard !finished.withLockedValue({ state in defer { state = true }; return state }) else { return }
+        guard
+            !finished.withLockedValue({ state in
+                defer { state = true }
+                return state
+            })
+        else { return }
         let channel = self.channel
         emit(.end(nil), flush: true)
         eventLoop.execute { channel.close(promise: nil) }

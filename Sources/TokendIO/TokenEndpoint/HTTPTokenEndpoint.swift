@@ -76,7 +76,8 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
                     FetchFailure(
                         kind: .transient,
                         code: "redirect",
-                        message: "HTTP \(response.status.code) from \(host): redirect to \(location) not followed (token requests never follow redirects; fix the token URL)"
+                        message:
+                            "HTTP \(response.status.code) from \(host): redirect to \(location) not followed (token requests never follow redirects; fix the token URL)"
                     )
                 )
             }
