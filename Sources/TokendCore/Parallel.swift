@@ -18,7 +18,10 @@ public enum Parallel {
                     store.value[index] = work.value(index)
                 }
             }
-            return results.map { $0! }
+            return results.map { result in
+                guard let result else { preconditionFailure("Parallel.map: index left uncomputed") }
+                return result
+            }
         }
     }
 

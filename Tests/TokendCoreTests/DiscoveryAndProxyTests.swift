@@ -93,10 +93,9 @@ import Testing
         #expect(error.key == "ca_file" && error.line == 2 && error.file == "/c/instances/alpha.toml")
         let checked = ConfigLoader.load(
             input,
-            checkTLS: { $0.trustRootsPEM == "not a pem" ? TLSProblem(key: "ca_file", message: "holds no PEM certificate") : nil }
-        ) { _ in
-            .success(.init("not a pem"))
-        }
+            checkTLS: { $0.trustRootsPEM == "not a pem" ? TLSProblem(key: "ca_file", message: "holds no PEM certificate") : nil },
+            readSecret: { _ in .success(.init("not a pem")) }
+        )
         #expect(checked.errors.first?.description == "/c/instances/alpha.toml:2: ca_file: holds no PEM certificate")
     }
 

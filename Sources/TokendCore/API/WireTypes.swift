@@ -1,4 +1,8 @@
-/// JSON bodies of the socket API (SPEC §8), shared by the server and the CLI client. Times are Unix epoch seconds.
+// swift-format-ignore: AlwaysUseLowerCamelCase
+// The property names are the JSON keys of SPEC §8, spelled as on the wire.
+/// JSON bodies of the socket API (SPEC §8), shared by the server and the CLI client.
+///
+/// Times are Unix epoch seconds.
 public enum API {
     /// `GET /v1/tokens/{instance}`.
     public struct TokenBody: Codable, Sendable, Hashable {

@@ -1,7 +1,11 @@
 import Foundation
 
-/// What `<state>/<instance>.json` holds: the token and its times, and the fingerprint of the request definition
-/// that obtained it. Never the client secret.
+// swift-format-ignore: AlwaysUseLowerCamelCase
+// The property names are the cache file's JSON keys, spelled as in the file.
+/// What `<state>/<instance>.json` holds: the token and its times, and the fingerprint of the request definition that
+/// obtained it.
+///
+/// Never the client secret.
 public struct CacheRecord: Codable, Sendable, Hashable {
     public static let currentVersion = 1
 
@@ -132,8 +136,8 @@ private struct ExactReader {
     /// Consumes `literal` if the bytes continue with it.
     mutating func take(_ literal: StaticString) -> Bool {
         let count = literal.utf8CodeUnitCount
-        guard bytes.count - index >= count,
-            memcmp(bytes.baseAddress! + index, literal.utf8Start, count) == 0
+        guard bytes.count - index >= count, let base = bytes.baseAddress,
+            memcmp(base + index, literal.utf8Start, count) == 0
         else { return false }
         index += count
         return true

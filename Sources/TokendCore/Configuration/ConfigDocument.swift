@@ -102,8 +102,9 @@ public struct ConfigDocument: Sendable {
                 switch byte {
                 case hash: inComment = true
                 case quote, apostrophe:
-                    string = (byte, tripled(byte, at: index))
-                    if string!.multiline { index += 2 }
+                    let opened = (quote: byte, multiline: tripled(byte, at: index))
+                    string = opened
+                    if opened.multiline { index += 2 }
                 case UInt8(ascii: "["), UInt8(ascii: "{"): depth += 1
                 case UInt8(ascii: "]"), UInt8(ascii: "}"): depth = max(0, depth - 1)
                 case UInt8(ascii: "."): segments += 1

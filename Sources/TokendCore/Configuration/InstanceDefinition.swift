@@ -124,7 +124,7 @@ public struct ConnectorDefinition: Sendable, Hashable {
     /// style shares the same dictionary storage until it declares a variable of its own: an inline connector per
     /// instance would otherwise cost ~1 KB each (11 MB for 10,000 instances).
     public static func builtinVariables(for auth: ClientAuthentication) -> [String: VariableSpec] {
-        sharedBuiltinVariables[auth]!
+        sharedBuiltinVariables[auth] ?? makeBuiltinVariables(for: auth)
     }
 
     private static let sharedBuiltinVariables = Dictionary(

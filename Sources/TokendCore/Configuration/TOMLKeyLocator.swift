@@ -144,8 +144,10 @@ public final class SourceLines: Sendable, Hashable {
     /// The line of `path` (dotted), or of its nearest ancestor that is written in the text.
     public func line(of path: [String]) -> Int? {
         locator.withLock { locator in
-            if locator == nil { locator = TOMLKeyLocator(text: text) }
-            return locator!.line(of: path)
+            if let built = locator { return built.line(of: path) }
+            let built = TOMLKeyLocator(text: text)
+            locator = built
+            return built.line(of: path)
         }
     }
 

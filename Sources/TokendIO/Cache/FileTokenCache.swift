@@ -85,7 +85,7 @@ public struct FileTokenCache: TokenCache {
             var offset = 0
             var failure: CacheError?
             while offset < bytes.count {
-                let count = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+                let count = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
                 if count < 0 {
                     if errno == EINTR { continue }
                     failure = CacheError(operation: "write", path: temp, errno: errno)

@@ -82,6 +82,7 @@ final class DiscoveryFetcher: Sendable {
             done.signal()
         }
         done.wait()
-        return result.withLockedValue { $0! }
+        guard let value = result.withLockedValue({ $0 }) else { preconditionFailure("blocking: the task signalled without a value") }
+        return value
     }
 }

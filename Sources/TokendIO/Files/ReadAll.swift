@@ -12,7 +12,7 @@ func readAll(_ fd: CInt, limit: Int, sizeHint: Int = 4096) -> [UInt8]? {
     var count = 0
     while count < limit {
         if count == bytes.count { bytes += [UInt8](repeating: 0, count: min(bytes.count, limit - count)) }
-        let got = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
+        let got = bytes[count...].withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
         if got < 0, errno == EINTR { continue }
         if got < 0 { return nil }
         if got == 0 { break }

@@ -47,8 +47,9 @@ public struct TokendLogHandler: LogHandler {
         var bytes = Array(line.utf8)
         bytes.withUnsafeMutableBytes { buffer in
             var offset = 0
+            guard let base = buffer.baseAddress else { return }
             while offset < buffer.count {
-                let count = write(STDERR_FILENO, buffer.baseAddress! + offset, buffer.count - offset)
+                let count = write(STDERR_FILENO, base + offset, buffer.count - offset)
                 if count < 0 && errno == EINTR { continue }
                 guard count > 0 else { return }
                 offset += count
@@ -61,8 +62,8 @@ public struct TokendLogHandler: LogHandler {
     public static func render(level: Logger.Level, message: String, metadata: Logger.Metadata, journal: Bool) -> String {
         var line = journal ? "<\(priority(level))>" : "\(timestamp()) \(level.rawValue.uppercased()) "
         line += oneLine(message)
-        for key in metadata.keys.sorted() {
-            line += " \(key)=\(quoted("\(metadata[key]!)"))"
+        for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
+            line += " \(key)=\(quoted("\(value)"))"
         }
         return line + "\n"
     }

@@ -19,7 +19,7 @@ public enum FileSink {
         let bytes = Array(token.revealed.utf8)
         var offset = 0
         while offset < bytes.count {
-            let count = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             if count < 0 {
                 if errno == EINTR { continue }
                 failure = CacheError(operation: "write", path: temp, errno: errno)

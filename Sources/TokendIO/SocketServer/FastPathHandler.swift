@@ -65,10 +65,10 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
         if buffered == nil {
             buffered = bytes
         } else {
-            buffered!.writeBuffer(&bytes)
+            buffered?.writeBuffer(&bytes)
         }
         if waiting {
-            if buffered!.readableBytes > Self.maxBufferedWhileWaiting { close(context: context) }
+            if let buffer = buffered, buffer.readableBytes > Self.maxBufferedWhileWaiting { close(context: context) }
             return
         }
         process(context: context)
@@ -89,7 +89,7 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
             case .incomplete:
                 // Answered requests before the unfinished one are not kept: a client whose reads always end inside
                 // a request would otherwise grow the buffer by every request it ever sent.
-                if buffered!.readerIndex > 0 { buffered!.discardReadBytes() }
+                if buffer.readerIndex > 0 { buffered?.discardReadBytes() }
                 if wrote { context.flush() }
                 return
             case .notSimple:
@@ -97,7 +97,7 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
                 handOver(context: context)
                 return
             case .request(let head):
-                buffered!.moveReaderIndex(forwardBy: head.length)
+                buffered?.moveReaderIndex(forwardBy: head.length)
                 wrote = true
                 answer(head, context: context)
             }
