@@ -8,8 +8,9 @@ import Glibc
 #endif
 
 /// Hostile config directories and reload storms: huge files, deep nesting, binary garbage, 10,000 variables,
-/// self-referencing templates, non-UTF-8, a FIFO, files that change or vanish while SIGHUPs rain in. tokend must
-/// never crash or hang, never lose an instance, and keep running the last good definition.
+/// self-referencing templates, non-UTF-8, a FIFO, files that change or vanish while SIGHUPs rain in.
+///
+/// tokend must never crash or hang, never lose an instance, and keep running the last good definition.
 @Suite(.serialized) struct ConfigAbuseEndToEndTests {
     /// Instance files no one should write, each with a name for messages.
     static func hostileFiles(tokenURL: String) -> [(name: String, bytes: [UInt8])] {

@@ -217,7 +217,7 @@ final class DaemonHarness: @unchecked Sendable {
         try ("socket_mode = \"0666\"\n" + settings).write(toFile: configDir + "/tokend.toml", atomically: true, encoding: .utf8)
     }
 
-    /// `curl --unix-socket` against the daemon, optionally run through `prefix` (e.g. setpriv as another user).
+    /// `curl --unix-socket` against the daemon, optionally run through `prefix` (setpriv as another user, say).
     func curl(_ arguments: [String], as prefix: [String] = [], stdin: String? = nil) throws -> (status: Int, body: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -271,10 +271,11 @@ final class DaemonHarness: @unchecked Sendable {
         try FileManager.default.removeItem(atPath: "\(configDir)/instances/\(name).toml")
     }
 
-    /// Starts the binary; `watchdogMicroseconds` sets `WATCHDOG_USEC`; `wrapper` runs it through another
-    /// command (e.g. `systemd-socket-activate`).
-    /// `socket` replaces the harness's socket path; `environment` adds to (or overrides) the inherited
-    /// environment, e.g. `HTTPS_PROXY` or `JOURNAL_STREAM`.
+    /// Starts the binary.
+    ///
+    /// `watchdogMicroseconds` sets `WATCHDOG_USEC`; `wrapper` runs it through another command (such as
+    /// `systemd-socket-activate`); `socket` replaces the harness's socket path; `environment` adds to (or overrides)
+    /// the inherited environment, with `HTTPS_PROXY` or `JOURNAL_STREAM`, say.
     func start(
         watchdogMicroseconds: Int? = nil,
         wrappedIn wrapper: [String] = [],

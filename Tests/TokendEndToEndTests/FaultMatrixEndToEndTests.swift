@@ -4,11 +4,13 @@ import Testing
 import TokendCore
 import TokendTestSupport
 
-/// Issue #9's fault matrix: one daemon, one instance per fault, each instance with its own token endpoint that
-/// issues a 6 s token and then misbehaves. While clients read every instance five times a second the test shows,
-/// for every fault: the daemon stays up, the still-valid token keeps being served, no token is ever served past
-/// its true expiry, the instance's status names the problem, the endpoint is asked no more often than the backoff
-/// allows (the requests are counted), and a new token comes once the endpoint behaves again.
+/// Issue #9's fault matrix: one daemon, one instance per fault, each instance with its own token endpoint that issues a
+/// 6 s token and then misbehaves.
+///
+/// While clients read every instance five times a second the test shows, for every fault: the daemon stays up, the
+/// still-valid token keeps being served, no token is ever served past its true expiry, the instance's status names the
+/// problem, the endpoint is asked no more often than the backoff allows (the requests are counted), and a new token
+/// comes once the endpoint behaves again.
 ///
 /// The TLS cases serve HTTPS under a test CA that the instance trusts through `ca_file`; after the first token the
 /// endpoint's new connections go wrong (another CA's certificate, a certificate for another name, a handshake that

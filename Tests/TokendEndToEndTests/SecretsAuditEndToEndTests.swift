@@ -7,13 +7,15 @@ import TokendTestSupport
 import Glibc
 #endif
 
-/// The secrets audit: a daemon with distinctive secrets of every kind (file, credential, inline, a private key, an
-/// API key in a header, secrets that need encoding) is run through its paces: refreshes, providers that echo the
-/// request back in their errors, broken config files holding secrets, a reload, every read-only endpoint and CLI
-/// command, a stop. Then every artifact (log, status output, metrics, health, error answers, `tokend check`
-/// output, the state directory) is searched for every secret and every issued token. Tokens may appear only as
-/// fingerprints, and only the cache files may hold them whole. (Every other end-to-end test that stops its daemon
-/// runs the same audit over its log and state directory: see `DaemonHarness.stop`.)
+/// The secrets audit: a daemon with distinctive secrets of every kind (file, credential, inline, a private key, an API
+/// key in a header, secrets that need encoding) is run through its paces: refreshes, providers that echo the request
+/// back in their errors, broken config files holding secrets, a reload, every read-only endpoint and CLI command, a
+/// stop.
+///
+/// Then every artifact (log, status output, metrics, health, error answers, `tokend check` output, the state directory)
+/// is searched for every secret and every issued token. Tokens may appear only as fingerprints, and only the cache
+/// files may hold them whole. (Every other end-to-end test that stops its daemon runs the same audit over its log and
+/// state directory: see `DaemonHarness.stop`.)
 @Suite(.serialized) struct SecretsAuditEndToEndTests {
     static let privateKey = """
         -----BEGIN PRIVATE KEY-----

@@ -11,6 +11,7 @@ import TokendTestSupport
 @Suite(.serialized) struct TLSFailureTests {
     /// A server that accepts the connection and never answers the ClientHello: every attempt, made back to back as
     /// instances at one provider would, is the same `timeout` that names the set-up, within about connect_timeout.
+    ///
     /// AsyncHTTPClient reports the first as a connect timeout and the next ones as a TLS handshake timeout (a request
     /// queued behind the stalled connection fails with it; one that times out waiting inherits the last connection's
     /// error); tokend used to make those `network` failures.

@@ -78,7 +78,9 @@ extension InstanceDirectory {
     public func contains(_ name: String) -> Bool { instance(named: name) != nil }
 }
 
-/// Maps socket API requests to answers (SPEC §8). Pure: the instances and `now` are passed in.
+/// Maps socket API requests to answers (SPEC §8).
+///
+/// Pure: the instances and `now` are passed in.
 public struct APIRouter: Sendable {
     /// What a request asks for.
     public enum Route: Sendable, Hashable {
@@ -287,8 +289,9 @@ public struct APIRouter: Sendable {
         request.query["format"] ?? (request.accept?.hasPrefix("text/plain") == true ? "raw" : "json")
     }
 
-    /// The `expires_in` of a JSON token answer at `now`: whole seconds left, never negative. The only part of a
-    /// token's answer that changes while the token stays the same.
+    /// The `expires_in` of a JSON token answer at `now`: whole seconds left, never negative.
+    ///
+    /// The only part of a token's answer that changes while the token stays the same.
     public static func expiresIn(_ token: IssuedToken, now: Date) -> Int {
         max(0, Int(token.expiresAt.timeIntervalSince(now)))
     }

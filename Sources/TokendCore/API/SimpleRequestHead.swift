@@ -214,8 +214,9 @@ public struct SimpleRequestHead: Sendable, Hashable {
 /// The bytes of a socket API answer on the fast path, as SwiftNIO's `HTTPResponseEncoder` would write the same
 /// head (the header names and order of `APIChannelHandler.write`).
 public enum SimpleResponseHead {
-    /// `HTTP/1.1 <status> <reason>` and the headers, through the blank line. Without `contentLength` the body is
-    /// chunked (an event stream).
+    /// `HTTP/1.1 <status> <reason>` and the headers, through the blank line.
+    ///
+    /// Without `contentLength` the body is chunked (an event stream).
     public static func bytes(
         status: Int,
         reason: String,

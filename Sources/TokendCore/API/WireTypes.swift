@@ -132,8 +132,9 @@ public enum API {
 }
 
 extension API.TokenBody {
-    /// The body as `JSONEncoder` with `.sortedKeys` writes it (slashes escaped too), plus a newline, written
-    /// directly: this answers every token request, and the encoder was a fifth of the time spent serving one.
+    /// The body as `JSONEncoder` with `.sortedKeys` writes it (slashes escaped too), plus a newline, written directly:
+    /// this answers every token request, and the encoder was a fifth of the time spent serving one.
+    ///
     /// `TokenBodyJSONTests` holds it byte for byte to `JSONEncoder`'s output.
     public func json() -> [UInt8] {
         var out: [UInt8] = []

@@ -66,8 +66,10 @@ public struct ConfigDocument: Sendable {
     /// overflows the stack of the TOML parser, so such a file is refused before it gets there.
     public static let maxNesting = 32
 
-    /// The first line where dotted-key segments and open brackets and braces, counted together outside strings
-    /// and comments, exceed `limit`; nil when none does. One pass, no recursion.
+    /// The first line where dotted-key segments and open brackets and braces, counted together outside strings and
+    /// comments, exceed `limit`; nil when none does.
+    ///
+    /// One pass, no recursion.
     static func lineNestedDeeperThan(_ limit: Int, in text: String) -> Int? {
         let bytes = Array(text.utf8)
         let (newline, hash, quote, apostrophe, backslash) = (UInt8(10), UInt8(35), UInt8(34), UInt8(39), UInt8(92))

@@ -1,8 +1,10 @@
 import Dispatch
 import Foundation
 
-/// Assembles a whole config directory from file texts: parses every file, reads secrets through an injected
-/// reader, renders each instance's request. Pure: the caller supplies the texts and the secret reader.
+/// Assembles a whole config directory from file texts: parses every file, reads secrets through an injected reader,
+/// renders each instance's request.
+///
+/// Pure: the caller supplies the texts and the secret reader.
 public enum ConfigLoader {
     /// One file of the directory, as read.
     public struct File: Sendable, Hashable {
@@ -15,7 +17,9 @@ public enum ConfigLoader {
         }
     }
 
-    /// The directory's contents. A file whose text could not be read carries the reason instead.
+    /// The directory's contents.
+    ///
+    /// A file whose text could not be read carries the reason instead.
     public struct Input: Sendable {
         public var settings: Result<File, ConfigDiagnostic>?
         public var connectors: [(name: String, file: Result<File, ConfigDiagnostic>)]
@@ -247,9 +251,10 @@ public enum ConfigLoader {
         return Loaded(settings: settings, instances: instances, failedInstances: failed, diagnostics: diagnostics)
     }
 
-    /// What one load learned, for the next: each instance file's parse and each request's rendering, reused when
-    /// their inputs are equal (a SIGHUP that changes 1 % of 10,000 files parses and renders 100). Secrets, TLS
-    /// material and issuer metadata are read again on every load, so a rotated secret is always seen.
+    /// What one load learned, for the next: each instance file's parse and each request's rendering, reused when their
+    /// inputs are equal (a SIGHUP that changes 1 % of 10,000 files parses and renders 100).
+    ///
+    /// Secrets, TLS material and issuer metadata are read again on every load, so a rotated secret is always seen.
     public final class Memo: @unchecked Sendable {
         // Guarded by `lock`, held for a whole load.
         let lock = NSLock()

@@ -256,7 +256,9 @@ public enum ConfigParser {
 
     // MARK: - Daemon settings
 
-    /// Parses `tokend.toml`. Any error rejects the whole file.
+    /// Parses `tokend.toml`.
+    ///
+    /// Any error rejects the whole file.
     public static func parseSettings(file: String, text: String) -> (settings: DaemonSettings?, errors: [ConfigDiagnostic]) {
         let document: ConfigDocument
         switch ConfigDocument.parse(file: file, text: text) {
@@ -322,8 +324,9 @@ public enum ConfigParser {
 
     // MARK: - Shared pieces
 
-    /// Reads the connector keys (SPEC §3) from a connector file or an inline instance. `[variables]` is left to the
-    /// caller: specs in a connector file, values in an instance.
+    /// Reads the connector keys (SPEC §3) from a connector file or an inline instance.
+    ///
+    /// `[variables]` is left to the caller: specs in a connector file, values in an instance.
     private static func readConnectorKeys(
         _ reader: inout TableReader,
         name: String,

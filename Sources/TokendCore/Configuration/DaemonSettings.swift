@@ -22,9 +22,9 @@ public struct DaemonSettings: Sendable, Hashable {
 
 /// When to refresh and how to retry; SPEC §5's `[refresh]` table.
 public struct RefreshSettings: Sendable, Hashable {
-    /// Refresh once this fraction of the token's lifetime has passed ...
+    /// Refresh once this fraction of the token's lifetime has passed (but see ``minLead``).
     public var ratio: Double = 0.75
-    /// ... and never later than this before expiry (seconds).
+    /// Refresh no later than this before expiry (seconds), whatever ``ratio`` says.
     public var minLead: Double = 60
     /// ± fraction of the lead time.
     public var jitter: Double = 0.10

@@ -71,6 +71,7 @@ public struct TemplateField: Sendable, Hashable {
 }
 
 /// An authentication method for one API: how to ask its token endpoint and where the answer sits.
+///
 /// Comes from `connectors/<name>.toml`, or from an instance file that writes the keys inline.
 public struct ConnectorDefinition: Sendable, Hashable {
     /// The connector's name (the instance's name for the inline form).
@@ -120,9 +121,10 @@ public struct ConnectorDefinition: Sendable, Hashable {
         self.variables = variables
     }
 
-    /// The built-in variables for a client authentication style (the seed's defaults). Every connector of one
-    /// style shares the same dictionary storage until it declares a variable of its own: an inline connector per
-    /// instance would otherwise cost ~1 KB each (11 MB for 10,000 instances).
+    /// The built-in variables for a client authentication style (the seed's defaults).
+    ///
+    /// Every connector of one style shares the same dictionary storage until it declares a variable of its own: an
+    /// inline connector per instance would otherwise cost ~1 KB each (11 MB for 10,000 instances).
     public static func builtinVariables(for auth: ClientAuthentication) -> [String: VariableSpec] {
         sharedBuiltinVariables[auth] ?? makeBuiltinVariables(for: auth)
     }

@@ -129,10 +129,12 @@ public struct TOMLKeyLocator: Sendable {
     }
 }
 
-/// A file's text and its ``TOMLKeyLocator``, built the first time a line is asked for: most instance files load
-/// without a message that needs one, and building it was a quarter of the time to parse one. (A file with `[query]`,
-/// `[headers]` or `[body]` builds it while parsing: those fields keep the order of their lines.) Kept by each
-/// ``InstanceDefinition`` (sharing the text's storage with the config memo) for the messages of later steps.
+/// A file's text and its ``TOMLKeyLocator``, built the first time a line is asked for: most instance files load without
+/// a message that needs one, and building it was a quarter of the time to parse one.
+///
+/// (A file with `[query]`, `[headers]` or `[body]` builds it while parsing: those fields keep the order of their
+/// lines.) Kept by each ``InstanceDefinition`` (sharing the text's storage with the config memo) for the messages of
+/// later steps.
 public final class SourceLines: Sendable, Hashable {
     public let text: String
     private let locator = Mutex<TOMLKeyLocator?>(nil)

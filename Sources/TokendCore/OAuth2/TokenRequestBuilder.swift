@@ -19,6 +19,7 @@ public struct ResolvedInstance: Sendable, Hashable {
         /// The token endpoint's host (and port), for per-endpoint limits and messages.
         public var endpointHost: String
         /// SHA-256 over the rendered request and response shape, with every secret replaced by its own SHA-256.
+        ///
         /// A change of fingerprint invalidates the cached token. Kept as the digest (32 bytes inline); its hex,
         /// ``ResolvedInstance/fingerprint``, is made when asked for (a kept hex string cost 1.1 MB at 10,000).
         public var fingerprintDigest: SHA256.Digest
@@ -78,9 +79,10 @@ public struct ResolvedInstance: Sendable, Hashable {
 
     public var name: String { self.definition.name }
 
-    /// Every variable's value, the connector's defaults included, each wrapped so that printing it shows
-    /// `<redacted>`. Built when asked for (`tokend check --show`); a dictionary per instance kept for it cost 4 MB
-    /// at 10,000 instances.
+    /// Every variable's value, the connector's defaults included, each wrapped so that printing it shows `<redacted>`.
+    ///
+    /// Built when asked for (`tokend check --show`); a dictionary per instance kept for it cost 4 MB at 10,000
+    /// instances.
     public var variables: [String: Secret] {
         TokenRequestBuilder.variables(self.definition, values: self.values)
     }

@@ -8,7 +8,9 @@ public enum CacheLoadOutcome: Sendable, Hashable {
     case movedAside(reason: String)
 }
 
-/// Where tokens survive a restart. The real one is ``FileTokenCache``; tests use an in-memory twin.
+/// Where tokens survive a restart.
+///
+/// The real one is ``FileTokenCache``; tests use an in-memory twin.
 public protocol TokenCache: Sendable {
     func load(instance: String) -> CacheLoadOutcome
     func store(_ record: CacheRecord) throws(CacheError)

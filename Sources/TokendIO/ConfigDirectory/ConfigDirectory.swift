@@ -45,7 +45,9 @@ public struct ConfigDirectory: Sendable {
         public var description: String { "\(path): \(reason)" }
     }
 
-    /// Reads and validates the whole directory. Throws only when the directory itself cannot be read.
+    /// Reads and validates the whole directory.
+    ///
+    /// Throws only when the directory itself cannot be read.
     public func load() throws(Unreadable) -> ConfigLoader.Loaded {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -136,8 +138,9 @@ public struct ConfigDirectory: Sendable {
     }
 
     /// Reads a UTF-8 text file of bounded size; the failure names the file and why.
-    /// Only regular files are read: a FIFO (opened without O_NONBLOCK) would block the reload, and with it the
-    /// I/O queue, until someone writes to it; a device could be endless.
+    ///
+    /// Only regular files are read: a FIFO (opened without O_NONBLOCK) would block the reload, and with it the I/O
+    /// queue, until someone writes to it; a device could be endless.
     static func readText(_ file: String) -> Result<String, ConfigDiagnostic> {
         let fd = open(file, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else {

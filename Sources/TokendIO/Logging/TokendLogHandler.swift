@@ -8,9 +8,10 @@ import Darwin
 #endif
 
 /// Logs one line per event to stderr: `<N>` syslog priority prefixes (sd-daemon.h levels) when journald reads the
-/// stream (`JOURNAL_STREAM` names stderr's device and inode), a timestamped readable line otherwise. Metadata
-/// (the instance's name among it) follows as `key=value`; newlines in values become spaces, so one event is one
-/// line.
+/// stream (`JOURNAL_STREAM` names stderr's device and inode), a timestamped readable line otherwise.
+///
+/// Metadata (the instance's name among it) follows as `key=value`; newlines in values become spaces, so one event is
+/// one line.
 public struct TokendLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level
@@ -46,8 +47,8 @@ public struct TokendLogHandler: LogHandler {
         // One write(2) per line: lines from several threads never interleave.
         var bytes = Array(line.utf8)
         bytes.withUnsafeMutableBytes { buffer in
-            var offset = 0
             guard let base = buffer.baseAddress else { return }
+            var offset = 0
             while offset < buffer.count {
                 let count = write(STDERR_FILENO, base + offset, buffer.count - offset)
                 if count < 0 && errno == EINTR { continue }
@@ -85,9 +86,10 @@ public struct TokendLogHandler: LogHandler {
             ? "\"\(text.replacingOccurrences(of: "\"", with: "\\\""))\"" : text
     }
 
-    /// `text` with every newline (as `Character.isNewline` has them) made a space. Most values have none, and
-    /// the check is a scan of the bytes: a newline is \n, \v, \f, \r, U+0085, U+2028 or U+2029, whose UTF-8
-    /// starts with a byte from 0x0A–0x0D, 0xC2 or 0xE2.
+    /// `text` with every newline (as `Character.isNewline` has them) made a space.
+    ///
+    /// Most values have none, and the check is a scan of the bytes: a newline is \n, \v, \f, \r, U+0085, U+2028 or
+    /// U+2029, whose UTF-8 starts with a byte from 0x0A–0x0D, 0xC2 or 0xE2.
     static func oneLine(_ text: String) -> String {
         guard text.utf8.contains(where: { (0x0A...0x0D).contains($0) || $0 == 0xC2 || $0 == 0xE2 }) else { return text }
         return String(text.map { $0.isNewline ? " " : $0 })

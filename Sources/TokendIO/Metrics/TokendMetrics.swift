@@ -3,11 +3,12 @@ import NIOConcurrencyHelpers
 import Prometheus
 import TokendCore
 
-/// tokend's Prometheus metrics. Socket request counters (a small fixed set of label values) live in a
-/// swift-prometheus registry. The per-instance families are kept and rendered here: swift-prometheus copies a
-/// family's whole label-set dictionary for every new series (`MetricFamily.adding`), so registering one series per
-/// instance was O(N²) over a first round of 10,000 instances. Instance names are validated config names; label
-/// values are escaped anyway.
+/// tokend's Prometheus metrics.
+///
+/// Socket request counters (a small fixed set of label values) live in a swift-prometheus registry. The per-instance
+/// families are kept and rendered here: swift-prometheus copies a family's whole label-set dictionary for every new
+/// series (`MetricFamily.adding`), so registering one series per instance was O(N²) over a first round of 10,000
+/// instances. Instance names are validated config names; label values are escaped anyway.
 public final class TokendMetrics: Sendable {
     private let registry = PrometheusCollectorRegistry()
     /// Refresh results by instance: success, transient, permanent.

@@ -6,8 +6,10 @@ import Glibc
 import Darwin
 #endif
 
-/// Writes an instance's raw token to its sink file: a temp file in the same directory, fsync, owner/group/mode,
-/// rename over the old one. Readers see the old token or the new one, never a partial file.
+/// Writes an instance's raw token to its sink file: a temp file in the same directory, fsync, owner/group/mode, rename
+/// over the old one.
+///
+/// Readers see the old token or the new one, never a partial file.
 public enum FileSink {
     public static func write(_ token: Secret, to target: SinkTarget) throws(CacheError) {
         let directory = target.path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")

@@ -4,8 +4,9 @@ import TokendCore
 
 /// The first handler of every connection (decision 0006): answers the simple requests nearly every caller sends
 /// (``SimpleRequestHead``) straight from their bytes, and hands the connection to SwiftNIO's HTTP/1 pipeline and
-/// ``APIChannelHandler`` at the first byte it does not recognise, together with every byte not yet answered. From
-/// then on llhttp parses the connection; the fast path never comes back to it.
+/// ``APIChannelHandler`` at the first byte it does not recognise, together with every byte not yet answered.
+///
+/// From then on llhttp parses the connection; the fast path never comes back to it.
 ///
 /// Answers keep the order of the requests: while one waits (a `min_valid` request waiting for a refresh, an event
 /// stream), later bytes are only buffered, up to ``maxBufferedWhileWaiting``.

@@ -12,9 +12,10 @@ import Glibc
 import Darwin
 #endif
 
-/// HTTP/1.1 with keep-alive on a Unix socket, through swift-nio. Each request is handed to `responder`, which must
-/// not block: it answers at once from a published snapshot, or later (a `min_valid` request waiting for a refresh)
-/// by calling the completion from any thread.
+/// HTTP/1.1 with keep-alive on a Unix socket, through swift-nio.
+///
+/// Each request is handed to `responder`, which must not block: it answers at once from a published snapshot, or later
+/// (a `min_valid` request waiting for a refresh) by calling the completion from any thread.
 public final class UnixSocketServer: Sendable {
     public typealias Responder =
         @Sendable (
@@ -23,8 +24,9 @@ public final class UnixSocketServer: Sendable {
             _ openStream: @escaping @Sendable (_ contentType: String) -> EventStream
         ) -> Void
 
-    /// Answers a request at once on the connection's event loop, or returns nil to leave it to the `Responder`. For
-    /// the requests programs make on every call: nothing is allocated to wait for an answer (decision 0006).
+    /// Answers a request at once on the connection's event loop, or returns nil to leave it to the `Responder`.
+    ///
+    /// For the requests programs make on every call: nothing is allocated to wait for an answer (decision 0006).
     public typealias ImmediateResponder = @Sendable (APIRequest) -> APIResponse?
 
     /// Why the socket could not be set up.
@@ -107,8 +109,9 @@ public final class UnixSocketServer: Sendable {
     }
 
     /// The socket's own event loops: one per CPU the daemon may run on (`taskset`, `CPUAffinity=`), at most four.
-    /// NIO's shared group sizes itself by the machine's cores, and on a daemon pinned to one CPU its second loop
-    /// only took turns with the first (every answer then paid for a thread switch).
+    ///
+    /// NIO's shared group sizes itself by the machine's cores, and on a daemon pinned to one CPU its second loop only
+    /// took turns with the first (every answer then paid for a thread switch).
     static let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: min(4, max(1, Int(tokend_allowed_cpus()))))
 
     private static func bootstrap(limits: Limits, immediate: ImmediateResponder?, responder: @escaping Responder) -> ServerBootstrap {
@@ -143,8 +146,9 @@ public final class UnixSocketServer: Sendable {
         if ownsPath { unlink(path) }
     }
 
-    /// A socket file nobody listens on is left over from a crash: remove it. One with a listener is another
-    /// daemon's: refuse.
+    /// A socket file nobody listens on is left over from a crash: remove it.
+    ///
+    /// One with a listener is another daemon's: refuse.
     static func removeStaleSocket(at path: String) throws {
         var info = stat()
         guard lstat(path, &info) == 0 else { return }
@@ -218,9 +222,11 @@ public final class EventStream: Sendable {
     }
 }
 
-/// Answers each HTTP request that SwiftNIO's HTTP/1 pipeline parsed (a connection the fast path handed over)
-/// through the responder. Keep-alive and pipelining are handled by NIO's `HTTPServerPipelineHandler`; this handler
-/// closes the connection when the client asked for it.
+/// Answers each HTTP request that SwiftNIO's HTTP/1 pipeline parsed (a connection the fast path handed over) through
+/// the responder.
+///
+/// Keep-alive and pipelining are handled by NIO's `HTTPServerPipelineHandler`; this handler closes the connection when
+/// the client asked for it.
 final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler, ReadsPeerCredentials {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -400,10 +406,11 @@ extension ReadsPeerCredentials {
 }
 
 enum PeerGroups {
-    /// The supplementary groups the peer had when it connected (`SO_PEERGROUPS`, Linux 4.13): taken with the
-    /// connection like `SO_PEERCRED`, in one or two system calls, where `/proc/<pid>/status` took three and a parse
-    /// and described the process holding that pid when it was read. nil when the kernel cannot say (an old kernel,
-    /// more than 256 groups): then `/proc`.
+    /// The supplementary groups the peer had when it connected (`SO_PEERGROUPS`, Linux 4.13): taken with the connection
+    /// like `SO_PEERCRED`, in one or two system calls, where `/proc/<pid>/status` took three and a parse and described
+    /// the process holding that pid when it was read.
+    ///
+    /// nil when the kernel cannot say (an old kernel, more than 256 groups): then `/proc`.
     static func atConnect(_ provider: any SocketOptionProvider) -> EventLoopFuture<Set<UInt32>?> {
         let level = SocketOptionLevel(SOL_SOCKET)
         let name = SocketOptionName(tokend_so_peergroups())

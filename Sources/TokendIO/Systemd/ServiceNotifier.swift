@@ -14,6 +14,7 @@ public struct SystemdNotifier: ServiceNotifier {
     }
 
     /// The listening sockets systemd passed (socket activation): `LISTEN_FDS` for this process, starting at fd 3.
+    ///
     /// Unsets the variables so that child processes do not inherit them.
     public static func listenDescriptors() -> [Int32] {
         let count = sd_listen_fds(1)
