@@ -210,12 +210,11 @@ public final class EventStream: Sendable {
 
     /// Ends the response and closes the connection (the stream had no length).
     public func finish() {
-        guard
-            !finished.withLockedValue({ state in
-                defer { state = true }
-                return state
-            })
-        else { return }
+        let wasFinished = finished.withLockedValue { state in
+            defer { state = true }
+            return state
+        }
+        guard !wasFinished else { return }
         let channel = self.channel
         emit(.end(nil), flush: true)
         eventLoop.execute { channel.close(promise: nil) }
