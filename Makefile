@@ -15,7 +15,8 @@ MANDIR ?= $(PREFIX)/share/man
 DOCDIR ?= $(PREFIX)/share/doc/tokend
 # The binary to install; `make install` builds it (release, Swift's runtime linked in statically).
 BIN ?= .build-release/release/tokend
-# Symbols stripped (153 MB -> 79 MB); INSTALL_STRIP= keeps them.
+# Symbols stripped, about half of the static binary (BENCHMARKS.md, "Figures behind code comments");
+# INSTALL_STRIP= keeps them.
 INSTALL_STRIP ?= -s
 
 all: build

@@ -105,8 +105,8 @@ public struct APIRouter: Sendable {
     /// The instance a `/v1/tokens/NAME` path names (the request programs make on every call), without splitting
     /// the path; nil for every other path.
     public static func tokenName(inPath path: String) -> String? {
-        // Over the string's bytes in place (`withUTF8` copies only a string that is not stored as UTF-8): the
-        // generic UTF-8 view walk cost more than the rest of the lookup.
+        // Over the string's bytes in place (`withUTF8` copies only a string that is not stored as UTF-8): this runs
+        // for every token request, and the generic UTF-8 view walk is slower than the rest of the lookup.
         var path = path
         return path.withUTF8 { bytes in
             let prefix: StaticString = "/v1/tokens/"

@@ -133,7 +133,8 @@ public enum API {
 
 extension API.TokenBody {
     /// The body as `JSONEncoder` with `.sortedKeys` writes it (slashes escaped too), plus a newline, written directly:
-    /// this answers every token request, and the encoder was a fifth of the time spent serving one.
+    /// this answers every token request, and the encoder is a large share of serving one
+    /// (BENCHMARKS.md, "Figures behind code comments").
     ///
     /// `TokenBodyJSONTests` holds it byte for byte to `JSONEncoder`'s output.
     public func json() -> [UInt8] {

@@ -252,7 +252,7 @@ public enum ConfigLoader {
     }
 
     /// What one load learned, for the next: each instance file's parse and each request's rendering, reused when their
-    /// inputs are equal (a SIGHUP that changes 1 % of 10,000 files parses and renders 100).
+    /// inputs are equal (a SIGHUP that changes a few files parses and renders only those).
     ///
     /// Secrets, TLS material and issuer metadata are read again on every load, so a rotated secret is always seen.
     public final class Memo: @unchecked Sendable {
@@ -283,8 +283,8 @@ public enum ConfigLoader {
         var tls: TLSMaterial
     }
 
-    /// A class: the memo's dictionary then holds a pointer per instance, not the whole value (with a diagnostic's
-    /// room inline), which was 2.7 MB of table at 10,000 instances.
+    /// A class: the memo's dictionary then holds a pointer per instance, not the whole value with a diagnostic's room
+    /// inline (BENCHMARKS.md, "Figures behind code comments").
     fileprivate final class RenderedRequest: Sendable {
         let key: RenderKey
         let result: Result<ResolvedInstance, ConfigDiagnostic>

@@ -5,8 +5,8 @@ import Foundation
 ///
 /// Like ``InstanceDefinition`` the fields live in one shared copy-on-write box: a resolved instance is kept by the
 /// render memo, the loaded config and the daemon's running state, and each copy costs a pointer. The rendered request
-/// itself is not kept: it is rendered again for each fetch (``renderRequest()``), since a kept one (its URLs, headers
-/// and body) cost about 500 bytes per instance, 5 MB at 10,000, to save a render every few minutes.
+/// itself is not kept: it is rendered again for each fetch (``renderRequest()``), since keeping its URLs, headers and
+/// body for every instance costs more memory than a render every few minutes costs time.
 @dynamicMemberLookup
 public struct ResolvedInstance: Sendable, Hashable {
     public struct Fields: Sendable, Hashable {
@@ -21,7 +21,7 @@ public struct ResolvedInstance: Sendable, Hashable {
         /// SHA-256 over the rendered request and response shape, with every secret replaced by its own SHA-256.
         ///
         /// A change of fingerprint invalidates the cached token. Kept as the digest (32 bytes inline); its hex,
-        /// ``ResolvedInstance/fingerprint``, is made when asked for (a kept hex string cost 1.1 MB at 10,000).
+        /// ``ResolvedInstance/fingerprint``, is made when asked for rather than kept by every instance.
         public var fingerprintDigest: SHA256.Digest
         /// Who may read the token; nil when the socket's permissions decide.
         public var access: AccessPolicy?
@@ -81,8 +81,7 @@ public struct ResolvedInstance: Sendable, Hashable {
 
     /// Every variable's value, the connector's defaults included, each wrapped so that printing it shows `<redacted>`.
     ///
-    /// Built when asked for (`tokend check --show`); a dictionary per instance kept for it cost 4 MB at 10,000
-    /// instances.
+    /// Built when asked for (`tokend check --show`) rather than kept by every instance for a rare command.
     public var variables: [String: Secret] {
         TokenRequestBuilder.variables(self.definition, values: self.values)
     }

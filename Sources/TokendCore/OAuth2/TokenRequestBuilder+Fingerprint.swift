@@ -50,7 +50,8 @@ extension TokenRequestBuilder {
     }
 
     static func hex(_ digest: SHA256.Digest) -> String {
-        // String(format:) here was a third of the time to load 1,000 instances.
+        // Digits from a table: String(format:) is slow enough to show in a config load
+        // (BENCHMARKS.md, "Figures behind code comments").
         let digits = Array("0123456789abcdef".utf8)
         var bytes: [UInt8] = []
         bytes.reserveCapacity(SHA256.Digest.byteCount * 2)

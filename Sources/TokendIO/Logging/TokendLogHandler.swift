@@ -103,8 +103,8 @@ public struct TokendLogHandler: LogHandler {
     }
 
     /// An instant in Unix time as ISO 8601 in UTC with milliseconds (truncated), as `ISO8601DateFormatter` writes it
-    /// with `.withInternetDateTime` and `.withFractionalSeconds`; built by hand because that formatter costs ~100 µs a
-    /// line and pulls ICU's data into memory.
+    /// with `.withInternetDateTime` and `.withFractionalSeconds`; built by hand because that formatter is too slow to
+    /// run for every line and pulls ICU's data into memory.
     static func timestamp(seconds: Int, nanoseconds: Int) -> String {
         var time = time_t(seconds)
         var parts = tm()

@@ -7,8 +7,8 @@ import TokendCore
 ///
 /// Socket request counters (a small fixed set of label values) live in a swift-prometheus registry. The per-instance
 /// families are kept and rendered here: swift-prometheus copies a family's whole label-set dictionary for every new
-/// series (`MetricFamily.adding`), so registering one series per instance was O(N²) over a first round of 10,000
-/// instances. Instance names are validated config names; label values are escaped anyway.
+/// series (`MetricFamily.adding`), so registering one series per instance is quadratic in the number of instances.
+/// Instance names are validated config names; label values are escaped anyway.
 public final class TokendMetrics: Sendable {
     private let registry = PrometheusCollectorRegistry()
     /// Refresh results by instance: success, transient, permanent.

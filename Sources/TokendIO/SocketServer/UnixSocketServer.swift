@@ -110,8 +110,8 @@ public final class UnixSocketServer: Sendable {
 
     /// The socket's own event loops: one per CPU the daemon may run on (`taskset`, `CPUAffinity=`), at most four.
     ///
-    /// NIO's shared group sizes itself by the machine's cores, and on a daemon pinned to one CPU its second loop only
-    /// took turns with the first (every answer then paid for a thread switch).
+    /// NIO's shared group sizes itself by the machine's cores, so on a daemon pinned to one CPU its loops would take
+    /// turns, and every answer would pay for a thread switch.
     static let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: min(4, max(1, Int(tokend_allowed_cpus()))))
 
     private static func bootstrap(limits: Limits, immediate: ImmediateResponder?, responder: @escaping Responder) -> ServerBootstrap {
@@ -406,8 +406,8 @@ extension ReadsPeerCredentials {
 
 enum PeerGroups {
     /// The supplementary groups the peer had when it connected (`SO_PEERGROUPS`, Linux 4.13): taken with the connection
-    /// like `SO_PEERCRED`, in one or two system calls, where `/proc/<pid>/status` took three and a parse and described
-    /// the process holding that pid when it was read.
+    /// like `SO_PEERCRED`, in one or two system calls, where `/proc/<pid>/status` takes three and a parse and describes
+    /// the process holding that pid when it is read.
     ///
     /// nil when the kernel cannot say (an old kernel, more than 256 groups): then `/proc`.
     static func atConnect(_ provider: any SocketOptionProvider) -> EventLoopFuture<Set<UInt32>?> {
@@ -432,8 +432,9 @@ enum PeerGroups {
         }
     }
 
-    /// The `Groups:` line of `/proc/<pid>/status`, scanned as bytes: this runs for every connection, and reading
-    /// the file into a String and splitting it into lines was a third of the cost of a one-request connection.
+    /// The `Groups:` line of `/proc/<pid>/status`, scanned as bytes: this can run for every connection, and reading
+    /// the file into a String and splitting it into lines is a large share of a short connection
+    /// (BENCHMARKS.md, "Figures behind code comments").
     static func supplementaryGroups(of pid: Int32) -> Set<UInt32> {
         let fd = open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return [] }

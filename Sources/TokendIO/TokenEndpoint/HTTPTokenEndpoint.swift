@@ -101,8 +101,8 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
     /// flight, forever. Cancelling the collection closes the connection.
     ///
     /// The deadline is a NIO scheduled task, cancelled (and gone from the loop's timer heap) when the body is in.
-    /// A `Task.sleep` raced against the collection was not: a cancelled sleep keeps its Dispatch timer armed until
-    /// the deadline, so a first round of 10,000 fetches left 10,000 timers to fire over the next `timeout` seconds.
+    /// A `Task.sleep` raced against the collection would not be: a cancelled sleep keeps its Dispatch timer armed
+    /// until the deadline, so every fetch would leave a timer behind to wake the daemon later.
     static func collect(
         _ body: HTTPClientResponse.Body,
         by deadline: NIODeadline,
