@@ -1,7 +1,7 @@
 # tokend: `make demo` runs the daemon on examples/ against a local token endpoint; `make test` runs every test.
 SWIFT ?= swift
 
-.PHONY: all deps build test fuzz demo bench bench-scale check-examples release install install-files clean
+.PHONY: all deps build lint format test fuzz demo bench bench-scale check-examples release install install-files clean
 
 # `make install` (PREFIX, DESTDIR as usual): the static release binary, the units, sysusers/tmpfiles entries,
 # the man page, the README and examples. /etc/tokend/tokend.toml is installed only when there is none.
@@ -15,7 +15,8 @@ MANDIR ?= $(PREFIX)/share/man
 DOCDIR ?= $(PREFIX)/share/doc/tokend
 # The binary to install; `make install` builds it (release, Swift's runtime linked in statically).
 BIN ?= .build-release/release/tokend
-# Symbols stripped (153 MB -> 79 MB); INSTALL_STRIP= keeps them.
+# Symbols stripped, about half of the static binary (BENCHMARKS.md, "Figures behind code comments");
+# INSTALL_STRIP= keeps them.
 INSTALL_STRIP ?= -s
 
 all: build
@@ -26,7 +27,21 @@ deps:
 build: deps
 	$(SWIFT) build
 
-test: deps
+# `make lint` (run first by `make test`): the toolchain's swift-format in strict mode with .swift-format.
+# Tests/.swift-format is the same file with the force-unwrap and force-try rules off (swift-format takes the nearest
+# config whole, so it is a copy); the diff keeps the two from drifting apart. `make format` rewrites in place.
+FORCE_RULES = -e NeverForceUnwrap -e NeverUseForceTry -e NeverUseImplicitlyUnwrappedOptionals
+
+lint: SHELL := /bin/bash
+lint:
+	@diff <(grep -v $(FORCE_RULES) .swift-format) <(grep -v $(FORCE_RULES) Tests/.swift-format) >/dev/null \
+		|| { echo "Tests/.swift-format must equal .swift-format but for the force rules"; exit 1; }
+	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift
+
+format:
+	$(SWIFT) format format --in-place --recursive Sources Tests Package.swift
+
+test: deps lint
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --disable-xctest --no-parallel
 

@@ -37,11 +37,15 @@ let package = Package(
         ),
         // libsystemd through a shim header (sd-daemon.h).
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        // glibc calls and structs that Swift cannot see without _GNU_SOURCE (SO_PEERCRED, SO_PEERGROUPS, syncfs,
+        // malloc_trim, sched_getaffinity).
+        .target(name: "CLinuxShims"),
         // ADAPTERS: token endpoint (AsyncHTTPClient), file cache, config directory, socket server (NIO), systemd.
         .target(
             name: "TokendIO",
             dependencies: [
                 "TokendCore",
+                "CLinuxShims",
                 "CSystemd",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -57,7 +61,7 @@ let package = Package(
         .target(
             name: "TokendDaemon",
             dependencies: [
-                "CSystemd",
+                "CLinuxShims",
                 "TokendCore",
                 "TokendIO",
                 .product(name: "HeapModule", package: "swift-collections"),
@@ -102,7 +106,7 @@ let package = Package(
         .testTarget(
             name: "TokendIOTests",
             dependencies: [
-                "TokendIO", "TokendCore", "TokendTestSupport",
+                "TokendIO", "TokendCore", "TokendTestSupport", "CLinuxShims",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -133,8 +137,9 @@ let package = Package(
 )
 
 for target in package.targets where target.type != .system {
-    target.swiftSettings = (target.swiftSettings ?? []) + [
-        .enableUpcomingFeature("ExistentialAny"),
-        .enableUpcomingFeature("MemberImportVisibility"),
-    ]
+    target.swiftSettings =
+        (target.swiftSettings ?? []) + [
+            .enableUpcomingFeature("ExistentialAny"),
+            .enableUpcomingFeature("MemberImportVisibility"),
+        ]
 }

@@ -2,8 +2,9 @@ import Dispatch
 
 /// Pure work spread over the cores: config files parsed and requests rendered at start-up, cache files decoded.
 public enum Parallel {
-    /// `body(0..<count)` on every core (in chunks, each index once), results in index order. Few items run inline.
-    /// `body` runs on several threads at once: it may only read what it shares.
+    /// `body(0..<count)` on every core (in chunks, each index once), results in index order.
+    ///
+    /// Few items run inline. `body` runs on several threads at once: it may only read what it shares.
     public static func map<T: Sendable>(_ count: Int, _ body: (Int) -> T) -> [T] {
         let chunk = 64
         guard count > chunk else { return (0..<count).map(body) }
@@ -18,7 +19,10 @@ public enum Parallel {
                     store.value[index] = work.value(index)
                 }
             }
-            return results.map { $0! }
+            return results.map { result in
+                guard let result else { preconditionFailure("Parallel.map: index left uncomputed") }
+                return result
+            }
         }
     }
 

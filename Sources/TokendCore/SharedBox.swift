@@ -1,5 +1,6 @@
 /// A value kept in one heap box that copies share: a copy costs a pointer, a write copies the box only while another
 /// copy holds it (copy on write), and two copies of one box compare equal by identity, without looking inside.
+///
 /// ``InstanceDefinition`` and ``ResolvedInstance`` keep their many fields in one, since each is held by the config
 /// memo, the loaded config and the daemon's running state at once.
 public struct SharedBox<Value: Sendable & Hashable>: Sendable, Hashable {

@@ -4,9 +4,10 @@ import Synchronization
 import TokendCore
 import TokendIO
 
-/// Cache writes, batched: the records not yet taken by the I/O queue, the latest per instance. The queue writes
-/// whatever has gathered as one batch with one flush, so that a round of many tokens is not as many fsyncs one after
-/// another.
+/// Cache writes, batched: the records not yet taken by the I/O queue, the latest per instance.
+///
+/// The queue writes whatever has gathered as one batch with one flush, so that a round of many tokens is not as many
+/// fsyncs one after another.
 final class CacheWriter: Sendable {
     /// Cache batches of at least this many records are followed by a memory trim.
     static let trimAfterBatch = 1_000

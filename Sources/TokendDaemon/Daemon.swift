@@ -1,14 +1,15 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-import CSystemd
+import CLinuxShims
 import Dispatch
 import Foundation
 import Logging
 import TokendCore
 import TokendIO
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The running daemon, wired: reads the config, makes the real adapters, binds the socket, installs the signal
 /// sources, starts the ``Scheduler`` and waits until it stops.
@@ -115,7 +116,10 @@ public enum Daemon {
         )
         if let proxyWarning { logger.warning("proxy", metadata: ["warning": "\(proxyWarning)"]) }
         if let proxy {
-            logger.info("outbound proxy", metadata: ["proxy": "\(proxy.host):\(proxy.port)", "no_proxy": "\(proxy.noProxy.joined(separator: ","))"])
+            logger.info(
+                "outbound proxy",
+                metadata: ["proxy": "\(proxy.host):\(proxy.port)", "no_proxy": "\(proxy.noProxy.joined(separator: ","))"]
+            )
         }
         return SchedulerAdapters(
             endpoint: HTTPTokenEndpoint(connectTimeout: settings.connectTimeout, requestTimeout: settings.requestTimeout, proxy: proxy),
@@ -240,7 +244,10 @@ final class SignalSources: @unchecked Sendable {
 
     init(scheduler: Scheduler) {
         self.scheduler = scheduler
-        for (number, event) in [(SIGHUP, Scheduler.Event.reloadRequested), (SIGTERM, .stopRequested(signal: "SIGTERM")), (SIGINT, .stopRequested(signal: "SIGINT"))] {
+        for (number, event) in [
+            (SIGHUP, Scheduler.Event.reloadRequested), (SIGTERM, .stopRequested(signal: "SIGTERM")),
+            (SIGINT, .stopRequested(signal: "SIGINT")),
+        ] {
             install(number) { [unowned scheduler] in scheduler.handle(event) }
         }
     }

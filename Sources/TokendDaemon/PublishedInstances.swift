@@ -11,13 +11,17 @@ final class PublishedInstances: InstanceDirectory {
     private let loaded = Atomic<Bool>(false)
     private let ready = Atomic<Bool>(false)
 
-    /// Whether the first config has been published. A socket systemd passed may deliver requests before that.
+    /// Whether the first config has been published.
+    ///
+    /// A socket systemd passed may deliver requests before that.
     var isLoaded: Bool {
         get { loaded.load(ordering: .acquiring) }
         set { loaded.store(newValue, ordering: .releasing) }
     }
 
-    /// Whether READY=1 went out. Until then a request for an instance without a first token waits for it.
+    /// Whether READY=1 went out.
+    ///
+    /// Until then a request for an instance without a first token waits for it.
     var isReady: Bool {
         get { ready.load(ordering: .acquiring) }
         set { ready.store(newValue, ordering: .releasing) }

@@ -113,7 +113,10 @@ extension Scheduler {
     func adminPolicy(_ settings: DaemonSettings) -> AdminPolicy {
         let gid = settings.adminGroup.flatMap(adapters.resolveGroup)
         if let group = settings.adminGroup, gid == nil {
-            logger.error("admin_group names no group on this host; only root and the daemon's uid are admins", metadata: ["admin_group": "\(group)"])
+            logger.error(
+                "admin_group names no group on this host; only root and the daemon's uid are admins",
+                metadata: ["admin_group": "\(group)"]
+            )
         }
         return AdminPolicy(daemonUID: options.daemonUID, adminGID: gid)
     }

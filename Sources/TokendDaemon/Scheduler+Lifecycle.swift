@@ -88,8 +88,9 @@ extension Scheduler {
     // MARK: - Stopping
 
     /// SIGTERM or SIGINT: STOPPING=1; no more timers, waiters answered, streams ended; then the socket closes, the
-    /// token client stops and the cache writes are flushed before the daemon reports its exit status. A drain that
-    /// hangs for 10 s ends the daemon anyway, so that the unit never stays in "deactivating".
+    /// token client stops and the cache writes are flushed before the daemon reports its exit status.
+    ///
+    /// A drain that hangs for 10 s ends the daemon anyway, so that the unit never stays in "deactivating".
     func stopRequested(signal: String) {
         guard !isStopping else { return }
         isStopping = true

@@ -38,9 +38,11 @@ public struct SchedulerAdapters: Sendable {
     }
 }
 
-/// The executor: one serial queue owns every instance's state. Every input arrives as an ``Event``; the pure parts
-/// (``InstanceStateMachine``, ``WakeUpSchedule``, ``FetchLimiter``, ``ReloadPlan``, ``Readiness``, the waiter and
-/// watcher books) decide; this class performs their actions through the ``SchedulerAdapters`` it was given.
+/// The executor: one serial queue owns every instance's state.
+///
+/// Every input arrives as an ``Event``; the pure parts (``InstanceStateMachine``, ``WakeUpSchedule``, ``FetchLimiter``,
+/// ``ReloadPlan``, ``Readiness``, the waiter and watcher books) decide; this class performs their actions through the
+/// ``SchedulerAdapters`` it was given.
 ///
 /// Threading: every `var` is touched only on `queue`. Token requests complete on any thread and come back as
 /// events; cache and sink files are written on `ioQueue`; config files are read on `configQueue`; socket requests
@@ -103,7 +105,9 @@ public final class Scheduler: @unchecked Sendable {
     }
 
     /// One running instance: its definition and its state machine, in the immutable box that the socket's snapshot
-    /// shares once published (one copy of each instance's state). A change makes a new box.
+    /// shares once published (one copy of each instance's state).
+    ///
+    /// A change makes a new box.
     final class RunningInstance {
         var resolved: ResolvedInstance
         private(set) var state: PublishedMachine
@@ -244,9 +248,11 @@ public final class Scheduler: @unchecked Sendable {
         apply(loaded, cached: cached)
         startupSteps.append(("apply", Int((adapters.clock.monotonicMicroseconds() - applyStart) / 1000)))
         published.isLoaded = true
-        repeatingTimers.append(adapters.clock.after(settings.startupTimeout, on: queue) { [unowned self] in
-            self.handle(.startupTimedOut)
-        })
+        repeatingTimers.append(
+            adapters.clock.after(settings.startupTimeout, on: queue) { [unowned self] in
+                self.handle(.startupTimedOut)
+            }
+        )
         becomeReady(startupTimedOut: false)
         if !readiness.isReady {
             // While the first round runs, systemd is asked for more start-up time, so that a long first round never
@@ -279,7 +285,12 @@ public final class Scheduler: @unchecked Sendable {
                 for waiter in waiters.take(name) {
                     reply(
                         waiter,
-                        router.unavailable(name: name, message: "refresh failed: \(failure.message)", lastError: failure.code, retryAfter: 1)
+                        router.unavailable(
+                            name: name,
+                            message: "refresh failed: \(failure.message)",
+                            lastError: failure.code,
+                            retryAfter: 1
+                        )
                     )
                 }
             }

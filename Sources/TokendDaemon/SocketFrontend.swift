@@ -13,10 +13,11 @@ struct SocketFrontend: Sendable {
     private var metrics: TokendMetrics { scheduler.metrics }
     private var clock: any DaemonClock { scheduler.adapters.clock }
 
-    /// The answer to the request programs make on every call, `GET /v1/tokens/NAME` (with no query but `format`)
-    /// from a caller allowed to read a token that is servable now, made on the calling event loop from the snapshot
-    /// without anything ``handle(_:respond:openStream:)`` allocates; nil for every other request, which then goes to
-    /// `handle`. Both give the same answer where this one answers.
+    /// The answer to the request programs make on every call, `GET /v1/tokens/NAME` (with no query but `format`) from a
+    /// caller allowed to read a token that is servable now, made on the calling event loop from the snapshot without
+    /// anything ``handle(_:respond:openStream:)`` allocates; nil for every other request, which then goes to `handle`.
+    ///
+    /// Both give the same answer where this one answers.
     func answerNow(_ request: APIRequest) -> APIResponse? {
         guard published.isLoaded, request.method == .get, let name = APIRouter.tokenName(inPath: request.path),
             let entry = published.published(named: name), case .success(let query) = TokenQuery.parse(request),

@@ -60,7 +60,11 @@ public struct DecodedAssertion: Sendable {
     /// Whether an HS256 signature verifies with this secret.
     public func verifies(secret: String) -> Bool {
         algorithm == "HS256"
-            && HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: Data(signingInput.utf8), using: SymmetricKey(data: Data(secret.utf8)))
+            && HMAC<SHA256>.isValidAuthenticationCode(
+                signature,
+                authenticating: Data(signingInput.utf8),
+                using: SymmetricKey(data: Data(secret.utf8))
+            )
     }
 
     /// What a server checks: signature, `iss` = `sub` = client id, `aud`, a `jti`, and `exp` after `now`; nil when

@@ -4,7 +4,9 @@ import NIOCore
 import NIOPosix
 
 /// A small HTTP CONNECT proxy on 127.0.0.1 for tests: it opens a tunnel to a loopback target for each CONNECT and
-/// counts them. Anything but CONNECT, or a target off the loopback, gets an error and the connection closed.
+/// counts them.
+///
+/// Anything but CONNECT, or a target off the loopback, gets an error and the connection closed.
 public final class ConnectProxy: Sendable {
     private struct State {
         var channel: (any Channel)?
@@ -107,7 +109,10 @@ public final class ConnectProxy: Sendable {
                     case .success(let channel):
                         proxy.opened(target)
                         handler.peer = channel
-                        context.writeAndFlush(handler.wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 200 Connection Established\r\n\r\n")), promise: nil)
+                        context.writeAndFlush(
+                            handler.wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 200 Connection Established\r\n\r\n")),
+                            promise: nil
+                        )
                         if handler.pending.readableBytes > 0 {
                             channel.writeAndFlush(handler.pending, promise: nil)
                             handler.pending.clear()

@@ -6,9 +6,10 @@ import NIOPosix
 import NIOSSL
 import TokendCore
 
-/// A small OAuth 2.0 token endpoint on 127.0.0.1 for tests and the demo. It records every request, issues
-/// distinct tokens with a configurable lifetime, can be told to answer otherwise, and can be stopped and
-/// started again on the same port.
+/// A small OAuth 2.0 token endpoint on 127.0.0.1 for tests and the demo.
+///
+/// It records every request, issues distinct tokens with a configurable lifetime, can be told to answer otherwise, and
+/// can be stopped and started again on the same port.
 public final class LocalTokenServer: Sendable {
     /// One request as it arrived.
     public struct RecordedRequest: Sendable, Hashable {
@@ -132,15 +133,18 @@ public final class LocalTokenServer: Sendable {
     }
 
     /// Requires a client assertion (RFC 7523): `check` gets the JWT and returns why it is refused, or nil to accept.
+    ///
     /// A refused or missing assertion gets 401 `invalid_client`.
     public func requireClientAssertion(_ check: @escaping @Sendable (String) -> String?) {
         state.withLockedValue { $0.assertionCheck = check }
     }
 
     /// Serves HTTPS from now on: this certificate and key, and, with `clientCA`, a client certificate signed by it is
-    /// required (RFC 8705 mTLS). `maximumVersion` caps the protocol, to show that clients refuse old ones.
-    /// Call it before ``start(port:)``, or while running to swap the certificate: connections accepted from then on
-    /// get the new one (``closeConnections()`` ends the kept-alive ones, so that the client must shake hands again).
+    /// required (RFC 8705 mTLS).
+    ///
+    /// `maximumVersion` caps the protocol, to show that clients refuse old ones. Call it before ``start(port:)``, or
+    /// while running to swap the certificate: connections accepted from then on get the new one (``closeConnections()``
+    /// ends the kept-alive ones, so that the client must shake hands again).
     public func useTLS(certificatePath: String, keyPath: String, clientCAPath: String? = nil, maximumVersion: TLSVersion? = nil) throws {
         let chain = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
         var configuration = TLSConfiguration.makeServerConfiguration(
@@ -163,8 +167,10 @@ public final class LocalTokenServer: Sendable {
         state.withLockedValue { $0.tls = nil }
     }
 
-    /// While `stall`, connections accepted are read and never answered, not even a TLS handshake or an HTTP error:
-    /// a client's ClientHello gets no reply. They stay open until the client gives up or the server stops.
+    /// While `stall`, connections accepted are read and never answered, not even a TLS handshake or an HTTP error: a
+    /// client's ClientHello gets no reply.
+    ///
+    /// They stay open until the client gives up or the server stops.
     public func stallHandshakes(_ stall: Bool) {
         state.withLockedValue { $0.stallsHandshakes = stall }
     }
@@ -277,7 +283,8 @@ public final class LocalTokenServer: Sendable {
                 state.requests.append(request)
                 return state.documents[path]
             }
-            return document.map { Answer(status: 200, headers: [], body: $0) } ?? Answer(status: 404, headers: [], body: #"{"error":"not_found"}"#)
+            return document.map { Answer(status: 200, headers: [], body: $0) }
+                ?? Answer(status: 404, headers: [], body: #"{"error":"not_found"}"#)
         }
         let (behavior, expected, number, assertionCheck) = state.withLockedValue { state in
             state.requests.append(request)
@@ -301,7 +308,11 @@ public final class LocalTokenServer: Sendable {
         if !expected.isEmpty {
             let presented = request.clientCredentials
             if presented.map({ expected[$0.id] != $0.secret }) ?? true {
-                return Answer(status: 401, headers: [], body: #"{"error":"invalid_client","error_description":"client authentication failed"}"#)
+                return Answer(
+                    status: 401,
+                    headers: [],
+                    body: #"{"error":"invalid_client","error_description":"client authentication failed"}"#
+                )
             }
         }
         switch behavior {

@@ -1,11 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import NIOConcurrencyHelpers
 
-/// A datagram socket bound at a path, to stand in for systemd's `NOTIFY_SOCKET` in tests. Collects each
-/// message (one datagram, newline-separated assignments) in arrival order.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A datagram socket bound at a path, to stand in for systemd's `NOTIFY_SOCKET` in tests.
+///
+/// Collects each message (one datagram, newline-separated assignments) in arrival order.
 public final class NotifySocketListener: Sendable {
     public let path: String
     private let fd: Int32

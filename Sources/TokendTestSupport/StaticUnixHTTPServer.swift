@@ -4,8 +4,10 @@ import NIOPosix
 
 /// The benchmark's measure of what SwiftNIO's HTTP/1 stack costs by itself: a server on a Unix socket that answers
 /// every request with the same JSON body, on one event loop, with the pipeline tokend's socket uses
-/// (`IdleStateHandler`, `configureHTTPServerPipeline` with error handling and without outbound header validation)
-/// and a handler that does nothing else. What tokend spends beyond it is tokend's own.
+/// (`IdleStateHandler`, `configureHTTPServerPipeline` with error handling and without outbound header validation) and a
+/// handler that does nothing else.
+///
+/// What tokend spends beyond it is tokend's own.
 public enum StaticUnixHTTPServer {
     /// Binds `path` and serves `body` until the process ends.
     public static func serve(path: String, body: [UInt8]) async throws -> Never {
@@ -60,17 +62,19 @@ public enum StaticUnixHTTPServer {
                 if keepAlive {
                     context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
                 } else {
-                    context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+                    let channel = context.channel
+                    context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
                 }
             }
         }
     }
 
-    /// The floor under `serve`: SwiftNIO's channel and event loop with no HTTP handler at all. Every request's end
-    /// (`\r\n\r\n`) is answered with the same pre-built response bytes. No server on SwiftNIO can be faster than this;
-    /// it is not an HTTP server (it parses nothing), only the benchmark's measure of the event loop's own cost. With
-    /// `decode`, NIOHTTP1's request decoder (llhttp) runs first and each request's end is answered: what the decoder
-    /// alone costs (decision 0006).
+    /// The floor under `serve`: SwiftNIO's channel and event loop with no HTTP handler at all.
+    ///
+    /// Every request's end (`\r\n\r\n`) is answered with the same pre-built response bytes. No server on SwiftNIO can
+    /// be faster than this; it is not an HTTP server (it parses nothing), only the benchmark's measure of the event
+    /// loop's own cost. With `decode`, NIOHTTP1's request decoder (llhttp) runs first and each request's end is
+    /// answered: what the decoder alone costs (decision 0006).
     public static func serveRaw(path: String, body: [UInt8], decode: Bool = false) async throws -> Never {
         var response = ByteBuffer()
         response.writeString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n")
@@ -90,7 +94,7 @@ public enum StaticUnixHTTPServer {
         typealias OutboundOut = ByteBuffer
 
         private let response: ByteBuffer
-        private var matched = 0 // how much of "\r\n\r\n" the last bytes matched
+        private var matched = 0  // how much of "\r\n\r\n" the last bytes matched
         private var pending = 0
 
         init(response: ByteBuffer) {
@@ -104,7 +108,10 @@ public enum StaticUnixHTTPServer {
                     let want: UInt8 = matched % 2 == 0 ? 13 : 10
                     if byte == want {
                         matched += 1
-                        if matched == 4 { pending += 1; matched = 0 }
+                        if matched == 4 {
+                            pending += 1
+                            matched = 0
+                        }
                     } else {
                         matched = byte == 13 ? 1 : 0
                     }

@@ -63,7 +63,11 @@ public struct TestPKI: Sendable {
         let serverExtensions = "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
         try issue("server", subject: "/CN=127.0.0.1", extensions: serverExtensions)
         try issue("other-server", subject: "/CN=127.0.0.1", extensions: serverExtensions, by: "other-ca")
-        try issue("wrong-host", subject: "/CN=elsewhere.example", extensions: "subjectAltName=DNS:elsewhere.example\nextendedKeyUsage=serverAuth\n")
+        try issue(
+            "wrong-host",
+            subject: "/CN=elsewhere.example",
+            extensions: "subjectAltName=DNS:elsewhere.example\nextendedKeyUsage=serverAuth\n"
+        )
         try issue("client", subject: "/CN=tokend-client", extensions: "extendedKeyUsage=clientAuth\n")
         try openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rsa.key"])
         try openssl(["pkey", "-in", "rsa.key", "-pubout", "-out", "rsa.pub"])
@@ -73,7 +77,10 @@ public struct TestPKI: Sendable {
 
     private func issue(_ name: String, subject: String, extensions: String, by ca: String = "ca") throws {
         try extensions.write(toFile: "\(directory)/\(name).ext", atomically: true, encoding: .utf8)
-        try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(name).key", "-out", "\(name).csr", "-subj", subject])
+        try openssl([
+            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(name).key", "-out", "\(name).csr",
+            "-subj", subject,
+        ])
         try openssl([
             "x509", "-req", "-in", "\(name).csr", "-CA", "\(ca).pem", "-CAkey", "\(ca).key", "-CAcreateserial", "-days", "2",
             "-out", "\(name).pem", "-extfile", "\(name).ext",

@@ -2,9 +2,11 @@ import Foundation
 import TokendCore
 import TokendTestSupport
 
-/// A local OAuth 2.0 token endpoint for the demo: `tokend-example-endpoint [--port 9101] [--lifetime 20]
-/// [--client ID=SECRET_FILE …]`. Issues a fresh token per request and prints one line per token (its
-/// fingerprint, never the token). With `--client`, only those clients get tokens (others: 401 invalid_client).
+/// A local OAuth 2.0 token endpoint for the demo:
+/// `tokend-example-endpoint [--port 9101] [--lifetime 20] [--client ID=SECRET_FILE …]`.
+///
+/// Issues a fresh token per request and prints one line per token (its fingerprint, never the token). With `--client`,
+/// only those clients get tokens (others: 401 invalid_client).
 ///
 /// `tokend-example-endpoint --static-unix-socket PATH --static-body FILE` is the benchmark's bare SwiftNIO server
 /// instead: the body of FILE for every request on the Unix socket PATH (see ``StaticUnixHTTPServer``); with `--raw`,
@@ -60,7 +62,8 @@ struct ExampleEndpoint {
     }
 
     static func usage() -> Never {
-        let text = "usage: tokend-example-endpoint [--port N] [--lifetime SECONDS] [--client ID=SECRET_FILE ...]\n"
+        let text =
+            "usage: tokend-example-endpoint [--port N] [--lifetime SECONDS] [--client ID=SECRET_FILE ...]\n"
             + "       tokend-example-endpoint --static-unix-socket PATH --static-body FILE [--raw | --decode]\n"
         FileHandle.standardError.write(Data(text.utf8))
         exit(2)

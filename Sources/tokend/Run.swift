@@ -23,6 +23,9 @@ struct Run: ParsableCommand {
     var logLevel: String?
 
     #if DEBUG
+    /// Test hook, in debug builds only: SIGUSR2 blocks the scheduler queue so that the watchdog pings stop.
+    ///
+    /// `SystemdServiceTests` uses it; a release build has no such flag and rejects it as an unknown option.
     @Flag(help: .hidden) var debugStallOnSigusr2 = false
     #endif
 

@@ -34,7 +34,8 @@ func waitFor<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) thro
         done.signal()
     }
     done.wait()
-    return try box.result!.get()
+    guard let result = box.result else { preconditionFailure("waitFor: the task signalled without a result") }
+    return try result.get()
 }
 
 func printError(_ line: String) {
@@ -60,4 +61,3 @@ func ask(_ client: APIClient, method: HTTPMethod = .GET, path: String) throws ->
         throw ExitCode(3)
     }
 }
-

@@ -1,7 +1,8 @@
 import Foundation
 import Testing
-@testable import TokendCore
 import TokendTestSupport
+
+@testable import TokendCore
 
 /// A fixed set of instances for the router.
 struct FixedDirectory: InstanceDirectory {
@@ -32,7 +33,11 @@ struct FixedDirectory: InstanceDirectory {
     }
 
     func get(_ target: String, accept: String? = nil) -> APIResponse {
-        router.answer(to: APIRequest(method: "GET", target: target, accept: accept), instances: directory, now: epoch.addingTimeInterval(100))
+        router.answer(
+            to: APIRequest(method: "GET", target: target, accept: accept),
+            instances: directory,
+            now: epoch.addingTimeInterval(100)
+        )
     }
 
     @Test func tokenAsJSON() throws {

@@ -1,7 +1,8 @@
 import Foundation
 import Testing
-@testable import TokendCore
 import TokendTestSupport
+
+@testable import TokendCore
 
 /// A directory with access rules, for the router's checks.
 struct GuardedDirectory: InstanceDirectory {
@@ -69,19 +70,23 @@ struct GuardedDirectory: InstanceDirectory {
         #expect(router.route(APIRequest(method: APIMethod(method), target: target)) == expected)
     }
 
-    @Test(arguments: [
-        ("/v1/tokens/a", "a"), ("/v1/tokens/a-long-instance-name-past-15", "a-long-instance-name-past-15"),
-        ("/v1/tokens/na%C3%AFve", "na%C3%AFve"), ("/v1/tokens/naïve", "naïve"), ("/v1/tokens/", nil), ("/v1/tokens", nil),
-        ("/v1/tokens/a/", nil), ("/v1/tokens/a/watch", nil), ("/v1/tokensa", nil), ("/v2/tokens/a", nil), ("", nil),
-    ] as [(String, String?)])
+    @Test(
+        arguments: [
+            ("/v1/tokens/a", "a"), ("/v1/tokens/a-long-instance-name-past-15", "a-long-instance-name-past-15"),
+            ("/v1/tokens/na%C3%AFve", "na%C3%AFve"), ("/v1/tokens/naïve", "naïve"), ("/v1/tokens/", nil), ("/v1/tokens", nil),
+            ("/v1/tokens/a/", nil), ("/v1/tokens/a/watch", nil), ("/v1/tokensa", nil), ("/v2/tokens/a", nil), ("", nil),
+        ] as [(String, String?)]
+    )
     func tokenNames(_ path: String, _ expected: String?) {
         #expect(APIRouter.tokenName(inPath: path) == expected)
     }
 
-    @Test(arguments: [
-        ("open", alice, 200), ("private", alice, 200), ("private", bob, 403), ("team", bob, 200), ("team", alice, 403),
-        ("private", root, 200), ("private", operatorInAdminGroup, 200), ("nope", alice, 404),
-    ] as [(String, PeerCredentials, APIStatus)])
+    @Test(
+        arguments: [
+            ("open", alice, 200), ("private", alice, 200), ("private", bob, 403), ("team", bob, 200), ("team", alice, 403),
+            ("private", root, 200), ("private", operatorInAdminGroup, 200), ("nope", alice, 404),
+        ] as [(String, PeerCredentials, APIStatus)]
+    )
     func tokenReadsFollowAccessRules(_ name: String, _ peer: PeerCredentials, _ status: APIStatus) {
         let response = ask("GET", "/v1/tokens/\(name)?format=raw", peer: peer)
         #expect(response.status == status)
@@ -101,30 +106,50 @@ struct GuardedDirectory: InstanceDirectory {
     @Test func adminEndpointsAreForRootTheDaemonAndTheAdminGroup() {
         let daemon = PeerCredentials(uid: 999, gid: 999, pid: 13)
         for peer in [Self.root, daemon, Self.operatorInAdminGroup] {
-            #expect(router.refusal(for: .refresh(name: "open"), request: APIRequest(method: "POST", path: "/", peer: peer), instances: directory) == nil)
+            #expect(
+                router.refusal(
+                    for: .refresh(name: "open"),
+                    request: APIRequest(method: "POST", path: "/", peer: peer),
+                    instances: directory
+                ) == nil
+            )
             #expect(router.refusal(for: .metrics, request: APIRequest(method: "GET", path: "/", peer: peer), instances: directory) == nil)
         }
         #expect(ask("POST", "/v1/instances/open/refresh", peer: Self.alice).status == 403)
         #expect(ask("GET", "/metrics", peer: Self.alice).status == 403)
-        #expect(router.refusal(for: .refresh(name: "nope"), request: APIRequest(method: "POST", path: "/", peer: Self.root), instances: directory)?.status == 404)
+        #expect(
+            router.refusal(
+                for: .refresh(name: "nope"),
+                request: APIRequest(method: "POST", path: "/", peer: Self.root),
+                instances: directory
+            )?.status == 404
+        )
     }
 
     @Test func minValidAndFormats() {
         #expect(ask("GET", "/v1/tokens/open?min_valid=60", peer: nil).status == 200)
         // The token has 495 s left: a caller that wants 600 s waits for the scheduler.
-        #expect(decide("GET", "/v1/tokens/open?min_valid=600&format=raw", peer: nil) == .waitForToken(name: "open", minValid: 600, format: .raw))
+        #expect(
+            decide("GET", "/v1/tokens/open?min_valid=600&format=raw", peer: nil) == .waitForToken(name: "open", minValid: 600, format: .raw)
+        )
         #expect(ask("GET", "/v1/tokens/open?min_valid=-1", peer: nil).status == 400)
         #expect(ask("GET", "/v1/tokens/open?min_valid=1.5", peer: nil).status == 400)
         #expect(ask("GET", "/v1/tokens/open?format=yaml", peer: nil).status == 400)
         #expect(TokenQuery.parse(APIRequest(method: "GET", target: "/v1/tokens/open?min_valid=30")) == .success(TokenQuery(minValid: 30)))
-        #expect(TokenQuery.parse(APIRequest(method: "GET", target: "/v1/tokens/open", accept: "text/plain")) == .success(TokenQuery(format: .raw)))
+        #expect(
+            TokenQuery.parse(APIRequest(method: "GET", target: "/v1/tokens/open", accept: "text/plain"))
+                == .success(TokenQuery(format: .raw))
+        )
     }
 
     @Test func commandsGoToTheScheduler() {
         let root = Self.root
         #expect(decide("POST", "/v1/instances/open/refresh", peer: root) == .refresh(name: "open"))
         #expect(decide("GET", "/v1/tokens/open/watch", peer: nil) == .watch(name: "open"))
-        #expect(decide("POST", "/v1/tokens/open/invalidate", peer: nil, body: #"{"fingerprint":"0123456789abcdef"}"#) == .invalidate(name: "open", fingerprint: "0123456789abcdef"))
+        #expect(
+            decide("POST", "/v1/tokens/open/invalidate", peer: nil, body: #"{"fingerprint":"0123456789abcdef"}"#)
+                == .invalidate(name: "open", fingerprint: "0123456789abcdef")
+        )
         #expect(decide("POST", "/v1/tokens/open/invalidate", peer: nil, body: "{}") != .invalidate(name: "open", fingerprint: ""))
         #expect(ask("POST", "/v1/tokens/open/invalidate", peer: nil, body: "{}").status == 400)
         #expect(decide("GET", "/metrics", peer: root) == .metrics)
@@ -136,7 +161,10 @@ struct GuardedDirectory: InstanceDirectory {
     }
 
     @Test func invalidateBodies() {
-        #expect(router.invalidatedFingerprint(APIRequest(method: "POST", path: "/", body: Array(#"{"fingerprint":"0123456789abcdef"}"#.utf8))) == "0123456789abcdef")
+        #expect(
+            router.invalidatedFingerprint(APIRequest(method: "POST", path: "/", body: Array(#"{"fingerprint":"0123456789abcdef"}"#.utf8)))
+                == "0123456789abcdef"
+        )
         for bad in ["", "{}", #"{"fingerprint":"XYZ"}"#, #"{"fingerprint":"0123456789abcdef0"}"#, "garbage"] {
             #expect(router.invalidatedFingerprint(APIRequest(method: "POST", path: "/", body: Array(bad.utf8))) == nil)
         }

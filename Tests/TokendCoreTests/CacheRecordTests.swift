@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TokendTestSupport
+
 @testable import TokendCore
 
 /// The cache record's fast reader of its own format agrees with JSONDecoder: on every record tokend writes, and on
@@ -14,7 +15,8 @@ import TokendTestSupport
         let plain = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~+=:é€😀")
         let awkward = plain + Array("\"\\/\n\t\u{01}\u{7F}")
         let alphabet = escapes ? awkward : plain
-        let obtained = Double.random(in: 0...4_000_000_000, using: &generator).rounded(.down)
+        let obtained =
+            Double.random(in: 0...4_000_000_000, using: &generator).rounded(.down)
             + [0, 0.5, 0.123456789, Double.random(in: 0..<1, using: &generator)].randomElement(using: &generator)!
         let lifetime = [1, 60, 3600, 86_400 * 366].randomElement(using: &generator)! * Double.random(in: 0.1...1, using: &generator) + 1
         let token = IssuedToken(

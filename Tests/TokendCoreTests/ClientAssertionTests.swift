@@ -3,6 +3,7 @@ import Foundation
 import Testing
 import TokendTestSupport
 import _CryptoExtras
+
 @testable import TokendCore
 
 /// RFC 7523 client assertions: every header field and claim, and the signature checked with the public key.
@@ -65,7 +66,8 @@ import _CryptoExtras
     @Test func aTamperedClaimNoLongerVerifies() throws {
         let jwt = try assertion(Self.ec.pemRepresentation, algorithm: .es256).signed(now: Self.now, jti: "jti-0001").get()
         var parts = jwt.split(separator: ".").map(String.init)
-        let claims = #"{"aud":"https://evil.example","exp":1800000183,"iat":1800000123,"iss":"client-42","jti":"jti-0001","nbf":1800000123,"sub":"client-42"}"#
+        let claims =
+            #"{"aud":"https://evil.example","exp":1800000183,"iat":1800000123,"iss":"client-42","jti":"jti-0001","nbf":1800000123,"sub":"client-42"}"#
         parts[1] = Base64URL.encode(Data(claims.utf8))
         let decoded = try DecodedAssertion(parts.joined(separator: "."))
         #expect(!decoded.verifies(publicKeyPEM: Self.ec.publicKey.pemRepresentation))
@@ -143,7 +145,10 @@ import _CryptoExtras
     }
 
     @Test func assertionAudienceOverridesTheTokenURLAndJSONBodiesGetTheFieldsToo() throws {
-        let loaded = load(privateKeyJWTInstance(extra: "assertion_audience = \"https://idp.example.com/\"\ncontent_type = \"application/json\""), key: Self.rsa.pemRepresentation)
+        let loaded = load(
+            privateKeyJWTInstance(extra: "assertion_audience = \"https://idp.example.com/\"\ncontent_type = \"application/json\""),
+            key: Self.rsa.pemRepresentation
+        )
         let resolved = try #require(loaded.instances["alpha"], "\(loaded.errors)")
         let signed = try resolved.request.signingAssertion(now: Self.now, jti: "x").get()
         let object = try #require(try JSONSerialization.jsonObject(with: Data(signed.body)) as? [String: String])
@@ -166,13 +171,16 @@ import _CryptoExtras
     }
 
     @Test func privateKeyJWTWithoutAKeyIsAMissingRequiredVariable() {
-        let (definition, diagnostics) = parseInstance("token_url = \"https://idp.example.com/token\"\nclient_auth = \"private_key_jwt\"\n[variables]\nclient_id = \"x\"\n")
+        let (definition, diagnostics) = parseInstance(
+            "token_url = \"https://idp.example.com/token\"\nclient_auth = \"private_key_jwt\"\n[variables]\nclient_id = \"x\"\n"
+        )
         #expect(definition == nil)
         #expect(diagnostics.contains { $0.key == "variables.private_key" && $0.message.contains("missing required variable") })
     }
 
     @Test func clientSecretJWTSignsWithTheSecretAndSendsNoSecret() throws {
-        let text = "token_url = \"https://idp.example.com/token\"\nclient_auth = \"client_secret_jwt\"\n[variables]\nclient_id = \"c\"\nclient_secret = { file = \"/s/key.pem\" }\n"
+        let text =
+            "token_url = \"https://idp.example.com/token\"\nclient_auth = \"client_secret_jwt\"\n[variables]\nclient_id = \"c\"\nclient_secret = { file = \"/s/key.pem\" }\n"
         let resolved = try #require(load(text, key: "hmac-secret-value").instances["alpha"])
         let signed = try resolved.request.signingAssertion(now: Self.now, jti: "j").get()
         let body = String(decoding: signed.body, as: UTF8.self)

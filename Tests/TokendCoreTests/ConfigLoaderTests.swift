@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import TokendCore
 
 @Suite struct ConfigLoaderTests {
@@ -16,7 +17,15 @@ import Testing
             instances: [
                 ("good", .success(.init(path: "/c/instances/good.toml", text: Self.good))),
                 ("broken", .success(.init(path: "/c/instances/broken.toml", text: "token_url = \n"))),
-                ("nosecret", .success(.init(path: "/c/instances/nosecret.toml", text: Self.good.replacingOccurrences(of: "/secrets/a", with: "/secrets/missing")))),
+                (
+                    "nosecret",
+                    .success(
+                        .init(
+                            path: "/c/instances/nosecret.toml",
+                            text: Self.good.replacingOccurrences(of: "/secrets/a", with: "/secrets/missing")
+                        )
+                    )
+                ),
             ]
         )
         let result = ConfigLoader.load(input) { source in
@@ -41,7 +50,9 @@ import Testing
     }
 
     @Test func pathsFollowFlagThenEnvThenSystemd() {
-        let systemd = ["CONFIGURATION_DIRECTORY": "/etc/tokend", "STATE_DIRECTORY": "/var/lib/tokend:/other", "RUNTIME_DIRECTORY": "/run/tokend"]
+        let systemd = [
+            "CONFIGURATION_DIRECTORY": "/etc/tokend", "STATE_DIRECTORY": "/var/lib/tokend:/other", "RUNTIME_DIRECTORY": "/run/tokend",
+        ]
         let fromSystemd = DaemonPaths.resolve(configDirectory: nil, stateDirectory: nil, socket: nil, environment: systemd)
         #expect(fromSystemd.stateDirectory == "/var/lib/tokend")
         #expect(fromSystemd.socketPath == "/run/tokend/tokend.sock")
@@ -53,6 +64,14 @@ import Testing
         #expect(fromEnv.stateDirectory == "/env/state")
         #expect(fromEnv.socketPath == "/env/sock")
         let defaults = DaemonPaths.resolve(configDirectory: nil, stateDirectory: nil, socket: nil, environment: [:])
-        #expect(defaults == DaemonPaths(configDirectory: "/etc/tokend", stateDirectory: "/var/lib/tokend", socketPath: "/run/tokend/tokend.sock", credentialsDirectory: nil))
+        #expect(
+            defaults
+                == DaemonPaths(
+                    configDirectory: "/etc/tokend",
+                    stateDirectory: "/var/lib/tokend",
+                    socketPath: "/run/tokend/tokend.sock",
+                    credentialsDirectory: nil
+                )
+        )
     }
 }

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import TokendCore
 
 @Suite struct ConfigParserTests {
@@ -161,7 +162,10 @@ import Testing
         let (settings, errors) = ConfigParser.parseSettings(file: "tokend.toml", text: text)
         #expect(settings == nil)
         #expect(errors.map(\.line) == [1, 3, 4])
-        #expect(errors[2].description == "tokend.toml:4: refresh.min_lead: expected a duration such as \"30s\", \"5m\" or \"1h\", found \"soon\"")
+        #expect(
+            errors[2].description
+                == "tokend.toml:4: refresh.min_lead: expected a duration such as \"30s\", \"5m\" or \"1h\", found \"soon\""
+        )
     }
 
     @Test(arguments: [

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import TokendCore
 
 /// Issuer discovery (OpenID Connect Discovery, RFC 8414), TLS keys in the config, and the outbound proxy rules.
@@ -17,7 +18,10 @@ import Testing
                 "https://idp.example.com/.well-known/oauth-authorization-server/realms/a",
             ]
         )
-        #expect(DiscoveryDocument.wellKnownURLs(issuer: "https://idp.example.com").last == "https://idp.example.com/.well-known/oauth-authorization-server")
+        #expect(
+            DiscoveryDocument.wellKnownURLs(issuer: "https://idp.example.com").last
+                == "https://idp.example.com/.well-known/oauth-authorization-server"
+        )
     }
 
     @Test func theTokenEndpointIsPickedForTheAuthMethod() throws {
@@ -29,7 +33,9 @@ import Testing
             Issue.record("an unoffered method was accepted")
             return
         }
-        #expect(message.message.contains("does not offer client_auth \"client_secret_post\"") && message.message.contains("private_key_jwt"))
+        #expect(
+            message.message.contains("does not offer client_auth \"client_secret_post\"") && message.message.contains("private_key_jwt")
+        )
         guard case .failure(let wrongIssuer) = document.tokenEndpoint(issuer: "https://other.example.com", auth: .privateKeyJWT) else {
             Issue.record("another issuer's document was accepted")
             return
@@ -38,14 +44,19 @@ import Testing
     }
 
     func load(_ instance: String, discover: @escaping ConfigLoader.Discoverer) -> ConfigLoader.Loaded {
-        let input = ConfigLoader.Input(settings: nil, instances: [("alpha", .success(.init(path: "/c/instances/alpha.toml", text: instance)))])
+        let input = ConfigLoader.Input(
+            settings: nil,
+            instances: [("alpha", .success(.init(path: "/c/instances/alpha.toml", text: instance)))]
+        )
         return ConfigLoader.load(input, discover: discover) { _ in .success(.init("secret")) }
     }
 
     @Test func anIssuerInsteadOfATokenURLIsDiscovered() throws {
-        let text = "issuer = \"https://idp.example.com/realms/a\"\nclient_auth = \"client_secret_basic\"\n[variables]\nclient_id = \"c\"\nclient_secret = { file = \"/s\" }\n"
+        let text =
+            "issuer = \"https://idp.example.com/realms/a\"\nclient_auth = \"client_secret_basic\"\n[variables]\nclient_id = \"c\"\nclient_secret = { file = \"/s\" }\n"
         let loaded = load(text) { issuer, _, _ in
-            issuer == "https://idp.example.com/realms/a" ? DiscoveryDocument.parse(Array(Self.document.utf8)) : .failure(DiscoveryError("unknown"))
+            issuer == "https://idp.example.com/realms/a"
+                ? DiscoveryDocument.parse(Array(Self.document.utf8)) : .failure(DiscoveryError("unknown"))
         }
         #expect(loaded.errors.isEmpty, "\(loaded.errors)")
         #expect(loaded.instances["alpha"]?.request.url == "https://idp.example.com/realms/a/token")
@@ -61,30 +72,38 @@ import Testing
     }
 
     @Test func tokenURLAndIssuerTogetherAreRefused() {
-        let (_, diagnostics) = parseInstance("token_url = \"https://a/t\"\nissuer = \"https://a\"\n[variables]\nclient_id = \"c\"\nclient_secret = \"s\"\n")
+        let (_, diagnostics) = parseInstance(
+            "token_url = \"https://a/t\"\nissuer = \"https://a\"\n[variables]\nclient_id = \"c\"\nclient_secret = \"s\"\n"
+        )
         #expect(diagnostics.contains { $0.key == "issuer" && $0.line == 2 && $0.message.contains("not both") })
     }
 
     @Test func caFileMustBeAbsoluteAndBeReadable() throws {
-        let (_, relative) = parseInstance("token_url = \"https://a/t\"\nca_file = \"ca.pem\"\n[variables]\nclient_id = \"c\"\nclient_secret = \"s\"\n")
+        let (_, relative) = parseInstance(
+            "token_url = \"https://a/t\"\nca_file = \"ca.pem\"\n[variables]\nclient_id = \"c\"\nclient_secret = \"s\"\n"
+        )
         #expect(relative.contains { $0.key == "ca_file" && $0.line == 2 })
-        let text = "token_url = \"https://a/t\"\nca_file = \"/etc/ssl/private-ca.pem\"\n[variables]\nclient_id = \"c\"\nclient_secret = { file = \"/s\" }\n"
+        let text =
+            "token_url = \"https://a/t\"\nca_file = \"/etc/ssl/private-ca.pem\"\n[variables]\nclient_id = \"c\"\nclient_secret = { file = \"/s\" }\n"
         let input = ConfigLoader.Input(settings: nil, instances: [("alpha", .success(.init(path: "/c/instances/alpha.toml", text: text)))])
         let loaded = ConfigLoader.load(input) { source in
             source == .file(path: "/s") ? .success(.init("secret")) : .failure(.init("file /etc/ssl/private-ca.pem does not exist"))
         }
         let error = try #require(loaded.errors.first)
         #expect(error.key == "ca_file" && error.line == 2 && error.file == "/c/instances/alpha.toml")
-        let checked = ConfigLoader.load(input, checkTLS: { $0.trustRootsPEM == "not a pem" ? TLSProblem(key: "ca_file", message: "holds no PEM certificate") : nil }) { _ in
-            .success(.init("not a pem"))
-        }
+        let checked = ConfigLoader.load(
+            input,
+            checkTLS: { $0.trustRootsPEM == "not a pem" ? TLSProblem(key: "ca_file", message: "holds no PEM certificate") : nil },
+            readSecret: { _ in .success(.init("not a pem")) }
+        )
         #expect(checked.errors.first?.description == "/c/instances/alpha.toml:2: ca_file: holds no PEM certificate")
     }
 
     @Test func tlsClientAuthNeedsACertificateAndKeyAndSendsTheClientID() throws {
         let (_, missing) = parseInstance("token_url = \"https://a/t\"\nclient_auth = \"tls_client_auth\"\n[variables]\nclient_id = \"c\"\n")
         #expect(Set(missing.compactMap(\.key)) == ["variables.client_certificate", "variables.client_key"])
-        let text = "token_url = \"https://a/t\"\nclient_auth = \"tls_client_auth\"\n[variables]\nclient_id = \"c\"\nclient_certificate = { file = \"/cert\" }\nclient_key = { file = \"/key\" }\n"
+        let text =
+            "token_url = \"https://a/t\"\nclient_auth = \"tls_client_auth\"\n[variables]\nclient_id = \"c\"\nclient_certificate = { file = \"/cert\" }\nclient_key = { file = \"/key\" }\n"
         let input = ConfigLoader.Input(settings: nil, instances: [("alpha", .success(.init(path: "/c/instances/alpha.toml", text: text)))])
         let loaded = ConfigLoader.load(input) { source in
             .success(.init(source == .file(path: "/cert") ? "CERT PEM" : "KEY PEM", warning: "readable by every user"))
@@ -107,23 +126,38 @@ import Testing
         #expect(!fromEnvironment.applies(to: "localhost"))
         #expect(!fromEnvironment.applies(to: "10.0.0.1"))
         #expect(fromEnvironment.applies(to: "notinternal.example"))
-        let fromConfig = try #require(ProxySettings.resolve(setting: "http://proxy.local:8080", noProxySetting: ["*"], environment: environment).proxy)
+        let fromConfig = try #require(
+            ProxySettings.resolve(setting: "http://proxy.local:8080", noProxySetting: ["*"], environment: environment).proxy
+        )
         #expect(fromConfig.host == "proxy.local" && !fromConfig.applies(to: "idp.example.com"))
         #expect(ProxySettings.resolve(setting: nil, noProxySetting: nil, environment: [:]).proxy == nil)
         #expect(ProxySettings.parse("http://user:pass@proxy:3128") == nil)
 
         let (settings, errors) = ConfigParser.parseSettings(file: "/c/tokend.toml", text: "[http]\nproxy = \"socks5://x:1\"\n")
         #expect(settings == nil && errors.first?.key == "http.proxy" && errors.first?.line == 2)
-        let good = ConfigParser.parseSettings(file: "/c/tokend.toml", text: "[http]\nproxy = \"http://127.0.0.1:3128\"\nno_proxy = [\"localhost\"]\n").settings
+        let good = ConfigParser.parseSettings(
+            file: "/c/tokend.toml",
+            text: "[http]\nproxy = \"http://127.0.0.1:3128\"\nno_proxy = [\"localhost\"]\n"
+        ).settings
         #expect(good?.proxy == "http://127.0.0.1:3128" && good?.noProxy == ["localhost"])
         let notAList = ConfigParser.parseSettings(file: "/c/tokend.toml", text: "[http]\nno_proxy = \"localhost\"\n").errors
         #expect(notAList.first?.key == "http.no_proxy" && notAList.first?.line == 2)
     }
 
     @Test func resourceAndAudienceAreOrdinaryVariablesOfTheDefaultBody() throws {
-        let text = "token_url = \"https://a/t\"\n[variables]\nclient_id = \"c\"\nclient_secret = \"s\"\nresource = \"https://api.example.com\"\naudience = \"orders\"\n"
+        let text =
+            "token_url = \"https://a/t\"\n[variables]\nclient_id = \"c\"\nclient_secret = \"s\"\nresource = \"https://api.example.com\"\naudience = \"orders\"\n"
         let definition = try #require(parseInstance(text).0)
-        let request = try TokenRequestBuilder.resolve(definition, values: ["client_id": Secret("c"), "client_secret": Secret("s"), "resource": Secret("https://api.example.com"), "audience": Secret("orders")]).get().request
-        #expect(String(decoding: request.body, as: UTF8.self) == "grant_type=client_credentials&resource=https%3A%2F%2Fapi.example.com&audience=orders&client_id=c&client_secret=s")
+        let request = try TokenRequestBuilder.resolve(
+            definition,
+            values: [
+                "client_id": Secret("c"), "client_secret": Secret("s"), "resource": Secret("https://api.example.com"),
+                "audience": Secret("orders"),
+            ]
+        ).get().request
+        #expect(
+            String(decoding: request.body, as: UTF8.self)
+                == "grant_type=client_credentials&resource=https%3A%2F%2Fapi.example.com&audience=orders&client_id=c&client_secret=s"
+        )
     }
 }

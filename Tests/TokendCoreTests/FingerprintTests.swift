@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Testing
 import TokendTestSupport
+
 @testable import TokendCore
 
 /// The request fingerprint and the form body, now built in byte buffers, are byte for byte what the string-built

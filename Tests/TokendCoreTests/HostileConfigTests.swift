@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import TokendCore
 
 /// Config text no one should write, which must come back as a diagnostic, never a crash (issue #9).

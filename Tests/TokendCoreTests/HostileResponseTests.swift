@@ -1,7 +1,8 @@
 import Foundation
 import Testing
-@testable import TokendCore
 import TokendTestSupport
+
+@testable import TokendCore
 
 /// What a misbehaving token endpoint can send that must neither crash tokend nor make it serve a dead token
 /// (regressions from the issue #9 fault matrix).
@@ -53,13 +54,25 @@ import TokendTestSupport
 
     @Test func anAbsurdExpiresAtIsCutOrRefused() throws {
         let shape = TokenResponseParser.Shape(expiresAtKey: "expires_at")
-        let huge = TokenResponseParser.parse(status: 200, body: Array(#"{"access_token":"a","expires_at":1e300}"#.utf8), shape: shape, now: epoch)
+        let huge = TokenResponseParser.parse(
+            status: 200,
+            body: Array(#"{"access_token":"a","expires_at":1e300}"#.utf8),
+            shape: shape,
+            now: epoch
+        )
         #expect(try huge.get().lifetime == TokenResponseParser.maxLifetime)
-        let infinite = TokenResponseParser.parse(status: 200, body: Array(#"{"access_token":"a","expires_at":"inf"}"#.utf8), shape: shape, now: epoch)
+        let infinite = TokenResponseParser.parse(
+            status: 200,
+            body: Array(#"{"access_token":"a","expires_at":"inf"}"#.utf8),
+            shape: shape,
+            now: epoch
+        )
         #expect(infinite.failureCode == "invalid_response")
     }
 
-    @Test(arguments: ["invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type", "invalid_scope"])
+    @Test(arguments: [
+        "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type", "invalid_scope",
+    ])
     func everyRFC6749ErrorCodeIsPermanent(_ code: String) {
         let result = parse(#"{"error":"\#(code)"}"#, status: code == "invalid_client" ? 401 : 400)
         guard case .failure(let failure) = result else {

@@ -1,7 +1,8 @@
 import Foundation
 import Testing
-@testable import TokendCore
 import TokendTestSupport
+
+@testable import TokendCore
 
 /// The refresh rules of SPEC §6 as tables over the pure state machine and policy, with a manual clock (plain
 /// `Date` values) and seeded randomness.
@@ -50,18 +51,23 @@ import TokendTestSupport
         let window = Self.policy { $0.jitter = 0 }.refreshWindow(for: hinted)
         #expect(window.lowerBound == epoch.addingTimeInterval(600))
         let parsed = TokenResponseParser.parse(
-            status: 200, body: Array(#"{"access_token":"a","expires_in":3600,"refresh_in":900}"#.utf8), shape: .init(), now: epoch
+            status: 200,
+            body: Array(#"{"access_token":"a","expires_in":3600,"refresh_in":900}"#.utf8),
+            shape: .init(),
+            now: epoch
         )
         #expect((try? parsed.get())?.refreshIn == 900)
     }
 
     /// `min_interval` guards tiny and absent lifetimes: 0 is an invalid response (retried with backoff), 1 s is
     /// refreshed no sooner than min_interval, absent fails permanently (no loop).
-    @Test(arguments: [
-        (#"{"access_token":"a","expires_in":0}"#, "invalid_response", 1.0),
-        (#"{"access_token":"a","expires_in":1}"#, nil, 30.0),
-        (#"{"access_token":"a"}"#, "no_lifetime", 600.0),
-    ] as [(String, String?, Double)])
+    @Test(
+        arguments: [
+            (#"{"access_token":"a","expires_in":0}"#, "invalid_response", 1.0),
+            (#"{"access_token":"a","expires_in":1}"#, nil, 30.0),
+            (#"{"access_token":"a"}"#, "no_lifetime", 600.0),
+        ] as [(String, String?, Double)]
+    )
     func tinyAndAbsentLifetimes(_ body: String, _ failureCode: String?, _ nextAttemptAfter: Double) {
         var generator = SeededGenerator(seed: 1)
         var machine = InstanceStateMachine(policy: Self.policy { $0.jitter = 0 })
@@ -82,9 +88,15 @@ import TokendTestSupport
         var generator = SeededGenerator(seed: 2)
         var machine = InstanceStateMachine(policy: Self.policy())
         _ = machine.started(cached: nil, now: epoch, using: &generator)
-        guard case .failure(let failure) = TokenResponseParser.parse(
-            status: 503, body: [], retryAfter: "Fri, 15 Jan 2027 08:02:00 GMT", shape: .init(), now: epoch
-        ) else {
+        guard
+            case .failure(let failure) = TokenResponseParser.parse(
+                status: 503,
+                body: [],
+                retryAfter: "Fri, 15 Jan 2027 08:02:00 GMT",
+                shape: .init(),
+                now: epoch
+            )
+        else {
             Issue.record("expected a failure")
             return
         }
@@ -158,7 +170,12 @@ import TokendTestSupport
 
     @Test func transientRetriesNeverWaitPastTheServableToken() {
         var generator = SeededGenerator(seed: 7)
-        var machine = InstanceStateMachine(policy: Self.policy { $0.retryInitial = 60; $0.retryMax = 600 })
+        var machine = InstanceStateMachine(
+            policy: Self.policy {
+                $0.retryInitial = 60
+                $0.retryMax = 600
+            }
+        )
         _ = machine.started(cached: nil, now: epoch, using: &generator)
         _ = machine.tokenReceived(token(lifetime: 100), now: epoch, using: &generator)
         let now = epoch.addingTimeInterval(75)

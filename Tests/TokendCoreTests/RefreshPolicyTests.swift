@@ -1,7 +1,8 @@
 import Foundation
 import Testing
-@testable import TokendCore
 import TokendTestSupport
+
+@testable import TokendCore
 
 @Suite struct RefreshPolicyTests {
     static let defaults = RefreshPolicy(RefreshSettings())

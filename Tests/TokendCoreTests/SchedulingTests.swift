@@ -103,7 +103,10 @@ import Testing
         #expect(SystemdMessage.render([.ready, .status("1 instance: 1 valid")]) == "READY=1\nSTATUS=1 instance: 1 valid")
         #expect(SystemdMessage.render([.reloading(monotonicMicroseconds: 12)]) == "RELOADING=1\nMONOTONIC_USEC=12")
         #expect(SystemdMessage.render([.status("two\nlines")]) == "STATUS=two lines")
-        #expect(SystemdMessage.render([.stopping, .watchdog, .extendTimeout(microseconds: 5), .errno(22)]) == "STOPPING=1\nWATCHDOG=1\nEXTEND_TIMEOUT_USEC=5\nERRNO=22")
+        #expect(
+            SystemdMessage.render([.stopping, .watchdog, .extendTimeout(microseconds: 5), .errno(22)])
+                == "STOPPING=1\nWATCHDOG=1\nEXTEND_TIMEOUT_USEC=5\nERRNO=22"
+        )
     }
 
     @Test func waitersAreTakenByInstanceByIdOrAll() {

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import TokendCore
 
 /// The copy-on-write box behind InstanceDefinition and ResolvedInstance: copies share it, a write never shows
@@ -24,12 +25,21 @@ import Testing
 
     @Test func aResolvedInstanceCopyKeepsItsOwnAccessAndSink() throws {
         let connector = ConnectorDefinition(
-            name: "a", file: "a.toml", isInline: true, tokenURL: "https://example.test/token",
+            name: "a",
+            file: "a.toml",
+            isInline: true,
+            tokenURL: "https://example.test/token",
             variables: ConnectorDefinition.builtinVariables(for: .clientSecretPost)
         )
         let definition = InstanceDefinition(
-            name: "a", file: "a.toml", description: nil, connector: connector, variables: [:], secretVariables: [],
-            source: nil, refresh: RefreshSettings.Overrides()
+            name: "a",
+            file: "a.toml",
+            description: nil,
+            connector: connector,
+            variables: [:],
+            secretVariables: [],
+            source: nil,
+            refresh: RefreshSettings.Overrides()
         )
         let resolved = try TokenRequestBuilder.resolve(definition, values: ["client_id": Secret("id")]).get()
         // It keeps the instance's values only; the connector's defaults are added when asked for.

@@ -22,7 +22,12 @@ func parseInstance(_ text: String, name: String = "alpha") -> (InstanceDefinitio
 
 extension APIRouter {
     /// The answer the router gives `request` at once; a decision that goes to the scheduler fails the test.
-    func answer(to request: APIRequest, instances: some InstanceDirectory, now: Date, sourceLocation: SourceLocation = #_sourceLocation) -> APIResponse {
+    func answer(
+        to request: APIRequest,
+        instances: some InstanceDirectory,
+        now: Date,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) -> APIResponse {
         switch decide(request, instances: instances, now: now) {
         case .answer(let response), .refuse(let response):
             return response

@@ -33,7 +33,9 @@ import TokendTestSupport
 
     @Test func randomStringsWithUnicodeAndSlashesMatchJSONEncoder() throws {
         var random = SeededGenerator(seed: 8)
-        let alphabet: [Character] = ["a", "Z", "0", "/", "+", "=", "\\", "\"", "\n", "\t", "\u{1}", "\u{1f}", "\u{7f}", "é", "😀", "\u{2028}", "€", " ", "."]
+        let alphabet: [Character] = [
+            "a", "Z", "0", "/", "+", "=", "\\", "\"", "\n", "\t", "\u{1}", "\u{1f}", "\u{7f}", "é", "😀", "\u{2028}", "€", " ", ".",
+        ]
         for _ in 0..<500 {
             let length = Int.random(in: 0..<40, using: &random)
             let text = String((0..<length).map { _ in alphabet.randomElement(using: &random)! })
@@ -56,7 +58,9 @@ import TokendTestSupport
             format: .json,
             now: Date(timeIntervalSince1970: 1_790_000_040)
         )
-        let expected = #"{"access_token":"eyJ\/abc+def==","expires_at":1790000100,"expires_in":60,"instance":"alpha","scope":"read write","token_type":"Bearer"}"# + "\n"
+        let expected =
+            #"{"access_token":"eyJ\/abc+def==","expires_at":1790000100,"expires_in":60,"instance":"alpha","scope":"read write","token_type":"Bearer"}"#
+            + "\n"
         #expect(String(decoding: response.body, as: UTF8.self) == expected)
         #expect(response.contentType == "application/json")
     }

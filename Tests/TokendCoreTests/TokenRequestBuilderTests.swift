@@ -1,12 +1,16 @@
 import Crypto
 import Foundation
 import Testing
+
 @testable import TokendCore
 
 @Suite struct TokenRequestBuilderTests {
     @Test func hexIsLowercaseSHA256() {
         // FIPS 180-2 test vector for "abc".
-        #expect(TokenRequestBuilder.hex(SHA256.hash(data: Data("abc".utf8))) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(
+            TokenRequestBuilder.hex(SHA256.hash(data: Data("abc".utf8)))
+                == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        )
         #expect(TokenFingerprint.of(Secret("abc")) == "ba7816bf8f01cfea")
     }
 

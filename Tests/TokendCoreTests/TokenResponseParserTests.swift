@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import TokendCore
 
 @Suite struct TokenResponseParserTests {
@@ -117,7 +118,11 @@ import Testing
 
     @Test func requestedScopeFillsAnOmittedScope() throws {
         let token = try TokenResponseParser.parse(
-            status: 200, body: Array(#"{"access_token":"a","expires_in":60}"#.utf8), shape: .init(), requestedScope: "read", now: epoch
+            status: 200,
+            body: Array(#"{"access_token":"a","expires_in":60}"#.utf8),
+            shape: .init(),
+            requestedScope: "read",
+            now: epoch
         ).get()
         #expect(token.scope == "read")
     }

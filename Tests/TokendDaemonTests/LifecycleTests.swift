@@ -51,7 +51,8 @@ import TokendTestSupport
         let daemon = TestDaemon(
             instances: ["alpha": instanceFile("alpha"), "beta": instanceFile("beta"), "gamma": instanceFile("gamma")],
             endpoint: ManualTokenEndpoint { request, _ in
-                request.url.contains("/alpha/") ? ManualTokenEndpoint.token("a", expiresIn: 100) : ManualTokenEndpoint.error(status: 400, code: "invalid_scope")
+                request.url.contains("/alpha/")
+                    ? ManualTokenEndpoint.token("a", expiresIn: 100) : ManualTokenEndpoint.error(status: 400, code: "invalid_scope")
             }
         )
         daemon.start()
@@ -83,7 +84,10 @@ import TokendTestSupport
     }
 
     @Test func aWallClockStepMovesEveryTimeWithIt() throws {
-        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        let daemon = TestDaemon(
+            instances: ["alpha": instanceFile("alpha")],
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100))
+        )
         daemon.start()
         let before = try #require(daemon.machine("alpha")?.token)
         daemon.clock.stepWall(by: 3600)
@@ -100,7 +104,11 @@ import TokendTestSupport
 
     @Test func aCachedTokenIsServedWhenItsDefinitionMatchesAndDroppedWhenItChanged() throws {
         let clock = ManualClock()
-        let first = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)), clock: clock)
+        let first = TestDaemon(
+            instances: ["alpha": instanceFile("alpha")],
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)),
+            clock: clock
+        )
         first.start()
         let record = try #require(first.cache.record("alpha"))
         // Same definition: served from the cache at once, no request.
@@ -121,7 +129,10 @@ import TokendTestSupport
     }
 
     @Test func shutdownAnswersWaitersEndsStreamsThenStopsTheClientAndFlushesTheCache() async {
-        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        let daemon = TestDaemon(
+            instances: ["alpha": instanceFile("alpha")],
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100))
+        )
         daemon.start()
         daemon.endpoint.respond { _, _ in nil }
         daemon.advance(by: 2)  // past min_interval

@@ -18,7 +18,10 @@ import TokendTestSupport
     }
 
     @Test func tokensAreRefreshedAtTheRefreshPointAndServedAtOnce() {
-        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        let daemon = TestDaemon(
+            instances: ["alpha": instanceFile("alpha")],
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100))
+        )
         daemon.start()
         #expect(daemon.endpoint.requests.count == 1)
         #expect(daemon.servedToken("alpha") == "t1")
@@ -74,7 +77,9 @@ import TokendTestSupport
 
     @Test func retryAfterIsHonouredOverTheBackoff() {
         let endpoint = ManualTokenEndpoint { _, number in
-            number == 1 ? ManualTokenEndpoint.error(status: 429, code: "slow_down", retryAfter: "30") : ManualTokenEndpoint.token("t\(number)", expiresIn: 100)
+            number == 1
+                ? ManualTokenEndpoint.error(status: 429, code: "slow_down", retryAfter: "30")
+                : ManualTokenEndpoint.token("t\(number)", expiresIn: 100)
         }
         let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: endpoint)
         daemon.start()

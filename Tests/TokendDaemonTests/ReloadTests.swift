@@ -8,7 +8,10 @@ import TokendTestSupport
 
 /// SIGHUP: RELOADING=1, the plan applied in one step, READY=1 after; broken files keep the last good definition.
 @Suite struct ReloadTests {
-    static let files = ["alpha": instanceFile("alpha"), "beta": instanceFile("beta"), "gamma": instanceFile("gamma", extra: #"sink = { path = "/sinks/gamma" }"#)]
+    static let files = [
+        "alpha": instanceFile("alpha"), "beta": instanceFile("beta"),
+        "gamma": instanceFile("gamma", extra: #"sink = { path = "/sinks/gamma" }"#),
+    ]
 
     func running() -> TestDaemon {
         let daemon = TestDaemon(instances: Self.files, endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 1000)))

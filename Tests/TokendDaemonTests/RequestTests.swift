@@ -9,7 +9,10 @@ import TokendTestSupport
 /// Requests that need the scheduler: min_valid waits and single flight, refresh, invalidate, watch; and the fetch limits.
 @Suite struct RequestTests {
     @Test func minValidRequestsShareOneRefresh() throws {
-        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        let daemon = TestDaemon(
+            instances: ["alpha": instanceFile("alpha")],
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100))
+        )
         daemon.start()
         daemon.endpoint.respond { _, _ in nil }
         daemon.advance(by: 10)
@@ -38,7 +41,10 @@ import TokendTestSupport
     }
 
     @Test func aWaitEndsAfterTheRequestTimeout() {
-        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        let daemon = TestDaemon(
+            instances: ["alpha": instanceFile("alpha")],
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100))
+        )
         daemon.start()
         daemon.endpoint.respond { _, _ in nil }
         daemon.advance(by: 2)  // past min_interval
@@ -53,7 +59,11 @@ import TokendTestSupport
 
     @Test func minValidDoesNotFetchMoreOftenThanMinInterval() {
         let settings = exactSettings.replacingOccurrences(of: #"min_interval = "1s""#, with: #"min_interval = "30s""#)
-        let daemon = TestDaemon(settings: settings, instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        let daemon = TestDaemon(
+            settings: settings,
+            instances: ["alpha": instanceFile("alpha")],
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100))
+        )
         daemon.start()
         daemon.advance(by: 5)
         let refused = daemon.wantToken("alpha", minValid: 99)
@@ -66,7 +76,10 @@ import TokendTestSupport
     }
 
     @Test func aFailedSharedRefreshAnswersEveryWaiter() {
-        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        let daemon = TestDaemon(
+            instances: ["alpha": instanceFile("alpha")],
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100))
+        )
         daemon.start()
         daemon.endpoint.respond { _, _ in nil }
         daemon.advance(by: 2)
@@ -80,7 +93,10 @@ import TokendTestSupport
     }
 
     @Test func invalidationDropsTheNamedTokenOnly() throws {
-        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        let daemon = TestDaemon(
+            instances: ["alpha": instanceFile("alpha")],
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100))
+        )
         daemon.start()
         let current = try #require(daemon.machine("alpha")?.token?.fingerprint)
         daemon.advance(by: 2)
@@ -94,7 +110,10 @@ import TokendTestSupport
     }
 
     @Test func refreshJoinsAFetchInFlight() {
-        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        let daemon = TestDaemon(
+            instances: ["alpha": instanceFile("alpha")],
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100))
+        )
         daemon.start()
         daemon.endpoint.respond { _, _ in nil }
         #expect(daemon.ask { .refreshWanted(name: "alpha", reply: $0) }.status == 202)
@@ -104,7 +123,10 @@ import TokendTestSupport
     }
 
     @Test func watchersGetTheCurrentTokenAndEachNewOne() {
-        let daemon = TestDaemon(instances: ["alpha": instanceFile("alpha")], endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)))
+        let daemon = TestDaemon(
+            instances: ["alpha": instanceFile("alpha")],
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100))
+        )
         daemon.start()
         let stream = RecordingEventStream()
         daemon.scheduler.send(.watchWanted(name: "alpha", peer: nil) { stream })
@@ -117,11 +139,16 @@ import TokendTestSupport
     }
 
     @Test func perEndpointAndOverallLimitsHoldFetchesBackInOrder() {
-        let settings = exactSettings.replacingOccurrences(of: "[refresh]\n", with: "[refresh]\nmax_concurrent = 3\nper_endpoint_concurrent = 2\n")
+        let settings = exactSettings.replacingOccurrences(
+            of: "[refresh]\n",
+            with: "[refresh]\nmax_concurrent = 3\nper_endpoint_concurrent = 2\n"
+        )
         let names = (1...6).map { "a\($0)" } + (1...6).map { "b\($0)" }
         let daemon = TestDaemon(
             settings: settings,
-            instances: Dictionary(uniqueKeysWithValues: names.map { ($0, instanceFile($0, host: $0.hasPrefix("a") ? "127.0.0.1:9001" : "127.0.0.1:9002")) })
+            instances: Dictionary(
+                uniqueKeysWithValues: names.map { ($0, instanceFile($0, host: $0.hasPrefix("a") ? "127.0.0.1:9001" : "127.0.0.1:9002")) }
+            )
         )
         daemon.start()
         var served: [String] = []

@@ -170,7 +170,7 @@ final class Answers: @unchecked Sendable {
     func header(_ name: String) -> String? { all.last?.headers.first { $0.name == name }?.value }
 }
 
-/// A token answer from the twin endpoint, numbered by request: `t1`, `t2`, …
+/// A token answer from the twin endpoint, numbered by request: `t1`, `t2` and so on.
 func numberedTokens(expiresIn: Int) -> ManualTokenEndpoint.Responder {
     { _, number in ManualTokenEndpoint.token("t\(number)", expiresIn: expiresIn) }
 }

@@ -8,8 +8,9 @@ import Glibc
 #endif
 
 /// Hostile config directories and reload storms: huge files, deep nesting, binary garbage, 10,000 variables,
-/// self-referencing templates, non-UTF-8, a FIFO, files that change or vanish while SIGHUPs rain in. tokend must
-/// never crash or hang, never lose an instance, and keep running the last good definition.
+/// self-referencing templates, non-UTF-8, a FIFO, files that change or vanish while SIGHUPs rain in.
+///
+/// tokend must never crash or hang, never lose an instance, and keep running the last good definition.
 @Suite(.serialized) struct ConfigAbuseEndToEndTests {
     /// Instance files no one should write, each with a name for messages.
     static func hostileFiles(tokenURL: String) -> [(name: String, bytes: [UInt8])] {
@@ -23,16 +24,35 @@ import Glibc
             ("huge", Array(String(repeating: "# padding padding padding padding padding padding\n", count: 45_000).utf8)),
             ("big-but-allowed", Array((head + String(repeating: "# \(String(repeating: "c", count: 1000))\n", count: 900)).utf8)),
             ("deep-arrays", Array(("x = " + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "\n").utf8)),
-            ("deep-inline-tables", Array(("x = " + String(repeating: "{a=", count: 50_000) + "1" + String(repeating: "}", count: 50_000) + "\n").utf8)),
+            (
+                "deep-inline-tables",
+                Array(("x = " + String(repeating: "{a=", count: 50_000) + "1" + String(repeating: "}", count: 50_000) + "\n").utf8)
+            ),
             ("deep-table-header", Array(("[" + String(repeating: "a.", count: 50_000) + "b]\nc = 1\n").utf8)),
             ("long-line", Array((head + "x = \"" + String(repeating: "y", count: 900_000) + "\"\n").utf8)),
             ("binary-garbage", garbage),
             ("printable-garbage", Array(printable.utf8)),
-            ("non-utf8", Array(head.utf8) + [0x5B, 0x76, 0x61, 0x72, 0x5D, 0x0A, 0x61, 0x20, 0x3D, 0x20, 0x22, 0xFF, 0xFE, 0xC0, 0x22, 0x0A]),
+            (
+                "non-utf8",
+                Array(head.utf8) + [0x5B, 0x76, 0x61, 0x72, 0x5D, 0x0A, 0x61, 0x20, 0x3D, 0x20, 0x22, 0xFF, 0xFE, 0xC0, 0x22, 0x0A]
+            ),
             ("nul-bytes", Array((head + "[variables]\nclient_id = \"a\u{0}b\"\nclient_secret = \"c\"\n").utf8)),
             ("ten-thousand-variables", Array(tenThousand.utf8)),
-            ("self-reference", Array((head + "[variables]\nclient_id = \"{{client_id}}\"\nclient_secret = \"{{client_secret}}{{client_secret}}\"\nscope = \"{{scope}}\"\n").utf8)),
-            ("mutual-reference", Array(("token_url = \"{{a}}\"\n[variables]\na = \"{{b}}\"\nb = \"{{a}}\"\nclient_id = \"{{a}}\"\nclient_secret = \"{{b}}\"\n").utf8)),
+            (
+                "self-reference",
+                Array(
+                    (head
+                        + "[variables]\nclient_id = \"{{client_id}}\"\nclient_secret = \"{{client_secret}}{{client_secret}}\"\nscope = \"{{scope}}\"\n")
+                        .utf8
+                )
+            ),
+            (
+                "mutual-reference",
+                Array(
+                    ("token_url = \"{{a}}\"\n[variables]\na = \"{{b}}\"\nb = \"{{a}}\"\nclient_id = \"{{a}}\"\nclient_secret = \"{{b}}\"\n")
+                        .utf8
+                )
+            ),
             ("unclosed-braces", Array((head + "[variables]\nclient_id = \"{{{{{{{{\"\nclient_secret = \"}}}}{{\"\n").utf8)),
             ("duplicate-keys", Array((head + head + "[variables]\n[variables]\n").utf8)),
         ]
@@ -81,7 +101,10 @@ import Glibc
         #expect(try await harness.token("steady") == steady)
         #expect(try await harness.token("other") == other)
         #expect(harness.loggedConfigErrors.contains { $0.contains("instances/steady.toml") })
-        #expect(harness.loggedConfigErrors.contains { $0.contains("instances/other.toml") }, "\(harness.loggedConfigErrors.filter { $0.contains("other") })")
+        #expect(
+            harness.loggedConfigErrors.contains { $0.contains("instances/other.toml") },
+            "\(harness.loggedConfigErrors.filter { $0.contains("other") })"
+        )
         #expect(harness.loggedConfigErrors.contains { $0.contains("instances/deep-arrays.toml") })
         // Once the files are good again, the unchanged definitions keep their tokens: no request was made for them.
         try harness.writeInstance("steady")
@@ -152,6 +175,8 @@ import Glibc
         for name in names { #expect(try await harness.token(name) == expected[name]) }
         #expect(harness.endpoint.requests.filter { $0.clientCredentials?.id.hasPrefix("steady") == true }.count == names.count)
         #expect(try await harness.stop() == 0)
-        print("SIGHUP storm: 100 signals in \(String(format: "%.2f", stormTook)) s, \(flaps) file changes, \(served) tokens served, \(harness.notify.assignments.filter { $0 == "RELOADING=1" }.count) reloads")
+        print(
+            "SIGHUP storm: 100 signals in \(String(format: "%.2f", stormTook)) s, \(flaps) file changes, \(served) tokens served, \(harness.notify.assignments.filter { $0 == "RELOADING=1" }.count) reloads"
+        )
     }
 }

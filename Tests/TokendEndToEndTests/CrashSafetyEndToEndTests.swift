@@ -45,7 +45,10 @@ import Glibc
             for file in try Self.cacheFiles(harness) {
                 filesChecked += 1
                 #expect(!file.bytes.isEmpty, "\(file.name).json is empty after kill \(kills)")
-                #expect(CacheRecord.decode(file.bytes, instance: file.name) != nil, "\(file.name).json does not parse after kill \(kills): \(file.bytes.count) bytes")
+                #expect(
+                    CacheRecord.decode(file.bytes, instance: file.name) != nil,
+                    "\(file.name).json does not parse after kill \(kills): \(file.bytes.count) bytes"
+                )
             }
             tempFilesSeen += Self.tempFiles(harness).count
             try harness.start()
@@ -53,7 +56,13 @@ import Glibc
         // A temp file a crash left behind, holding a perfectly good record, is never read as the token.
         let planted = CacheRecord(
             instance: "i0",
-            token: IssuedToken(accessToken: Secret("planted-temp-token"), tokenType: "Bearer", scope: nil, obtainedAt: Date(), expiresAt: Date().addingTimeInterval(600)),
+            token: IssuedToken(
+                accessToken: Secret("planted-temp-token"),
+                tokenType: "Bearer",
+                scope: nil,
+                obtainedAt: Date(),
+                expiresAt: Date().addingTimeInterval(600)
+            ),
             fingerprint: "whatever"
         )
         harness.signal(SIGKILL)
@@ -76,7 +85,9 @@ import Glibc
         #expect(try await harness.stop() == 0)
         // The running daemon writes temp files all the time (2 s tokens); a clean stop leaves none.
         #expect(Self.tempFiles(harness).isEmpty, "temp files after a clean stop: \(Self.tempFiles(harness))")
-        print("kill -9 loop: \(kills) kills, \(filesChecked) cache files checked, \(tempFilesSeen) temp files seen, \(harness.endpoint.requestCount) token requests")
+        print(
+            "kill -9 loop: \(kills) kills, \(filesChecked) cache files checked, \(tempFilesSeen) temp files seen, \(harness.endpoint.requestCount) token requests"
+        )
     }
 
     @Test func brokenCacheFilesAreMovedAsideAndRefetched() async throws {
@@ -102,7 +113,9 @@ import Glibc
         try Data().write(to: URL(fileURLWithPath: path("empty")))
         try Data(#"{"hello":"world","access_token":"foreign-token"}"#.utf8).write(to: URL(fileURLWithPath: path("foreign")))
         try goodBytes.write(to: URL(fileURLWithPath: path("other-instance")))
-        var farFuture = try #require(CacheRecord.decode(Array(try Data(contentsOf: URL(fileURLWithPath: path("far-future")))), instance: "far-future"))
+        var farFuture = try #require(
+            CacheRecord.decode(Array(try Data(contentsOf: URL(fileURLWithPath: path("far-future")))), instance: "far-future")
+        )
         farFuture.expires_at = 1e300
         try Data(farFuture.encoded()).write(to: URL(fileURLWithPath: path("far-future")))
         // A symlink to a file elsewhere that holds a valid record: never read, never written through.
@@ -121,8 +134,15 @@ import Glibc
         for name in broken {
             let token = try await harness.token(name)
             #expect(token != nil && token != before[name], "\(name): \(String(describing: token))")
-            #expect(harness.log.contains("cache file moved aside") && harness.log.contains("instance=\(name) reason="), "\(name): no log line")
-            #expect(FileManager.default.fileExists(atPath: path(name) + ".corrupt") || (try? FileManager.default.destinationOfSymbolicLink(atPath: path(name) + ".corrupt")) != nil, "\(name): not moved aside")
+            #expect(
+                harness.log.contains("cache file moved aside") && harness.log.contains("instance=\(name) reason="),
+                "\(name): no log line"
+            )
+            #expect(
+                FileManager.default.fileExists(atPath: path(name) + ".corrupt")
+                    || (try? FileManager.default.destinationOfSymbolicLink(atPath: path(name) + ".corrupt")) != nil,
+                "\(name): not moved aside"
+            )
             // The refetched token is cached again, as a regular file.
             try await eventually("\(name) is cached again") {
                 CacheRecord.decode(Array((try? Data(contentsOf: URL(fileURLWithPath: path(name)))) ?? Data()), instance: name) != nil

@@ -143,7 +143,10 @@ import Glibc
         try await eventually("the removed instance's cache file is deleted") { !harness.cacheFileExists("gone") }
         #expect(try await harness.token("keep") == kept)
         // A changed request definition gets a new token; an unchanged one keeps its own.
-        #expect(harness.endpoint.requests.last { $0.clientCredentials?.id == "changed" }?.bodyText == "grant_type=client_credentials&scope=read%20write")
+        #expect(
+            harness.endpoint.requests.last { $0.clientCredentials?.id == "changed" }?.bodyText
+                == "grant_type=client_credentials&scope=read%20write"
+        )
         #expect(harness.endpoint.requestCount == requestsBefore + 2)
 
         let assignments = harness.notify.assignments
@@ -198,7 +201,10 @@ import Glibc
         let harness = try await DaemonHarness()
         defer { Task { await harness.shutdown() } }
         try harness.writeInstance("good")
-        try harness.writeRaw("broken", "token_url = \"\(harness.endpoint.tokenURL)\"\ntoken_kye = \"x\"\n[variables]\nclient_id = \"a\"\nclient_secret = \"b\"\n")
+        try harness.writeRaw(
+            "broken",
+            "token_url = \"\(harness.endpoint.tokenURL)\"\ntoken_kye = \"x\"\n[variables]\nclient_id = \"a\"\nclient_secret = \"b\"\n"
+        )
         try harness.start()
         try await harness.waitUntilReady()
         #expect(try await harness.token("good") != nil)

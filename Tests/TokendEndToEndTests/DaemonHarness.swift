@@ -217,7 +217,7 @@ final class DaemonHarness: @unchecked Sendable {
         try ("socket_mode = \"0666\"\n" + settings).write(toFile: configDir + "/tokend.toml", atomically: true, encoding: .utf8)
     }
 
-    /// `curl --unix-socket` against the daemon, optionally run through `prefix` (e.g. setpriv as another user).
+    /// `curl --unix-socket` against the daemon, optionally run through `prefix` (setpriv as another user, say).
     func curl(_ arguments: [String], as prefix: [String] = [], stdin: String? = nil) throws -> (status: Int, body: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -271,10 +271,11 @@ final class DaemonHarness: @unchecked Sendable {
         try FileManager.default.removeItem(atPath: "\(configDir)/instances/\(name).toml")
     }
 
-    /// Starts the binary; `watchdogMicroseconds` sets `WATCHDOG_USEC`; `wrapper` runs it through another
-    /// command (e.g. `systemd-socket-activate`).
-    /// `socket` replaces the harness's socket path; `environment` adds to (or overrides) the inherited
-    /// environment, e.g. `HTTPS_PROXY` or `JOURNAL_STREAM`.
+    /// Starts the binary.
+    ///
+    /// `watchdogMicroseconds` sets `WATCHDOG_USEC`; `wrapper` runs it through another command (such as
+    /// `systemd-socket-activate`); `socket` replaces the harness's socket path; `environment` adds to (or overrides)
+    /// the inherited environment, with `HTTPS_PROXY` or `JOURNAL_STREAM`, say.
     func start(
         watchdogMicroseconds: Int? = nil,
         wrappedIn wrapper: [String] = [],
@@ -291,8 +292,11 @@ final class DaemonHarness: @unchecked Sendable {
             process.arguments = wrapper + [try Self.binaryPath()] + arguments
         }
         var environment = ProcessInfo.processInfo.environment
-        for key in ["LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "TOKEND_CONFIG_DIR", "TOKEND_STATE_DIR", "TOKEND_SOCKET",
-            "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"] {
+        for key in [
+            "LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "TOKEND_CONFIG_DIR", "TOKEND_STATE_DIR",
+            "TOKEND_SOCKET",
+            "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy",
+        ] {
             environment.removeValue(forKey: key)
         }
         environment["NOTIFY_SOCKET"] = notify.path
@@ -379,7 +383,9 @@ final class DaemonHarness: @unchecked Sendable {
         for file in files where !file.hasSuffix(".corrupt") {
             guard let data = FileManager.default.contents(atPath: stateDir + "/" + file) else { continue }
             let text = String(decoding: data, as: UTF8.self)
-            for secret in secrets where Self.holds(text, secret) { findings.append("\(stateDir)/\(file) holds the secret \(secret.prefix(3))…") }
+            for secret in secrets where Self.holds(text, secret) {
+                findings.append("\(stateDir)/\(file) holds the secret \(secret.prefix(3))…")
+            }
         }
         return findings
     }
@@ -441,7 +447,9 @@ final class DaemonHarness: @unchecked Sendable {
         if let path = ProcessInfo.processInfo.environment["TOKEND_BINARY"] { return path }
         var url = URL(fileURLWithPath: #filePath)
         for _ in 0..<3 { url.deleteLastPathComponent() }
-        for candidate in [".build/debug/tokend", ".build/x86_64-unknown-linux-gnu/debug/tokend", ".build/aarch64-unknown-linux-gnu/debug/tokend"] {
+        for candidate in [
+            ".build/debug/tokend", ".build/x86_64-unknown-linux-gnu/debug/tokend", ".build/aarch64-unknown-linux-gnu/debug/tokend",
+        ] {
             let path = url.appendingPathComponent(candidate).path
             if FileManager.default.isExecutableFile(atPath: path) { return path }
         }

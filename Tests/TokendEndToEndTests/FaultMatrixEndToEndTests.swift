@@ -4,11 +4,13 @@ import Testing
 import TokendCore
 import TokendTestSupport
 
-/// Issue #9's fault matrix: one daemon, one instance per fault, each instance with its own token endpoint that
-/// issues a 6 s token and then misbehaves. While clients read every instance five times a second the test shows,
-/// for every fault: the daemon stays up, the still-valid token keeps being served, no token is ever served past
-/// its true expiry, the instance's status names the problem, the endpoint is asked no more often than the backoff
-/// allows (the requests are counted), and a new token comes once the endpoint behaves again.
+/// Issue #9's fault matrix: one daemon, one instance per fault, each instance with its own token endpoint that issues a
+/// 6 s token and then misbehaves.
+///
+/// While clients read every instance five times a second the test shows, for every fault: the daemon stays up, the
+/// still-valid token keeps being served, no token is ever served past its true expiry, the instance's status names the
+/// problem, the endpoint is asked no more often than the backoff allows (the requests are counted), and a new token
+/// comes once the endpoint behaves again.
 ///
 /// The TLS cases serve HTTPS under a test CA that the instance trusts through `ca_file`; after the first token the
 /// endpoint's new connections go wrong (another CA's certificate, a certificate for another name, a handshake that
@@ -73,16 +75,32 @@ import TokendTestSupport
     static let permanent = 2.95
 
     /// `fault` nil: the endpoint stops listening.
-    static func rejected(_ name: String, _ fault: LocalTokenServer.Behavior?, _ code: String, permanent: Bool = false, minGap: Double? = nil) -> FaultCase {
+    static func rejected(
+        _ name: String,
+        _ fault: LocalTokenServer.Behavior?,
+        _ code: String,
+        permanent: Bool = false,
+        minGap: Double? = nil
+    ) -> FaultCase {
         FaultCase(
             name: name,
             fault: fault.map { .answer($0) } ?? .refused,
-            outcome: .rejected(code: code, kind: permanent ? "permanent" : "transient", minGap: minGap ?? (permanent ? Self.permanent : Self.transient))
+            outcome: .rejected(
+                code: code,
+                kind: permanent ? "permanent" : "transient",
+                minGap: minGap ?? (permanent ? Self.permanent : Self.transient)
+            )
         )
     }
 
     /// A TLS fault: always transient (the certificate or the server may be fixed at any moment).
-    static func rejected(_ name: String, tls fault: FaultCase.TLSFault, _ code: String, says: String, minGap: Double = transient) -> FaultCase {
+    static func rejected(
+        _ name: String,
+        tls fault: FaultCase.TLSFault,
+        _ code: String,
+        says: String,
+        minGap: Double = transient
+    ) -> FaultCase {
         FaultCase(name: name, fault: .tls(fault), outcome: .rejected(code: code, kind: "transient", minGap: minGap), says: says)
     }
 
@@ -95,7 +113,15 @@ import TokendTestSupport
     }
 
     static let cases: [FaultCase] = [
-        rejected("http-500", .respond(status: 500, headers: [.init("Content-Type", "text/html")], body: "<html><body><h1>500 Internal Server Error</h1></body></html>"), "http_500"),
+        rejected(
+            "http-500",
+            .respond(
+                status: 500,
+                headers: [.init("Content-Type", "text/html")],
+                body: "<html><body><h1>500 Internal Server Error</h1></body></html>"
+            ),
+            "http_500"
+        ),
         rejected("http-502", .respond(status: 502, headers: [], body: "Bad Gateway"), "http_502"),
         rejected("http-503", .respond(status: 503, headers: [], body: ""), "http_503"),
         rejected("http-429-seconds", .respond(status: 429, headers: [.init("Retry-After", "2")], body: ""), "http_429", minGap: 1.95),
@@ -103,15 +129,32 @@ import TokendTestSupport
         rejected("redirect", .respond(status: 302, headers: [.init("Location", "http://127.0.0.1:1/elsewhere")], body: ""), "redirect"),
         rejected("hang", .hang, "timeout", minGap: afterTimeout),
         rejected("drop-mid-body", .dropMidBody(body: #"{"access_token":"never-whole","token_type":"Bearer","expires_in":6}"#), "network"),
-        rejected("partial-body", .partialBody(body: #"{"access_token":"never-whole","#, declaredLength: 4096), "timeout", minGap: afterTimeout),
+        rejected(
+            "partial-body",
+            .partialBody(body: #"{"access_token":"never-whole","#, declaredLength: 4096),
+            "timeout",
+            minGap: afterTimeout
+        ),
         rejected("refused", nil, "network"),
-        rejected("html-200", .respond(status: 200, headers: [.init("Content-Type", "text/html")], body: "<html><body>Please log in</body></html>"), "invalid_response"),
+        rejected(
+            "html-200",
+            .respond(status: 200, headers: [.init("Content-Type", "text/html")], body: "<html><body>Please log in</body></html>"),
+            "invalid_response"
+        ),
         rejected("empty-200", .respond(status: 200, headers: [], body: ""), "invalid_response"),
         rejected("malformed-json", .respond(status: 200, headers: [], body: #"{"access_token":"half","expires_in":6"#), "invalid_response"),
         rejected("json-array", .respond(status: 200, headers: [], body: #"["access_token","x"]"#), "invalid_response"),
         rejected("no-token-key", .respond(status: 200, headers: [], body: #"{"token_type":"Bearer","expires_in":6}"#), "invalid_response"),
-        rejected("token-not-string", .respond(status: 200, headers: [], body: #"{"access_token":12345,"expires_in":6}"#), "invalid_response"),
-        rejected("huge-body", .respond(status: 200, headers: [], body: String(repeating: " ", count: (1 << 20) + 10) + "{}"), "invalid_response"),
+        rejected(
+            "token-not-string",
+            .respond(status: 200, headers: [], body: #"{"access_token":12345,"expires_in":6}"#),
+            "invalid_response"
+        ),
+        rejected(
+            "huge-body",
+            .respond(status: 200, headers: [], body: String(repeating: " ", count: (1 << 20) + 10) + "{}"),
+            "invalid_response"
+        ),
         rejected("expires-in-missing", .issueToken(expiresIn: nil), "no_lifetime", permanent: true),
         rejected("expires-in-zero", .issueToken(expiresIn: "0"), "invalid_response"),
         rejected("expires-in-negative", .issueToken(expiresIn: "-30"), "invalid_response"),
@@ -131,9 +174,20 @@ import TokendTestSupport
         rejected("http-403-html", .respond(status: 403, headers: [], body: "<html>Forbidden</html>"), "http_403", permanent: true),
         rejected("server-error-code", oauthError("server_error", status: 500), "server_error"),
         rejected("temporarily-unavailable", oauthError("temporarily_unavailable", status: 503), "temporarily_unavailable"),
-        rejected("tls-untrusted-certificate", tls: .untrustedCertificate, "tls", says: "its certificate is not trusted (CERTIFICATE_VERIFY_FAILED; checked against ca_file /tmp/tokend-pki-"),
+        rejected(
+            "tls-untrusted-certificate",
+            tls: .untrustedCertificate,
+            "tls",
+            says: "its certificate is not trusted (CERTIFICATE_VERIFY_FAILED; checked against ca_file /tmp/tokend-pki-"
+        ),
         rejected("tls-wrong-host", tls: .wrongHost, "tls", says: "its certificate is not for 127.0.0.1 (failedToValidateHostname)"),
-        rejected("tls-handshake-stall", tls: .handshakeStall, "timeout", says: "within connect_timeout (TCP connect or TLS handshake unanswered)", minGap: afterConnectTimeout),
+        rejected(
+            "tls-handshake-stall",
+            tls: .handshakeStall,
+            "timeout",
+            says: "within connect_timeout (TCP connect or TLS handshake unanswered)",
+            minGap: afterConnectTimeout
+        ),
         rejected("tls-plain-http", tls: .plainHTTP, "tls", says: "the answer is not TLS (WRONG_VERSION_NUMBER"),
         rejected("tls-1.1-only", tls: .onlyTLS11, "tls", says: "no TLS version in common"),
     ]
@@ -306,7 +360,10 @@ import TokendTestSupport
                 }
             }
             #expect(recovered(fault), "\(fault): no new token after the endpoint behaved; log: \(harness.log.suffix(2000))")
-            #expect(final.instances.first { $0.name == fault.name }?.state == "valid", "\(fault): \(String(describing: final.instances.first { $0.name == fault.name }))")
+            #expect(
+                final.instances.first { $0.name == fault.name }?.state == "valid",
+                "\(fault): \(String(describing: final.instances.first { $0.name == fault.name }))"
+            )
             guard case .rejected(let code, let kind, let minGap) = fault.outcome else { continue }
             let during = mine.filter { $0.sentAt < behavedAt }
             // The still-valid token was served while the endpoint failed …

@@ -72,7 +72,9 @@ import Glibc
     @Test func permanentFailuresRetryOnlyEveryPermanentRetry() async throws {
         let harness = try await DaemonHarness(settings: Self.settings())
         defer { Task { await harness.shutdown() } }
-        harness.endpoint.setBehavior(.respond(status: 401, headers: [], body: #"{"error":"invalid_client","error_description":"bad secret"}"#))
+        harness.endpoint.setBehavior(
+            .respond(status: 401, headers: [], body: #"{"error":"invalid_client","error_description":"bad secret"}"#)
+        )
         try harness.writeInstance("alpha")
         try harness.start()
         try await harness.waitUntilReady()

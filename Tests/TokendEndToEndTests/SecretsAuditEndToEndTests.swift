@@ -7,13 +7,15 @@ import TokendTestSupport
 import Glibc
 #endif
 
-/// The secrets audit: a daemon with distinctive secrets of every kind (file, credential, inline, a private key, an
-/// API key in a header, secrets that need encoding) is run through its paces: refreshes, providers that echo the
-/// request back in their errors, broken config files holding secrets, a reload, every read-only endpoint and CLI
-/// command, a stop. Then every artifact (log, status output, metrics, health, error answers, `tokend check`
-/// output, the state directory) is searched for every secret and every issued token. Tokens may appear only as
-/// fingerprints, and only the cache files may hold them whole. (Every other end-to-end test that stops its daemon
-/// runs the same audit over its log and state directory: see `DaemonHarness.stop`.)
+/// The secrets audit: a daemon with distinctive secrets of every kind (file, credential, inline, a private key, an API
+/// key in a header, secrets that need encoding) is run through its paces: refreshes, providers that echo the request
+/// back in their errors, broken config files holding secrets, a reload, every read-only endpoint and CLI command, a
+/// stop.
+///
+/// Then every artifact (log, status output, metrics, health, error answers, `tokend check` output, the state directory)
+/// is searched for every secret and every issued token. Tokens may appear only as fingerprints, and only the cache
+/// files may hold them whole. (Every other end-to-end test that stops its daemon runs the same audit over its log and
+/// state directory: see `DaemonHarness.stop`.)
 @Suite(.serialized) struct SecretsAuditEndToEndTests {
     static let privateKey = """
         -----BEGIN PRIVATE KEY-----
@@ -48,7 +50,12 @@ import Glibc
         try harness.writeInstance("echo", secret: echoSecret, auth: "client_secret_post", tokenURL: echo.tokenURL)
         let plainPrefix = "grant_type=client_credentials&scope=read&client_id=echo-plain&client_secret="
         echoPlain.setBehavior(.echoRequest(status: 500, oauth: false, padding: 188 - plainPrefix.count))
-        try harness.writeInstance("echo-plain", secret: "SECRET-plain-echo-9876543", auth: "client_secret_post", tokenURL: echoPlain.tokenURL)
+        try harness.writeInstance(
+            "echo-plain",
+            secret: "SECRET-plain-echo-9876543",
+            auth: "client_secret_post",
+            tokenURL: echoPlain.tokenURL
+        )
         // Basic credentials echoed back (they are the secret, base64-encoded).
         try harness.writeInstance("echo-basic", secret: "SECRET-echo-basic-5f4e3d2c", tokenURL: echo.tokenURL)
         // A private key and an API key (from a credential) that go into the body and a header.
@@ -110,9 +117,18 @@ import Glibc
         harness.audit(secret: "SECRET-inline-unterminated")
         harness.audit(secret: "SECRET-inline-in-array")
         harness.audit(secret: "SECRET-inline-wrong-key")
-        try harness.writeRaw("broken-string", "token_url = \"\(harness.endpoint.tokenURL)\"\n[variables]\nclient_id = \"a\"\nclient_secret = \"SECRET-inline-unterminated\n")
-        try harness.writeRaw("broken-array", "token_url = \"\(harness.endpoint.tokenURL)\"\n[variables]\nclient_id = \"a\"\nclient_secret = [\"SECRET-inline-in-array\"]\n")
-        try harness.writeRaw("broken-key", "token_url = \"\(harness.endpoint.tokenURL)\"\nclient_secret = \"SECRET-inline-wrong-key\"\n[variables]\nclient_id = \"a\"\n")
+        try harness.writeRaw(
+            "broken-string",
+            "token_url = \"\(harness.endpoint.tokenURL)\"\n[variables]\nclient_id = \"a\"\nclient_secret = \"SECRET-inline-unterminated\n"
+        )
+        try harness.writeRaw(
+            "broken-array",
+            "token_url = \"\(harness.endpoint.tokenURL)\"\n[variables]\nclient_id = \"a\"\nclient_secret = [\"SECRET-inline-in-array\"]\n"
+        )
+        try harness.writeRaw(
+            "broken-key",
+            "token_url = \"\(harness.endpoint.tokenURL)\"\nclient_secret = \"SECRET-inline-wrong-key\"\n[variables]\nclient_id = \"a\"\n"
+        )
 
         try harness.start(environment: ["CREDENTIALS_DIRECTORY": credentials])
         try await harness.waitUntilReady()
@@ -125,7 +141,10 @@ import Glibc
 
         // Everything a reader, an operator or a monitor can see.
         var artifacts: [(what: String, text: String)] = []
-        for uri in ["/v1/instances", "/v1/health", "/metrics", "/v1/tokens/echo", "/v1/tokens/echo-plain", "/v1/tokens/echo-basic", "/v1/tokens/header-newline", "/v1/tokens/broken-string", "/v1/tokens/echo?min_valid=60"] {
+        for uri in [
+            "/v1/instances", "/v1/health", "/metrics", "/v1/tokens/echo", "/v1/tokens/echo-plain", "/v1/tokens/echo-basic",
+            "/v1/tokens/header-newline", "/v1/tokens/broken-string", "/v1/tokens/echo?min_valid=60",
+        ] {
             artifacts.append((uri, try await harness.get(uri).body))
         }
         let socket = ["--socket", harness.socketPath]
@@ -135,10 +154,19 @@ import Glibc
         }
         let checkEnvironment = "CREDENTIALS_DIRECTORY=\(credentials)"
         for arguments in [[String](), ["--show", "basic"], ["--show", "post"], ["--show", "keyed"], ["--show", "header-newline"]] {
-            let result = try runCommand(["/usr/bin/env", checkEnvironment, try DaemonHarness.binaryPath(), "check", "--config-dir", harness.configDir] + arguments)
+            let result = try runCommand(
+                ["/usr/bin/env", checkEnvironment, try DaemonHarness.binaryPath(), "check", "--config-dir", harness.configDir] + arguments
+            )
             artifacts.append(("tokend check \(arguments.joined(separator: " "))", result.stdout + result.stderr))
         }
-        artifacts.append(("invalidate", try harness.curl(["-X", "POST", "-d", #"{"fingerprint":"0000000000000000"}"#, "http://localhost/v1/tokens/basic/invalidate"]).body))
+        artifacts.append(
+            (
+                "invalidate",
+                try harness.curl([
+                    "-X", "POST", "-d", #"{"fingerprint":"0000000000000000"}"#, "http://localhost/v1/tokens/basic/invalidate",
+                ]).body
+            )
+        )
         harness.signal(SIGHUP)
         try await harness.waitUntilReady(count: 2)
         artifacts.append(("STATUS=", harness.notify.assignments.joined(separator: "\n")))

@@ -43,7 +43,13 @@ import Glibc
         #expect(down.stderr == "tokend: cannot reach tokend: no socket at \(missing) (is tokend running? --socket names another path)\n")
         // The socket is 0660 root:root: another user is refused by the kernel, and told so.
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: harness.root)
-        let denied = try harness.runCLI(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", try DaemonHarness.binaryPath(), "token", "alpha", "--socket", harness.socketPath], viaEnv: true)
+        let denied = try harness.runCLI(
+            [
+                "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", try DaemonHarness.binaryPath(), "token", "alpha", "--socket",
+                harness.socketPath,
+            ],
+            viaEnv: true
+        )
         #expect(denied.status == 3)
         #expect(denied.stderr.contains("permission denied on \(harness.socketPath)"))
         let usage = try harness.runCLI(["token"])
@@ -59,20 +65,26 @@ import Glibc
         // min_interval (1 s) must pass before a client-triggered refresh may start at once.
         try await Task.sleep(for: .milliseconds(1100))
 
-        let stale = try harness.curl(["-X", "POST", "-d", #"{"fingerprint":"0123456789abcdef"}"#, "http://localhost/v1/tokens/alpha/invalidate"])
+        let stale = try harness.curl([
+            "-X", "POST", "-d", #"{"fingerprint":"0123456789abcdef"}"#, "http://localhost/v1/tokens/alpha/invalidate",
+        ])
         #expect(stale.status == 200)
         #expect(stale.body.contains(#""accepted":false"#))
         #expect(harness.endpoint.requestCount == 1)
 
         let fingerprint = TokenFingerprint.of(Secret(first))
-        let accepted = try harness.curl(["-X", "POST", "-d", #"{"fingerprint":"\#(fingerprint)"}"#, "http://localhost/v1/tokens/alpha/invalidate"])
+        let accepted = try harness.curl([
+            "-X", "POST", "-d", #"{"fingerprint":"\#(fingerprint)"}"#, "http://localhost/v1/tokens/alpha/invalidate",
+        ])
         #expect(accepted.status == 202)
         try await eventually("a new token after the invalidation") {
             let token = try await harness.token("alpha")
             return token != nil && token != first
         }
         // The same (now stale) fingerprint again changes nothing: no thundering herd.
-        let again = try harness.curl(["-X", "POST", "-d", #"{"fingerprint":"\#(fingerprint)"}"#, "http://localhost/v1/tokens/alpha/invalidate"])
+        let again = try harness.curl([
+            "-X", "POST", "-d", #"{"fingerprint":"\#(fingerprint)"}"#, "http://localhost/v1/tokens/alpha/invalidate",
+        ])
         #expect(again.status == 200)
         #expect(harness.endpoint.requestCount == 2)
         let malformed = try harness.curl(["-X", "POST", "-d", "nonsense", "http://localhost/v1/tokens/alpha/invalidate"])
@@ -107,8 +119,14 @@ import Glibc
             #expect(plain.status == status, "\(name) as \(caller)")
             #expect(plain.body.contains("tok-") == (status == 200), "\(name) as \(caller)")
         }
-        let immediate = try JSONDecoder().decode(API.TokenBody.self, from: Data(try harness.curl(["http://localhost/v1/tokens/open"], as: nobody).body.utf8))
-        var routed = try JSONDecoder().decode(API.TokenBody.self, from: Data(try harness.curl(["http://localhost/v1/tokens/open?min_valid=0"], as: nobody).body.utf8))
+        let immediate = try JSONDecoder().decode(
+            API.TokenBody.self,
+            from: Data(try harness.curl(["http://localhost/v1/tokens/open"], as: nobody).body.utf8)
+        )
+        var routed = try JSONDecoder().decode(
+            API.TokenBody.self,
+            from: Data(try harness.curl(["http://localhost/v1/tokens/open?min_valid=0"], as: nobody).body.utf8)
+        )
         #expect(abs(routed.expires_in - immediate.expires_in) <= 1)
         routed.expires_in = immediate.expires_in
         #expect(routed == immediate)
@@ -190,7 +208,9 @@ import Glibc
         let output = harness.root + "/watch.out"
         let curl = Process()
         curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        curl.arguments = ["-sN", "--max-time", "30", "--unix-socket", harness.socketPath, "-o", output, "http://localhost/v1/tokens/alpha/watch"]
+        curl.arguments = [
+            "-sN", "--max-time", "30", "--unix-socket", harness.socketPath, "-o", output, "http://localhost/v1/tokens/alpha/watch",
+        ]
         try curl.run()
         @Sendable func events() -> [API.TokenBody] {
             let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
@@ -214,14 +234,20 @@ import Glibc
         try harness.writeInstance("alpha", extra: "[access]\nusers = [\"no-such-user-here\"]\n")
         let check = try harness.runCLI(["check", "--config-dir", harness.configDir])
         #expect(check.status == 1)
-        #expect(check.stderr.contains("instances/alpha.toml:11: access.users: no user named 'no-such-user-here' on this host"), "\(check.stderr)")
+        #expect(
+            check.stderr.contains("instances/alpha.toml:11: access.users: no user named 'no-such-user-here' on this host"),
+            "\(check.stderr)"
+        )
     }
 }
 
 /// The socket itself: mode and group, stale and live socket files, socket activation, hostile requests.
 @Suite(.serialized) struct SocketEndToEndTests {
     @Test func socketGetsTheConfiguredModeAndGroup() async throws {
-        let harness = try await DaemonHarness.running("alpha", settings: "socket_mode = \"0640\"\nsocket_group = \"nogroup\"\n" + DaemonHarness.fastSettings)
+        let harness = try await DaemonHarness.running(
+            "alpha",
+            settings: "socket_mode = \"0640\"\nsocket_group = \"nogroup\"\n" + DaemonHarness.fastSettings
+        )
         defer { Task { await harness.shutdown() } }
         var info = stat()
         #expect(lstat(harness.socketPath, &info) == 0)
@@ -246,7 +272,9 @@ import Glibc
         try await harness.waitUntilReady()
         #expect(try await harness.token("alpha") != nil)
 
-        let second = try harness.runCLI(["run", "--config-dir", harness.configDir, "--state-dir", harness.root + "/state2", "--socket", harness.socketPath])
+        let second = try harness.runCLI([
+            "run", "--config-dir", harness.configDir, "--state-dir", harness.root + "/state2", "--socket", harness.socketPath,
+        ])
         #expect(second.status != 0)
         #expect(second.stderr.contains("another process (a running tokend?) is listening on this socket"))
         #expect(try await harness.token("alpha") != nil)
@@ -275,7 +303,10 @@ import Glibc
         #expect(try harness.curl(["-H", "X-Big: \(huge)", "http://localhost/v1/tokens/alpha"]).status == 431)
         let garbage = try harness.rawExchange("GARBAGE\r\n\r\n")
         #expect(garbage.hasPrefix("HTTP/1.1 400"))
-        let oversized = try harness.curl(["-X", "POST", "--data-binary", "@/dev/stdin", "http://localhost/v1/tokens/alpha/invalidate"], stdin: String(repeating: "y", count: 100_000))
+        let oversized = try harness.curl(
+            ["-X", "POST", "--data-binary", "@/dev/stdin", "http://localhost/v1/tokens/alpha/invalidate"],
+            stdin: String(repeating: "y", count: 100_000)
+        )
         #expect(oversized.status == 413)
         // Good clients are unaffected.
         #expect(try await harness.token("alpha") != nil)
@@ -307,7 +338,9 @@ import Glibc
                 group.addTask {
                     let process = Process()
                     process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-                    process.arguments = ["-s", "--max-time", "20", "--unix-socket", harness.socketPath, "http://localhost/v1/tokens/alpha?format=raw"]
+                    process.arguments = [
+                        "-s", "--max-time", "20", "--unix-socket", harness.socketPath, "http://localhost/v1/tokens/alpha?format=raw",
+                    ]
                     let out = Pipe()
                     process.standardOutput = out
                     try process.run()
@@ -340,7 +373,9 @@ import Glibc
             return (served, errors)
         }
         // A 1 MiB header, garbage bytes, and 1,000 connections opened and dropped.
-        let huge = try harness.rawExchange("GET /v1/tokens/alpha HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "a", count: 1 << 20) + "\r\n\r\n")
+        let huge = try harness.rawExchange(
+            "GET /v1/tokens/alpha HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "a", count: 1 << 20) + "\r\n\r\n"
+        )
         #expect(huge.isEmpty || huge.hasPrefix("HTTP/1.1 4"))
         let garbage = try harness.rawExchange(String(repeating: "\u{1}\u{2}garbage\r\n", count: 1000))
         #expect(garbage.isEmpty || garbage.hasPrefix("HTTP/1.1 400"))

@@ -49,9 +49,11 @@ extension SocketLoadEndToEndTests {
         async let oversized: Void = Self.onThreads(4) { _ in
             for round in 0..<10 {
                 guard let fd = connectUnixSocket(path) else { continue }
-                let request = round % 2 == 0
+                let request =
+                    round % 2 == 0
                     ? "GET /v1/tokens/alpha HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "h", count: 64 * 1024) + "\r\n\r\n"
-                    : "POST /v1/tokens/alpha/invalidate HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + String(repeating: "b", count: 200_000)
+                    : "POST /v1/tokens/alpha/invalidate HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n"
+                        + String(repeating: "b", count: 200_000)
                 var timeout = timeval(tv_sec: 2, tv_usec: 0)
                 setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
                 Self.transmit(fd, Array(request.utf8))

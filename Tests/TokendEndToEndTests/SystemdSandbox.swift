@@ -4,10 +4,12 @@ import Foundation
 import Glibc
 #endif
 
-/// A real systemd, running as PID 1 of private PID, mount, UTS, IPC and cgroup namespaces, with only the units a
-/// test gives it. The host's root is read-only inside; `/etc` and `/var` are overlays, `/run`, `/tmp` and the
-/// cgroup2 tree are its own (its tmpfiles and credential set-up never touch the host's `/tmp`). The network
-/// namespace is shared, so units reach a token endpoint the test runs on 127.0.0.1.
+/// A real systemd, running as PID 1 of private PID, mount, UTS, IPC and cgroup namespaces, with only the units a test
+/// gives it.
+///
+/// The host's root is read-only inside; `/etc` and `/var` are overlays, `/run`, `/tmp` and the cgroup2 tree are its own
+/// (its tmpfiles and credential set-up never touch the host's `/tmp`). The network namespace is shared, so units reach
+/// a token endpoint the test runs on 127.0.0.1.
 ///
 /// Files inside are reached from the host through `/proc/<pid>/root`; `systemctl` runs through `nsenter`.
 final class SystemdSandbox: @unchecked Sendable {
@@ -38,7 +40,9 @@ final class SystemdSandbox: @unchecked Sendable {
     }
 
     /// The cgroup2 directory of this process (the sandbox gets a child of it), from /proc/self/mountinfo and
-    /// /proc/self/cgroup. On hybrid hosts cgroup2 sits at /sys/fs/cgroup/unified.
+    /// /proc/self/cgroup.
+    ///
+    /// On hybrid hosts cgroup2 sits at /sys/fs/cgroup/unified.
     private static func cgroupParent() -> String? {
         guard let mountinfo = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8),
             let ownCgroups = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8),
@@ -213,7 +217,10 @@ final class SystemdSandbox: @unchecked Sendable {
             // Children first: systemd made slices and scopes below the test's cgroup.
             let tree = ((try? FileManager.default.subpathsOfDirectory(atPath: cgroup)) ?? [])
                 .map { "\(cgroup)/\($0)" }
-                .filter { var s = stat(); return lstat($0, &s) == 0 && (s.st_mode & S_IFMT) == S_IFDIR }
+                .filter {
+                    var s = stat()
+                    return lstat($0, &s) == 0 && (s.st_mode & S_IFMT) == S_IFDIR
+                }
                 .sorted { $0.count > $1.count }
             for dir in tree { rmdir(dir) }
             if rmdir(cgroup) == 0 || errno == ENOENT { break }

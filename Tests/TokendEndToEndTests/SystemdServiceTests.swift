@@ -217,13 +217,13 @@ final class SystemdFixture: @unchecked Sendable {
                     "tokend.service": try shipped("tokend.service"),
                     "tokend.socket": try shipped("tokend.socket"),
                     "tokend.service.d/test.conf": """
-                        [Service]
-                        LoadCredential=client-secret:/etc/tokend/client-secret
-                        StandardOutput=append:\(stage)/tokend.log
-                        StandardError=append:\(stage)/tokend.log
-                        \(dropIn)
+                    [Service]
+                    LoadCredential=client-secret:/etc/tokend/client-secret
+                    StandardOutput=append:\(stage)/tokend.log
+                    StandardError=append:\(stage)/tokend.log
+                    \(dropIn)
 
-                        """,
+                    """,
                 ],
                 files: [
                     "bin/tokend": (try Data(contentsOf: URL(fileURLWithPath: try DaemonHarness.binaryPath())), 0o755),

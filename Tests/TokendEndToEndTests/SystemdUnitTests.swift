@@ -81,7 +81,9 @@ import Glibc
         let tmpfiles = try runCommand(["systemd-tmpfiles", "--root=\(destdir)", "--create", destdir + "/usr/lib/tmpfiles.d/tokend.conf"])
         #expect(tmpfiles.status == 0, "\(tmpfiles.stderr)")
         var isDirectory: ObjCBool = false
-        #expect(FileManager.default.fileExists(atPath: destdir + "/etc/tokend/instances", isDirectory: &isDirectory) && isDirectory.boolValue)
+        #expect(
+            FileManager.default.fileExists(atPath: destdir + "/etc/tokend/instances", isDirectory: &isDirectory) && isDirectory.boolValue
+        )
 
         // The man page renders without a warning.
         let man = try runCommand(["man", "--warnings", "-l", destdir + "/usr/share/man/man8/tokend.8"])

@@ -54,7 +54,9 @@ import Glibc
         credentials: String? = nil
     ) throws {
         let secret = try setup.harness.writeSecret(name, "secret-of-\(name)")
-        try setup.harness.writeRaw(name, """
+        try setup.harness.writeRaw(
+            name,
+            """
             \(location ?? "token_url   = \"\(setup.server.tokenURL)\"")
             client_auth = "\(auth)"
             \(caFile.map { "ca_file     = \"\($0)\"" } ?? "")
@@ -62,7 +64,8 @@ import Glibc
             [variables]
             client_id     = "\(clientID ?? name)"
             \(credentials ?? "client_secret = { file = \"\(secret)\" }")
-            """)
+            """
+        )
     }
 
     func lastError(_ harness: DaemonHarness, _ name: String) async throws -> API.LastError? {
@@ -147,8 +150,14 @@ import Glibc
         try instance(setup, "bad-key", auth: "private_key_jwt", caFile: nil, credentials: "private_key = { file = \"\(bogus)\" }")
         let (status, _, stderr) = try setup.harness.runCLI(["check", "--config-dir", setup.harness.configDir])
         #expect(status == 1)
-        #expect(stderr.contains("\(setup.harness.configDir)/instances/bad-ca.toml:3: ca_file: \(bogus) holds no PEM certificate"), "\(stderr)")
-        #expect(stderr.contains("\(setup.harness.configDir)/instances/bad-key.toml:7: variables.private_key: invalid private key"), "\(stderr)")
+        #expect(
+            stderr.contains("\(setup.harness.configDir)/instances/bad-ca.toml:3: ca_file: \(bogus) holds no PEM certificate"),
+            "\(stderr)"
+        )
+        #expect(
+            stderr.contains("\(setup.harness.configDir)/instances/bad-key.toml:7: variables.private_key: invalid private key"),
+            "\(stderr)"
+        )
     }
 
     @Test func privateKeyJWTAssertionsAreVerifiedByTheEndpointWithThePublicKey() async throws {
@@ -173,7 +182,14 @@ import Glibc
             )
         }
         // Signed with a key the endpoint does not know: refused.
-        try instance(setup, "forged", auth: "private_key_jwt", caFile: pki.caCertificate, clientID: "rs", credentials: "private_key = { file = \"\(pki.ecKey)\" }")
+        try instance(
+            setup,
+            "forged",
+            auth: "private_key_jwt",
+            caFile: pki.caCertificate,
+            clientID: "rs",
+            credentials: "private_key = { file = \"\(pki.ecKey)\" }"
+        )
         try setup.harness.start()
         try await setup.harness.waitUntilReady()
 
@@ -197,7 +213,8 @@ import Glibc
         let issuer = server.baseURL
         server.serveDocument(
             path: "/.well-known/openid-configuration",
-            json: #"{"issuer":"\#(issuer)","token_endpoint":"\#(issuer)/oidc/token","token_endpoint_auth_methods_supported":["client_secret_basic","private_key_jwt"]}"#
+            json:
+                #"{"issuer":"\#(issuer)","token_endpoint":"\#(issuer)/oidc/token","token_endpoint_auth_methods_supported":["client_secret_basic","private_key_jwt"]}"#
         )
         server.serveDocument(
             path: "/.well-known/oauth-authorization-server",
@@ -207,7 +224,10 @@ import Glibc
         let plain = LocalTokenServer()
         try await plain.start(port: 0)
         defer { Task { await plain.stop() } }
-        plain.serveDocument(path: "/.well-known/oauth-authorization-server/tenant", json: #"{"issuer":"\#(plain.baseURL)/tenant","token_endpoint":"\#(plain.baseURL)/tenant/token"}"#)
+        plain.serveDocument(
+            path: "/.well-known/oauth-authorization-server/tenant",
+            json: #"{"issuer":"\#(plain.baseURL)/tenant","token_endpoint":"\#(plain.baseURL)/tenant/token"}"#
+        )
 
         for (name, auth, issuerURL) in [
             ("oidc", "client_secret_basic", issuer), ("rfc8414", "client_secret_post", plain.baseURL + "/tenant"),
@@ -218,7 +238,9 @@ import Glibc
         let (status, _, stderr) = try setup.harness.runCLI(["check", "--config-dir", setup.harness.configDir])
         #expect(status == 1)
         #expect(
-            stderr.contains("\(setup.harness.configDir)/instances/unoffered.toml:1: issuer: issuer \(issuer) does not offer client_auth \"client_secret_post\" (it offers: client_secret_basic, private_key_jwt)"),
+            stderr.contains(
+                "\(setup.harness.configDir)/instances/unoffered.toml:1: issuer: issuer \(issuer) does not offer client_auth \"client_secret_post\" (it offers: client_secret_basic, private_key_jwt)"
+            ),
             "\(stderr)"
         )
         #expect(!stderr.contains("oidc.toml") && !stderr.contains("rfc8414.toml"), "\(stderr)")

@@ -5,6 +5,7 @@ import NIOHTTP1
 import Testing
 import TokendCore
 import TokendTestSupport
+
 @testable import TokendIO
 
 /// The socket's fast path (decision 0006) against SwiftNIO's own HTTP/1 decoder, llhttp: whatever the fast path
@@ -44,16 +45,23 @@ import TokendTestSupport
     /// changed, dropped or doubled.
     static func request(_ random: inout SeededGenerator) -> [UInt8] {
         let methods = ["GET", "GET", "GET", "GET", "GET", "GET", "POST", "HEAD", "get", "GET "]
-        let targets = ["/v1/tokens/acme", "/v1/tokens/a-b_c.d~e", "/v1/tokens/x?format=raw&min_valid=60", "/", "/metrics",
-                       "/v1/tokens/%41%42", "/v1/tokens/a:b@c!$&'()*+,;=", "/a#frag", "http://h/x", "*", "/a b", "/a\tb"]
+        let targets = [
+            "/v1/tokens/acme", "/v1/tokens/a-b_c.d~e", "/v1/tokens/x?format=raw&min_valid=60", "/", "/metrics",
+            "/v1/tokens/%41%42", "/v1/tokens/a:b@c!$&'()*+,;=", "/a#frag", "http://h/x", "*", "/a b", "/a\tb",
+        ]
         let versions = ["HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/2", "http/1.1", "HTTP/1.10"]
-        let good = ["Host: localhost", "User-Agent: curl/8.5.0", "Accept: */*", "Accept: text/plain", "accept:text/plain",
-                    "ACCEPT:  \ttext/plain;q=0.9, */*", "Connection: close", "connection: Keep-Alive", "X-Empty:", "X-Tab: a\tb",
-                    "X-Q: \"quoted\"", "X-Long: " + String(repeating: "v", count: 300)]
-        let bad = ["Connection: Upgrade", "Connection: close, TE", "Content-Length: 0", "Content-Length: 3",
-                   "Transfer-Encoding: chunked", "X-Trailing: a ", " folded", "Bad Name: x", "X-Ünï: y", "Expect: 100-continue",
-                   "Upgrade: h2c", ": novalue"]
-        var text = methods.randomElement(using: &random)! + " " + targets.randomElement(using: &random)! + " "
+        let good = [
+            "Host: localhost", "User-Agent: curl/8.5.0", "Accept: */*", "Accept: text/plain", "accept:text/plain",
+            "ACCEPT:  \ttext/plain;q=0.9, */*", "Connection: close", "connection: Keep-Alive", "X-Empty:", "X-Tab: a\tb",
+            "X-Q: \"quoted\"", "X-Long: " + String(repeating: "v", count: 300),
+        ]
+        let bad = [
+            "Connection: Upgrade", "Connection: close, TE", "Content-Length: 0", "Content-Length: 3",
+            "Transfer-Encoding: chunked", "X-Trailing: a ", " folded", "Bad Name: x", "X-Ünï: y", "Expect: 100-continue",
+            "Upgrade: h2c", ": novalue",
+        ]
+        var text =
+            methods.randomElement(using: &random)! + " " + targets.randomElement(using: &random)! + " "
             + versions.randomElement(using: &random)! + "\r\n"
         for _ in 0..<Int.random(in: 0...5, using: &random) {
             let pool = Int.random(in: 0..<10, using: &random) == 0 ? bad : good
@@ -122,7 +130,9 @@ import TokendTestSupport
             { request, respond, _ in
                 self.seen.append(request)
                 let response = APIResponse(
-                    status: 200, contentType: "text/plain; charset=utf-8", body: Array("\(request.method) \(request.path)".utf8)
+                    status: 200,
+                    contentType: "text/plain; charset=utf-8",
+                    body: Array("\(request.method) \(request.path)".utf8)
                 )
                 if self.answerLater.contains(request.path) {
                     self.deferred.append { respond($0) }
@@ -218,7 +228,11 @@ import TokendTestSupport
         try channel.writeInbound(ByteBuffer(string: requests))
         let text = try Self.written(channel)
         #expect(Self.bodies(text) == ["GET /v1/tokens/a", "GET /v1/tokens/b", "GET /v1/health"])
-        #expect(text.hasPrefix("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 16\r\nCache-Control: no-store\r\n\r\n"))
+        #expect(
+            text.hasPrefix(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 16\r\nCache-Control: no-store\r\n\r\n"
+            )
+        )
         #expect(channel.isActive)
     }
 
@@ -287,7 +301,9 @@ import TokendTestSupport
     @Test func connectionCloseIsAnsweredThenClosedAndLaterBytesDropped() throws {
         let fake = FakeResponder()
         let channel = try Self.channel(fake)
-        try channel.writeInbound(ByteBuffer(string: "GET /v1/tokens/a HTTP/1.1\r\nConnection: close\r\n\r\nGET /v1/tokens/b HTTP/1.1\r\n\r\n"))
+        try channel.writeInbound(
+            ByteBuffer(string: "GET /v1/tokens/a HTTP/1.1\r\nConnection: close\r\n\r\nGET /v1/tokens/b HTTP/1.1\r\n\r\n")
+        )
         let text = try Self.written(channel)
         #expect(Self.bodies(text) == ["GET /v1/tokens/a"])
         #expect(text.contains("\r\nConnection: close\r\n"))
@@ -298,7 +314,8 @@ import TokendTestSupport
     @Test func theFirstOtherRequestHandsTheRestOfTheConnectionToNIO() throws {
         let fake = FakeResponder()
         let channel = try Self.channel(fake)
-        let bytes = "GET /v1/tokens/a HTTP/1.1\r\n\r\n"
+        let bytes =
+            "GET /v1/tokens/a HTTP/1.1\r\n\r\n"
             + "POST /v1/tokens/a/invalidate HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
             + "GET /v1/tokens/c HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
             + "GET /v1/tokens/d HTTP/1.1\r\n\r\n"
@@ -329,7 +346,9 @@ import TokendTestSupport
         box.stream?.send(Array("event: token\n\n".utf8))
         box.stream?.finish()
         channel.embeddedEventLoop.run()
-        #expect(try Self.written(channel) == "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
-            + "Transfer-Encoding: chunked\r\n\r\ne\r\nevent: token\n\n\r\n0\r\n\r\n")
+        #expect(
+            try Self.written(channel) == "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+                + "Transfer-Encoding: chunked\r\n\r\ne\r\nevent: token\n\n\r\n0\r\n\r\n"
+        )
     }
 }

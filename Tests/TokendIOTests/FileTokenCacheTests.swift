@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TokendCore
+
 @testable import TokendIO
 
 #if canImport(Glibc)
@@ -22,7 +23,13 @@ import Glibc
         let obtained = Date()
         return CacheRecord(
             instance: name,
-            token: IssuedToken(accessToken: Secret(token), tokenType: "Bearer", scope: "read", obtainedAt: obtained, expiresAt: obtained.addingTimeInterval(60)),
+            token: IssuedToken(
+                accessToken: Secret(token),
+                tokenType: "Bearer",
+                scope: "read",
+                obtainedAt: obtained,
+                expiresAt: obtained.addingTimeInterval(60)
+            ),
             fingerprint: String(repeating: "a", count: 64)
         )
     }

@@ -1,9 +1,10 @@
 import Foundation
 import Logging
 import Testing
-@testable import TokendIO
 import TokendCore
 import TokendTestSupport
+
+@testable import TokendIO
 
 #if canImport(Glibc)
 import Glibc

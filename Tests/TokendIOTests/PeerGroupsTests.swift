@@ -1,8 +1,9 @@
-import CSystemd
+import CLinuxShims
 import Foundation
 import NIOCore
 import NIOPosix
 import Testing
+
 @testable import TokendIO
 
 #if canImport(Glibc)

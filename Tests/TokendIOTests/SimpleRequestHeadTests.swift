@@ -17,24 +17,36 @@ import TokendCore
 
     @Test func theHeadEndsAtTheBlankLineAndLaterBytesAreLeft() {
         let first = "GET /v1/tokens/a?format=raw HTTP/1.1\r\nHost: x\r\n\r\n"
-        #expect(Self.parse(first + "GET /v1/health HTTP/1.1\r\n") == .request(.init(
-            target: "/v1/tokens/a?format=raw", accept: nil, keepAlive: true, length: first.utf8.count)))
+        #expect(
+            Self.parse(first + "GET /v1/health HTTP/1.1\r\n")
+                == .request(
+                    .init(
+                        target: "/v1/tokens/a?format=raw",
+                        accept: nil,
+                        keepAlive: true,
+                        length: first.utf8.count
+                    )
+                )
+        )
     }
 
     @Test func connectionCloseAndKeepAliveInAnyCase() {
         guard case .request(let close) = Self.parse("GET / HTTP/1.1\r\nCONNECTION:   Close\r\n\r\n") else {
-            Issue.record("not simple"); return
+            Issue.record("not simple")
+            return
         }
         #expect(!close.keepAlive)
         guard case .request(let keep) = Self.parse("GET / HTTP/1.1\r\nconnection: keep-alive\r\n\r\n") else {
-            Issue.record("not simple"); return
+            Issue.record("not simple")
+            return
         }
         #expect(keep.keepAlive)
     }
 
     @Test func theFirstAcceptCountsWithoutLeadingWhitespace() {
         guard case .request(let head) = Self.parse("GET / HTTP/1.1\r\naccept:\t text/plain; q=1\r\nAccept: a/b\r\n\r\n") else {
-            Issue.record("not simple"); return
+            Issue.record("not simple")
+            return
         }
         #expect(head.accept == "text/plain; q=1")
     }
@@ -106,19 +118,24 @@ import TokendCore
         response.headers = [.init("Retry-After", "7")]
         var bytes: [UInt8] = []
         ResponseWriter.bytes(of: response, close: true, into: &bytes)
-        let expected = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        let expected =
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
             + "Content-Length: 2\r\nCache-Control: no-store\r\nRetry-After: 7\r\nConnection: close\r\n\r\n{}"
         #expect(String(decoding: bytes, as: UTF8.self) == expected)
         // NIO's pipeline gets the same fields in the same order.
         let head = ResponseWriter.head(of: response, close: true)
         #expect(head.status.code == 503)
-        #expect(head.headers.map { "\($0.name): \($0.value)" } == [
-            "Content-Type: application/json", "Content-Length: 2", "Cache-Control: no-store", "Retry-After: 7", "Connection: close",
-        ])
+        #expect(
+            head.headers.map { "\($0.name): \($0.value)" } == [
+                "Content-Type: application/json", "Content-Length: 2", "Cache-Control: no-store", "Retry-After: 7", "Connection: close",
+            ]
+        )
         bytes = []
         ResponseWriter.streamBytes(contentType: "text/event-stream", into: &bytes)
-        #expect(String(decoding: bytes, as: UTF8.self) == "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-            + "Cache-Control: no-store\r\nTransfer-Encoding: chunked\r\n\r\n")
+        #expect(
+            String(decoding: bytes, as: UTF8.self) == "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                + "Cache-Control: no-store\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         #expect(ResponseWriter.streamHead(contentType: "text/event-stream").headers.map(\.name) == ["Content-Type", "Cache-Control"])
     }
 }

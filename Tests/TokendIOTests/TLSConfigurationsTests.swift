@@ -3,6 +3,7 @@ import NIOSSL
 import Testing
 import TokendCore
 import TokendTestSupport
+
 @testable import TokendIO
 
 /// TLS material into NIOSSL configurations: TLS 1.2 at least, private CA roots, client certificate and key; bad PEMs
@@ -31,7 +32,10 @@ import TokendTestSupport
 
     @Test func badPEMsAreNamedWithoutEchoingThem() throws {
         let notACertificate = TLSMaterial(caFile: "/etc/tokend/ca.pem", trustRootsPEM: "hello")
-        #expect(TLSConfigurations.check(notACertificate) == TLSProblem(key: "ca_file", message: "/etc/tokend/ca.pem holds no PEM certificate (-----BEGIN CERTIFICATE-----)"))
+        #expect(
+            TLSConfigurations.check(notACertificate)
+                == TLSProblem(key: "ca_file", message: "/etc/tokend/ca.pem holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        )
         let pki = try TestPKI.make()
         defer { pki.remove() }
         let badKey = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----\n"
@@ -40,6 +44,9 @@ import TokendTestSupport
         )
         #expect(problem.key == "variables.client_key")
         #expect(!problem.message.contains("c2VjcmV0"))
-        #expect(TLSConfigurations.check(TLSMaterial(clientCertificatePEM: "nope", clientKeyPEM: Secret(badKey)))?.key == "variables.client_certificate")
+        #expect(
+            TLSConfigurations.check(TLSMaterial(clientCertificatePEM: "nope", clientKeyPEM: Secret(badKey)))?.key
+                == "variables.client_certificate"
+        )
     }
 }

@@ -3,6 +3,7 @@ import NIOSSL
 import Testing
 import TokendCore
 import TokendTestSupport
+
 @testable import TokendIO
 
 /// How the AsyncHTTPClient adapter reports TLS failures that the fault matrix throws at the daemon, one request at a
@@ -10,6 +11,7 @@ import TokendTestSupport
 @Suite(.serialized) struct TLSFailureTests {
     /// A server that accepts the connection and never answers the ClientHello: every attempt, made back to back as
     /// instances at one provider would, is the same `timeout` that names the set-up, within about connect_timeout.
+    ///
     /// AsyncHTTPClient reports the first as a connect timeout and the next ones as a TLS handshake timeout (a request
     /// queued behind the stalled connection fails with it; one that times out waiting inherits the last connection's
     /// error); tokend used to make those `network` failures.
@@ -37,7 +39,8 @@ import TokendTestSupport
         for failure in failures {
             #expect(failure.kind == .transient && failure.code == "timeout", "\(failure)")
             #expect(
-                failure.message == "no connection to 127.0.0.1:\(server.port) within connect_timeout (TCP connect or TLS handshake unanswered)",
+                failure.message
+                    == "no connection to 127.0.0.1:\(server.port) within connect_timeout (TCP connect or TLS handshake unanswered)",
                 "\(failure)"
             )
         }

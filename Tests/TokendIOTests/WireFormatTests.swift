@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TokendCore
 import TokendTestSupport
+
 @testable import TokendIO
 
 /// The exact bytes of each request style on the wire, as a recording token endpoint receives them from the real
@@ -97,15 +98,17 @@ import TokendTestSupport
         }
         var connector = testCase.connector
         if !connector.contains("token_url") { connector = "token_url = \"{{base}}/token\"\n" + connector }
-        let text = connector + """
-            [variables]
-            base = "http://127.0.0.1:\(server.port)"
-            client_id = "\(Self.id)"
-            client_secret = { file = "/secret" }
-            \(testCase.variables)
-            """
+        let text =
+            connector + """
+                [variables]
+                base = "http://127.0.0.1:\(server.port)"
+                client_id = "\(Self.id)"
+                client_secret = { file = "/secret" }
+                \(testCase.variables)
+                """
         let secret = Self.secret
-        let loaded = ConfigLoader.load(.init(settings: nil, instances: [("w", .success(.init(path: "/c/instances/w.toml", text: text)))])) { _ in
+        let loaded = ConfigLoader.load(.init(settings: nil, instances: [("w", .success(.init(path: "/c/instances/w.toml", text: text)))])) {
+            _ in
             .success(.init(secret))
         }
         let resolved = try #require(loaded.instances["w"], "\(loaded.diagnostics)")

@@ -1,6 +1,8 @@
 import Foundation
 
-/// Maps socket API requests to answers (SPEC §8). Pure: the instances and `now` are passed in.
+/// Maps socket API requests to answers (SPEC §8).
+///
+/// Pure: the instances and `now` are passed in.
 public struct APIRouter: Sendable {
     /// What a request asks for.
     public enum Route: Sendable, Hashable {
@@ -44,8 +46,8 @@ public struct APIRouter: Sendable {
     /// The instance a `/v1/tokens/NAME` path names (the request programs make on every call), without splitting
     /// the path; nil for every other path.
     public static func tokenName(inPath path: String) -> String? {
-        // Over the string's bytes in place (`withUTF8` copies only a string that is not stored as UTF-8): the
-        // generic UTF-8 view walk cost more than the rest of the lookup.
+        // Over the string's bytes in place (`withUTF8` copies only a string that is not stored as UTF-8): this runs
+        // for every token request, and the generic UTF-8 view walk is slower than the rest of the lookup.
         var path = path
         return path.withUTF8 { bytes in
             let prefix: StaticString = "/v1/tokens/"
@@ -216,8 +218,9 @@ public struct APIRouter: Sendable {
         }
     }
 
-    /// The `expires_in` of a JSON token answer at `now`: whole seconds left, never negative. The only part of a
-    /// token's answer that changes while the token stays the same.
+    /// The `expires_in` of a JSON token answer at `now`: whole seconds left, never negative.
+    ///
+    /// The only part of a token's answer that changes while the token stays the same.
     public static func expiresIn(_ token: IssuedToken, now: Date) -> Int {
         max(0, Int(token.expiresAt.timeIntervalSince(now)))
     }
@@ -259,7 +262,13 @@ public struct APIRouter: Sendable {
         return APIResponse(status: status, contentType: "application/json", body: body)
     }
 
-    public func error(_ status: APIStatus, _ code: String, _ message: String, instance: String? = nil, lastError: String? = nil)
+    public func error(
+        _ status: APIStatus,
+        _ code: String,
+        _ message: String,
+        instance: String? = nil,
+        lastError: String? = nil
+    )
         -> APIResponse
     {
         json(status, API.ErrorBody(error: code, message: message, instance: instance, last_error: lastError))

@@ -1,9 +1,11 @@
 import Foundation
 
-/// The 200 answers already made from one token, so that callers asking many times a second share one body instead
-/// of each rendering it: an answer stays right for as long as its format and `expires_in` do (under a second for
-/// JSON; the token's whole life for `raw` and `header`). Belongs to one instance's one token (a new token, a new
-/// `TokenAnswers`); whether the caller may read the token and whether it is still servable is decided before.
+/// The 200 answers already made from one token, so that callers asking many times a second share one body instead of
+/// each rendering it: an answer stays right for as long as its format and `expires_in` do (under a second for JSON; the
+/// token's whole life for `raw` and `header`).
+///
+/// Belongs to one instance's one token (a new token, a new `TokenAnswers`); whether the caller may read the token and
+/// whether it is still servable is decided before.
 public struct TokenAnswers: Sendable {
     private var made: [(format: TokenFormat, expiresIn: Int, response: APIResponse)] = []
 

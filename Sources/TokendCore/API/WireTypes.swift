@@ -1,4 +1,8 @@
-/// JSON bodies of the socket API (SPEC §8), shared by the server and the CLI client. Times are Unix epoch seconds.
+// swift-format-ignore: AlwaysUseLowerCamelCase
+// The property names are the JSON keys of SPEC §8, spelled as on the wire.
+/// JSON bodies of the socket API (SPEC §8), shared by the server and the CLI client.
+///
+/// Times are Unix epoch seconds.
 public enum API {
     /// `GET /v1/tokens/{instance}`.
     public struct TokenBody: Codable, Sendable, Hashable {
@@ -59,8 +63,14 @@ public enum API {
         public var last_error: LastError?
 
         public init(
-            name: String, state: String, token_fingerprint: String?, expires_at: Int?, next_refresh: Int?,
-            outage_budget_seconds: Int, consecutive_failures: Int, last_error: LastError?
+            name: String,
+            state: String,
+            token_fingerprint: String?,
+            expires_at: Int?,
+            next_refresh: Int?,
+            outage_budget_seconds: Int,
+            consecutive_failures: Int,
+            last_error: LastError?
         ) {
             self.name = name
             self.state = state
@@ -122,8 +132,10 @@ public enum API {
 }
 
 extension API.TokenBody {
-    /// The body as `JSONEncoder` with `.sortedKeys` writes it (slashes escaped too), plus a newline, written
-    /// directly: this answers every token request, and the encoder was a fifth of the time spent serving one.
+    /// The body as `JSONEncoder` with `.sortedKeys` writes it (slashes escaped too), plus a newline, written directly:
+    /// this answers every token request, and the encoder is a large share of serving one
+    /// (BENCHMARKS.md, "Figures behind code comments").
+    ///
     /// `TokenBodyJSONTests` holds it byte for byte to `JSONEncoder`'s output.
     public func json() -> [UInt8] {
         var out: [UInt8] = []

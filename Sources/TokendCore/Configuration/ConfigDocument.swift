@@ -46,7 +46,7 @@ public struct ConfigDocument: Sendable {
             let table = try TOMLTable(string: text)
             let root = convert(table)
             // TOMLKit 0.6 never deletes a parsed tree (TOMLTable has no deinit). Clearing the root makes toml++ free
-            // every node under it, which is nearly all of the tree: 10,000 instance files leaked 10 MB without it.
+            // every node under it, which is nearly all of the tree, so a parse no longer leaks (docs/reliability.md).
             table.clear()
             return .success(ConfigDocument(file: file, root: root, source: SourceLines(text: text)))
         } catch let error as TOMLParseError {
@@ -66,8 +66,10 @@ public struct ConfigDocument: Sendable {
     /// overflows the stack of the TOML parser, so such a file is refused before it gets there.
     public static let maxNesting = 32
 
-    /// The first line where dotted-key segments and open brackets and braces, counted together outside strings
-    /// and comments, exceed `limit`; nil when none does. One pass, no recursion.
+    /// The first line where dotted-key segments and open brackets and braces, counted together outside strings and
+    /// comments, exceed `limit`; nil when none does.
+    ///
+    /// One pass, no recursion.
     static func lineNestedDeeperThan(_ limit: Int, in text: String) -> Int? {
         let bytes = Array(text.utf8)
         let (newline, hash, quote, apostrophe, backslash) = (UInt8(10), UInt8(35), UInt8(34), UInt8(39), UInt8(92))
@@ -102,8 +104,9 @@ public struct ConfigDocument: Sendable {
                 switch byte {
                 case hash: inComment = true
                 case quote, apostrophe:
-                    string = (byte, tripled(byte, at: index))
-                    if string!.multiline { index += 2 }
+                    let opened = (quote: byte, multiline: tripled(byte, at: index))
+                    string = opened
+                    if opened.multiline { index += 2 }
                 case UInt8(ascii: "["), UInt8(ascii: "{"): depth += 1
                 case UInt8(ascii: "]"), UInt8(ascii: "}"): depth = max(0, depth - 1)
                 case UInt8(ascii: "."): segments += 1

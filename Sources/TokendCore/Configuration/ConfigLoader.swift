@@ -1,8 +1,10 @@
 import Dispatch
 import Foundation
 
-/// Assembles a whole config directory from file texts: parses every file, reads secrets through an injected
-/// reader, renders each instance's request. Pure: the caller supplies the texts and the secret reader.
+/// Assembles a whole config directory from file texts: parses every file, reads secrets through an injected reader,
+/// renders each instance's request.
+///
+/// Pure: the caller supplies the texts and the secret reader.
 public enum ConfigLoader {
     /// One file of the directory, as read.
     public struct File: Sendable, Hashable {
@@ -15,7 +17,9 @@ public enum ConfigLoader {
         }
     }
 
-    /// The directory's contents. A file whose text could not be read carries the reason instead.
+    /// The directory's contents.
+    ///
+    /// A file whose text could not be read carries the reason instead.
     public struct Input: Sendable {
         public var settings: Result<File, ConfigDiagnostic>?
         public var connectors: [(name: String, file: Result<File, ConfigDiagnostic>)]
@@ -75,7 +79,8 @@ public enum ConfigLoader {
 
     /// Fetches an issuer's metadata (OpenID Connect Discovery, then RFC 8414) with the instance's TLS material and the
     /// daemon's proxy and timeouts; the failure says why, naming the URLs tried.
-    public typealias Discoverer = @Sendable (_ issuer: String, _ tls: TLSMaterial, _ settings: DaemonSettings) -> Result<DiscoveryDocument, DiscoveryError>
+    public typealias Discoverer =
+        @Sendable (_ issuer: String, _ tls: TLSMaterial, _ settings: DaemonSettings) -> Result<DiscoveryDocument, DiscoveryError>
 
     /// What a pure caller gets: no discovery.
     public static let noDiscovery: Discoverer = { issuer, _, _ in .failure(DiscoveryError("discovery of \(issuer) is not available here")) }
@@ -246,9 +251,10 @@ public enum ConfigLoader {
         return Loaded(settings: settings, instances: instances, failedInstances: failed, diagnostics: diagnostics)
     }
 
-    /// What one load learned, for the next: each instance file's parse and each request's rendering, reused when
-    /// their inputs are equal (a SIGHUP that changes 1 % of 10,000 files parses and renders 100). Secrets, TLS
-    /// material and issuer metadata are read again on every load, so a rotated secret is always seen.
+    /// What one load learned, for the next: each instance file's parse and each request's rendering, reused when their
+    /// inputs are equal (a SIGHUP that changes a few files parses and renders only those).
+    ///
+    /// Secrets, TLS material and issuer metadata are read again on every load, so a rotated secret is always seen.
     public final class Memo: @unchecked Sendable {
         // Guarded by `lock`, held for a whole load.
         let lock = NSLock()
@@ -277,8 +283,8 @@ public enum ConfigLoader {
         var tls: TLSMaterial
     }
 
-    /// A class: the memo's dictionary then holds a pointer per instance, not the whole value (with a diagnostic's
-    /// room inline), which was 2.7 MB of table at 10,000 instances.
+    /// A class: the memo's dictionary then holds a pointer per instance, not the whole value with a diagnostic's room
+    /// inline (BENCHMARKS.md, "Figures behind code comments").
     fileprivate final class RenderedRequest: Sendable {
         let key: RenderKey
         let result: Result<ResolvedInstance, ConfigDiagnostic>
@@ -354,7 +360,14 @@ public enum ConfigLoader {
         }
         var definition = definition
         if let issuerTemplate = definition.connector.issuer {
-            switch discoverTokenURL(definition, issuerTemplate: issuerTemplate, values: input.values, tls: input.tls, settings: settings, discover: discover) {
+            switch discoverTokenURL(
+                definition,
+                issuerTemplate: issuerTemplate,
+                values: input.values,
+                tls: input.tls,
+                settings: settings,
+                discover: discover
+            ) {
             case .success(let url): definition.connector.tokenURL = url
             case .failure(let error):
                 input.diagnostics.append(error)

@@ -22,9 +22,9 @@ public struct DaemonSettings: Sendable, Hashable {
 
 /// When to refresh and how to retry; SPEC §5's `[refresh]` table.
 public struct RefreshSettings: Sendable, Hashable {
-    /// Refresh once this fraction of the token's lifetime has passed ...
+    /// Refresh once this fraction of the token's lifetime has passed (but see ``minLead``).
     public var ratio: Double = 0.75
-    /// ... and never later than this before expiry (seconds).
+    /// Refresh no later than this before expiry (seconds), whatever ``ratio`` says.
     public var minLead: Double = 60
     /// ± fraction of the lead time.
     public var jitter: Double = 0.10
@@ -43,7 +43,7 @@ public struct RefreshSettings: Sendable, Hashable {
     /// The subset an instance may override; nil keeps the daemon's value.
     public struct Overrides: Sendable, Hashable {
         /// The values, in a box that is nil while none is set: nearly every connector and instance sets none, and
-        /// seven optional numbers inline were 112 bytes in each (twice per instance: 2 MB at 10,000 instances).
+        /// seven optional numbers inline would sit twice in every instance.
         @usableFromInline struct Values: Sendable, Hashable {
             var ratio: Double?
             var minLead: Double?

@@ -71,6 +71,7 @@ public struct TemplateField: Sendable, Hashable {
 }
 
 /// An authentication method for one API: how to ask its token endpoint and where the answer sits.
+///
 /// Comes from `connectors/<name>.toml`, or from an instance file that writes the keys inline.
 public struct ConnectorDefinition: Sendable, Hashable {
     /// The connector's name (the instance's name for the inline form).
@@ -120,11 +121,12 @@ public struct ConnectorDefinition: Sendable, Hashable {
         self.variables = variables
     }
 
-    /// The built-in variables for a client authentication style (the seed's defaults). Every connector of one
-    /// style shares the same dictionary storage until it declares a variable of its own: an inline connector per
-    /// instance would otherwise cost ~1 KB each (11 MB for 10,000 instances).
+    /// The built-in variables for a client authentication style (the seed's defaults).
+    ///
+    /// Every connector of one style shares the same dictionary storage until it declares a variable of its own, so the
+    /// inline connector of every instance does not carry its own copy.
     public static func builtinVariables(for auth: ClientAuthentication) -> [String: VariableSpec] {
-        sharedBuiltinVariables[auth]!
+        sharedBuiltinVariables[auth] ?? makeBuiltinVariables(for: auth)
     }
 
     private static let sharedBuiltinVariables = Dictionary(
@@ -184,7 +186,7 @@ public struct ConnectorDefinition: Sendable, Hashable {
 
 /// One instance: a connector plus the values of its variables, before secrets are read.
 ///
-/// The fields (with the connector, about 740 bytes) live in one shared, copy-on-write box: a definition is copied
+/// The fields (the connector included) live in one shared, copy-on-write box: a definition is copied
 /// into the parse memo, the rendering's key, the resolved instance and the daemon's running state, and each copy
 /// costs a pointer. Two copies of one parse compare equal by identity, without looking at the fields.
 @dynamicMemberLookup

@@ -1,8 +1,9 @@
 import Foundation
 
-/// The outbound HTTP proxy for token and discovery requests: `[http] proxy` in `tokend.toml`, else `HTTPS_PROXY`
-/// (or `https_proxy`) from the environment; hosts in `[http] no_proxy` or `NO_PROXY` go direct. HTTPS requests
-/// go through the proxy in a CONNECT tunnel, so the proxy never sees the request.
+/// The outbound HTTP proxy for token and discovery requests: `[http] proxy` in `tokend.toml`, else `HTTPS_PROXY` (or
+/// `https_proxy`) from the environment; hosts in `[http] no_proxy` or `NO_PROXY` go direct.
+///
+/// HTTPS requests go through the proxy in a CONNECT tunnel, so the proxy never sees the request.
 public struct ProxySettings: Sendable, Hashable {
     public var host: String
     public var port: Int
@@ -16,8 +17,9 @@ public struct ProxySettings: Sendable, Hashable {
         self.noProxy = noProxy
     }
 
-    /// Parses `http://host:port` (or `host:port`); nil when it is not one. Credentials in the URL are refused (they
-    /// would end up in messages).
+    /// Parses `http://host:port` (or `host:port`); nil when it is not one.
+    ///
+    /// Credentials in the URL are refused (they would end up in messages).
     public static func parse(_ url: String) -> ProxySettings? {
         let text = url.contains("://") ? url : "http://" + url
         guard let components = URLComponents(string: text), components.scheme?.lowercased() == "http",
@@ -26,8 +28,9 @@ public struct ProxySettings: Sendable, Hashable {
         return ProxySettings(host: host, port: components.port ?? 80)
     }
 
-    /// The proxy in force: the daemon settings' first, then the environment's. A malformed `HTTPS_PROXY` is ignored
-    /// (with the reason returned for a log line).
+    /// The proxy in force: the daemon settings' first, then the environment's.
+    ///
+    /// A malformed `HTTPS_PROXY` is ignored (with the reason returned for a log line).
     public static func resolve(
         setting: String?,
         noProxySetting: [String]?,
@@ -39,7 +42,8 @@ public struct ProxySettings: Sendable, Hashable {
             return (nil, "ignoring HTTPS_PROXY: expected http://host:port without credentials")
         }
         let noProxyText = environment["NO_PROXY"] ?? environment["no_proxy"] ?? ""
-        proxy.noProxy = noProxySetting
+        proxy.noProxy =
+            noProxySetting
             ?? noProxyText.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         return (proxy, nil)
     }

@@ -12,7 +12,7 @@ public struct TOMLKeyLocator: Sendable {
 
     public init(text: String) {
         // Over UTF-8 bytes: every byte this looks at (brackets, quotes, `=`, `.`, `#`, blanks, line ends) is ASCII,
-        // and walking Characters was a third of the time to parse an instance file.
+        // and walking Characters is a large share of parsing a file.
         let bytes = Array(text.utf8)
         var table: [String] = []
         var inMultiline: [UInt8]? = nil
@@ -129,10 +129,12 @@ public struct TOMLKeyLocator: Sendable {
     }
 }
 
-/// A file's text and its ``TOMLKeyLocator``, built the first time a line is asked for: most instance files load
-/// without a message that needs one, and building it was a quarter of the time to parse one. (A file with `[query]`,
-/// `[headers]` or `[body]` builds it while parsing: those fields keep the order of their lines.) Kept by each
-/// ``InstanceDefinition`` (sharing the text's storage with the config memo) for the messages of later steps.
+/// A file's text and its ``TOMLKeyLocator``, built the first time a line is asked for: most instance files load without
+/// a message that needs one, and building it is a large share of a parse.
+///
+/// (A file with `[query]`, `[headers]` or `[body]` builds it while parsing: those fields keep the order of their
+/// lines.) Kept by each ``InstanceDefinition`` (sharing the text's storage with the config memo) for the messages of
+/// later steps.
 public final class SourceLines: Sendable, Hashable {
     public let text: String
     private let locator = Mutex<TOMLKeyLocator?>(nil)
@@ -144,8 +146,10 @@ public final class SourceLines: Sendable, Hashable {
     /// The line of `path` (dotted), or of its nearest ancestor that is written in the text.
     public func line(of path: [String]) -> Int? {
         locator.withLock { locator in
-            if locator == nil { locator = TOMLKeyLocator(text: text) }
-            return locator!.line(of: path)
+            if let built = locator { return built.line(of: path) }
+            let built = TOMLKeyLocator(text: text)
+            locator = built
+            return built.line(of: path)
         }
     }
 

@@ -1,8 +1,8 @@
 /// Variable names to values, for the few variables each instance sets: one array of entries sorted by name.
 ///
-/// A `Dictionary` of two entries takes four buckets and a 64-byte header (232 bytes for an instance's variable
-/// sources, 200 for its values); this takes 96–112. Every instance keeps one of each, so at 10,000 instances that
-/// is 2.2 MB. Lookups are a binary search over a handful of names. Equality and hashing ignore the order in which
+/// A `Dictionary` of a few entries is mostly empty buckets and header, and every instance keeps two of these (its
+/// variable sources and its values), so one sorted array takes about half the memory. Lookups are a binary search
+/// over a handful of names. Equality and hashing ignore the order in which
 /// entries were set, like a dictionary's.
 public struct VariableMap<Value: Sendable & Hashable>: Sendable, Hashable, Sequence, ExpressibleByDictionaryLiteral {
     public typealias Element = (key: String, value: Value)

@@ -23,8 +23,10 @@ public enum AssertionKey: Sendable {
         }
     }
 
-    /// Parses a PEM private key: EC P-256 (SEC 1 or PKCS #8) for ES256, RSA of at least 2048 bits (PKCS #1 or
-    /// PKCS #8) for RS256. The error never contains the key.
+    /// Parses a PEM private key: EC P-256 (SEC 1 or PKCS #8) for ES256, RSA of at least 2048 bits (PKCS #1 or PKCS #8)
+    /// for RS256.
+    ///
+    /// The error never contains the key.
     public static func parse(pem: String) -> Result<AssertionKey, AssertionError> {
         let trimmed = pem.trimmingCharacters(in: .whitespacesAndNewlines)
         guard trimmed.hasPrefix("-----BEGIN ") else {
@@ -60,8 +62,9 @@ public struct AssertionError: Error, Sendable, Hashable, CustomStringConvertible
     public var description: String { message }
 }
 
-/// What a client assertion says and how it is signed (RFC 7523 §2.2, §3; OpenID Connect Core §9). Built once per
-/// load; ``signed(now:jti:)`` makes a fresh JWT for each token request.
+/// What a client assertion says and how it is signed (RFC 7523 §2.2, §3; OpenID Connect Core §9).
+///
+/// Built once per load; ``signed(now:jti:)`` makes a fresh JWT for each token request.
 public struct ClientAssertion: Sendable, Hashable, CustomStringConvertible {
     public static let assertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
     /// How long an assertion is valid after `iat` (seconds).

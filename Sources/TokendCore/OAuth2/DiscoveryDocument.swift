@@ -66,8 +66,10 @@ public struct DiscoveryDocument: Sendable, Hashable {
         return .success(document)
     }
 
-    /// The token endpoint to use with `auth`: the mTLS alias for `tls_client_auth` when there is one. Fails when the
-    /// document belongs to another issuer, has no token endpoint, or does not offer the configured method.
+    /// The token endpoint to use with `auth`: the mTLS alias for `tls_client_auth` when there is one.
+    ///
+    /// Fails when the document belongs to another issuer, has no token endpoint, or does not offer the configured
+    /// method.
     public func tokenEndpoint(issuer expected: String, auth: ClientAuthentication) -> Result<String, DiscoveryError> {
         if let issuer, Self.normalized(issuer) != Self.normalized(expected) {
             return .failure(DiscoveryError("the metadata names issuer \(issuer), not \(expected)"))

@@ -12,7 +12,9 @@ public struct FetchFailure: Error, Sendable, Hashable, CustomStringConvertible {
     public var kind: Kind
     /// A stable, bounded code: an RFC 6749 error code, `http_503`, `network`, `timeout`, `invalid_response`, ….
     public var code: String
-    /// A human-readable message. Never contains a secret or a token.
+    /// A human-readable message.
+    ///
+    /// Never contains a secret or a token.
     public var message: String
     /// Seconds the server asked us to wait (`Retry-After`).
     public var retryAfter: Double?

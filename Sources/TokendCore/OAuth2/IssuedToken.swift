@@ -1,6 +1,8 @@
 import Foundation
 
-/// A token the endpoint issued, with the times that govern its refresh. Prints without the token.
+/// A token the endpoint issued, with the times that govern its refresh.
+///
+/// Prints without the token.
 public struct IssuedToken: Sendable, Hashable, CustomStringConvertible {
     public var accessToken: Secret
     public var tokenType: String

@@ -1,6 +1,7 @@
 /// What the TLS connection of a token (or discovery) request needs beyond the system's defaults: a private CA
-/// (`ca_file`) and, for RFC 8705 `tls_client_auth`, a client certificate and key. The IO layer turns it into a
-/// TLS configuration (TLS 1.2 minimum). Its description never shows the key.
+/// (`ca_file`) and, for RFC 8705 `tls_client_auth`, a client certificate and key.
+///
+/// The IO layer turns it into a TLS configuration (TLS 1.2 minimum). Its description never shows the key.
 public struct TLSMaterial: Sendable, Hashable, CustomStringConvertible {
     /// The path of `ca_file`, for messages.
     public var caFile: String?

@@ -1,7 +1,8 @@
 import Foundation
 
-/// `{{name}}` placeholders in connector values. Names are case-sensitive and exact; spaces inside the braces are
-/// ignored (`{{ scope }}`).
+/// `{{name}}` placeholders in connector values.
+///
+/// Names are case-sensitive and exact; spaces inside the braces are ignored (`{{ scope }}`).
 public enum Template {
     /// A run of literal text, or a placeholder with the text it was written as.
     public enum Piece: Sendable, Hashable {
@@ -9,7 +10,9 @@ public enum Template {
         case placeholder(name: String, original: String)
     }
 
-    /// Visits the template's pieces in order. An unclosed `{{` is literal text.
+    /// Visits the template's pieces in order.
+    ///
+    /// An unclosed `{{` is literal text.
     public static func walk(_ template: String, _ visit: (Piece) -> Void) {
         var rest = template[...]
         while let open = rest.range(of: "{{") {

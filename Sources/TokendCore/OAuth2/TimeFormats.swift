@@ -21,8 +21,9 @@ public enum RFC3339 {
 /// `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date.
 public enum RetryAfter {
     /// Seconds to wait from `now`, or nil when the value is neither form.
-    /// The longest wait honoured (a day): a hostile or broken `Retry-After: 9223372036854775807` must not overflow
-    /// time arithmetic or park an instance for centuries.
+    ///
+    /// The longest wait honoured (a day): a hostile or broken `Retry-After: 9223372036854775807` must not overflow time
+    /// arithmetic or park an instance for centuries.
     public static let maxSeconds: Double = 86_400
 
     public static func seconds(from value: String, now: Date) -> Double? {

@@ -1,6 +1,8 @@
 import Foundation
 
-/// One rendered token request: what goes on the wire. Its description never shows headers or body.
+/// One rendered token request: what goes on the wire.
+///
+/// Its description never shows headers or body.
 public struct TokenRequest: Sendable, Hashable, CustomStringConvertible {
     public struct Header: Sendable, Hashable {
         public var name: String

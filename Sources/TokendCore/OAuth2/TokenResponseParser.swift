@@ -4,6 +4,7 @@ import Foundation
 /// failure otherwise (§5.2).
 public enum TokenResponseParser {
     /// The RFC 6749 §5.2 codes after which retrying soon cannot help.
+    ///
     /// `invalid_grant` is among them: a client-credentials request has no grant that could expire, and providers
     /// (Salesforce, for one) answer a disabled or misconfigured client with it.
     public static let permanentErrorCodes: Set<String> = [
@@ -43,9 +44,11 @@ public enum TokenResponseParser {
         }
     }
 
-    /// Parses one response. `retryAfter` is the raw `Retry-After` header, if any. `secrets` (the instance's
-    /// secret values and credentials) are scrubbed from what the provider sent before it is clipped into a message,
-    /// so that a provider that echoes the request cannot leak even part of one.
+    /// Parses one response.
+    ///
+    /// `retryAfter` is the raw `Retry-After` header, if any. `secrets` (the instance's secret values and credentials)
+    /// are scrubbed from what the provider sent before it is clipped into a message, so that a provider that echoes the
+    /// request cannot leak even part of one.
     public static func parse(
         status: Int,
         body: [UInt8],
@@ -74,7 +77,8 @@ public enum TokenResponseParser {
                 FetchFailure(
                     kind: .transient,
                     code: "invalid_response",
-                    message: "HTTP \(status) response has no string at '\(shape.tokenKey)' (keys: \(json.objectKeys.prefix(10).joined(separator: ", ")))"
+                    message:
+                        "HTTP \(status) response has no string at '\(shape.tokenKey)' (keys: \(json.objectKeys.prefix(10).joined(separator: ", ")))"
                 )
             )
         }

@@ -90,9 +90,10 @@ public struct InstanceStateMachine: Sendable {
         isFetching ? [] : beginFetch(now: now)
     }
 
-    /// A client wants a token valid for at least `minValid` seconds. Serves the current one when it is good enough;
-    /// otherwise starts or joins one shared refresh, unless one started less than `min_interval` ago (the provider
-    /// is not hammered on clients' behalf).
+    /// A client wants a token valid for at least `minValid` seconds.
+    ///
+    /// Serves the current one when it is good enough; otherwise starts or joins one shared refresh, unless one started
+    /// less than `min_interval` ago (the provider is not hammered on clients' behalf).
     public mutating func tokenRequested(minValid: Double, now: Date) -> (answer: Answer, actions: [Action]) {
         if let token = servableToken(at: now), token.serveUntil.timeIntervalSince(now) >= minValid {
             return (.serve(token), [])
@@ -110,9 +111,11 @@ public struct InstanceStateMachine: Sendable {
         return (.wait, beginFetch(now: now))
     }
 
-    /// A client got a 401 with the token whose fingerprint it names (compare-and-swap): when that is still the
-    /// current token it is no longer served and a refresh starts (or is scheduled once `min_interval` has passed
-    /// since the last one); a stale fingerprint changes nothing. Returns whether the token was dropped.
+    /// A client got a 401 with the token whose fingerprint it names (compare-and-swap): when that is still the current
+    /// token it is no longer served and a refresh starts (or is scheduled once `min_interval` has passed since the last
+    /// one); a stale fingerprint changes nothing.
+    ///
+    /// Returns whether the token was dropped.
     public mutating func tokenInvalidated(fingerprint: String, now: Date) -> (invalidated: Bool, actions: [Action]) {
         guard let current = token, current.fingerprint == fingerprint else { return (false, []) }
         token = nil

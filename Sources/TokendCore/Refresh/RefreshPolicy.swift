@@ -38,9 +38,9 @@ public struct RefreshPolicy: Sendable, Hashable {
             ?? min(obtained + settings.ratio * lifetime, expires - settings.minLead)
         let spread = settings.jitter * max(0, expires - base)
         let floor = obtained + settings.minInterval
-        return Date(timeIntervalSinceReferenceDate: max(base - spread, floor))...Date(
-            timeIntervalSinceReferenceDate: max(base + spread, floor)
-        )
+        let earliest = Date(timeIntervalSinceReferenceDate: max(base - spread, floor))
+        let latest = Date(timeIntervalSinceReferenceDate: max(base + spread, floor))
+        return earliest...latest
     }
 
     /// When to refresh `token`: uniformly random within ``refreshWindow(for:)``.

@@ -1,6 +1,8 @@
-/// SplitMix64: a small, fast generator. The daemon seeds one from the system's generator at start and draws its
-/// refresh jitter from it (no `getrandom` system call per draw); tests seed it themselves, so that jitter and
-/// "random" moments can be replayed. Not for anything secret.
+/// SplitMix64: a small, fast generator.
+///
+/// The daemon seeds one from the system's generator at start and draws its refresh jitter from it (no `getrandom`
+/// system call per draw); tests seed it themselves, so that jitter and "random" moments can be replayed. Not for
+/// anything secret.
 public struct SplitMix64: RandomNumberGenerator, Sendable {
     public var state: UInt64
 

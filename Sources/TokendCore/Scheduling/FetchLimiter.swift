@@ -28,8 +28,10 @@ public struct FetchLimiter: Sendable {
     /// Whether `name` waits for a free place.
     public func isWaiting(_ name: String) -> Bool { waiting.contains(name) }
 
-    /// Asks to fetch `name` from `host`. Returns true when it may start now (it then counts as in flight); false when
-    /// it waits (it is queued once, however often it asks).
+    /// Asks to fetch `name` from `host`.
+    ///
+    /// Returns true when it may start now (it then counts as in flight); false when it waits (it is queued once,
+    /// however often it asks).
     public mutating func admit(_ name: String, host: String) -> Bool {
         guard hasRoom(for: host) else {
             if waiting.insert(name).inserted {
@@ -41,8 +43,10 @@ public struct FetchLimiter: Sendable {
         return true
     }
 
-    /// A request to `host` finished. Returns the waiting instances that start now, oldest first: the freed host's
-    /// queue first, then other hosts while the overall limit allows. They count as in flight. O(1) per started fetch.
+    /// A request to `host` finished.
+    ///
+    /// Returns the waiting instances that start now, oldest first: the freed host's queue first, then other hosts while
+    /// the overall limit allows. They count as in flight. O(1) per started fetch.
     public mutating func finished(host: String, isWanted: (String) -> Bool) -> [(name: String, host: String)] {
         inFlight -= 1
         inFlightByHost[host, default: 1] -= 1

@@ -14,8 +14,10 @@ public struct ReloadPlan: Sendable, Hashable {
 
     public init() {}
 
-    /// The plan from the running instances' request fingerprints and the names the new configuration defines
-    /// (`loaded`, with the fingerprint of each) or failed to load (`failed`). Each list is sorted.
+    /// The plan from the running instances' request fingerprints and the names the new configuration defines (`loaded`,
+    /// with the fingerprint of each) or failed to load (`failed`).
+    ///
+    /// Each list is sorted.
     public init(running: [String: String], loaded: [String: String], failed: Set<String>) {
         for (name, fingerprint) in loaded {
             switch running[name] {

@@ -47,7 +47,9 @@ public struct WakeUpSchedule: Sendable {
     /// How many entries the heap holds, stale ones included.
     public var count: Int { heap.count }
 
-    /// Adds a wake-up. Returns whether the timer must be re-armed: the entry is earlier than the armed time.
+    /// Adds a wake-up.
+    ///
+    /// Returns whether the timer must be re-armed: the entry is earlier than the armed time.
     public mutating func add(_ entry: Entry) -> Bool {
         heap.insert(entry)
         return armedFor.map { entry.due < $0 } ?? true
@@ -59,7 +61,9 @@ public struct WakeUpSchedule: Sendable {
     }
 
     /// Removes and returns the earliest live entry due at `now`, dropping stale entries on the way; nil when none is
-    /// due. Entries added while the caller handles one are considered by the next call.
+    /// due.
+    ///
+    /// Entries added while the caller handles one are considered by the next call.
     public mutating func takeDue(at now: Date, isLive: (Entry) -> Bool) -> Entry? {
         while let first = heap.min, first.due <= now.addingTimeInterval(Self.tolerance) {
             heap.removeMin()
@@ -69,7 +73,9 @@ public struct WakeUpSchedule: Sendable {
     }
 
     /// The time to arm the timer for: the earliest live entry (stale ones on top are dropped); nil when nothing is
-    /// scheduled. The result is remembered as the armed time.
+    /// scheduled.
+    ///
+    /// The result is remembered as the armed time.
     public mutating func arm(isLive: (Entry) -> Bool) -> Date? {
         while let first = heap.min, !isLive(first) {
             heap.removeMin()

@@ -1,13 +1,16 @@
-import CSystemd
+import CLinuxShims
+import TokendCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import TokendCore
 
-/// One JSON file per instance (`<dir>/<name>.json`, mode 0600, directory 0700), written crash-safely:
-/// temp file + fsync + rename + fsync of the directory. Symlinks inside the directory are never followed.
+/// One JSON file per instance (`<dir>/<name>.json`, mode 0600, directory 0700), written crash-safely.
+///
+/// Each write is a temp file, fsync, rename and fsync of the directory. Symlinks inside the directory are never
+/// followed.
 public struct FileTokenCache: TokenCache {
     public let directory: String
     /// Cache files larger than this are corrupt by definition.
@@ -63,10 +66,11 @@ public struct FileTokenCache: TokenCache {
         if let (_, failure) = store(batch: [record]).first { throw failure }
     }
 
-    /// Stores several records with two flushes in all instead of two per file: every temp file is written, then
-    /// one `syncfs` makes them durable, then each is renamed over its cache file and the directory is synced once.
-    /// A crash leaves each cache file either old or new, never partial (each rename comes after the sync). A batch
-    /// of one uses `fsync` on its file, which flushes nothing else of the filesystem. Returns the failures.
+    /// Stores several records with two flushes in all instead of two per file: every temp file is written, then one
+    /// `syncfs` makes them durable, then each is renamed over its cache file and the directory is synced once.
+    ///
+    /// A crash leaves each cache file either old or new, never partial (each rename comes after the sync). A batch of
+    /// one uses `fsync` on its file, which flushes nothing else of the filesystem. Returns the failures.
     public func store(batch records: [CacheRecord]) -> [(instance: String, error: CacheError)] {
         var failures: [(instance: String, error: CacheError)] = []
         var written: [(temp: String, final: String, instance: String)] = []
@@ -84,7 +88,7 @@ public struct FileTokenCache: TokenCache {
             var offset = 0
             var failure: CacheError?
             while offset < bytes.count {
-                let count = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+                let count = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
                 if count < 0 {
                     if errno == EINTR { continue }
                     failure = CacheError(operation: "write", path: temp, errno: errno)

@@ -1,9 +1,10 @@
+import TokendCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import TokendCore
 
 /// What loading one instance's cache file found.
 public enum CacheLoadOutcome: Sendable, Hashable {
@@ -13,7 +14,9 @@ public enum CacheLoadOutcome: Sendable, Hashable {
     case movedAside(reason: String)
 }
 
-/// Where tokens survive a restart. The real one is ``FileTokenCache``; tests use an in-memory twin.
+/// Where tokens survive a restart.
+///
+/// The real one is ``FileTokenCache``; tests use an in-memory twin.
 public protocol TokenCache: Sendable {
     /// Makes the cache usable (creates its directory, removes what a crash left behind).
     func prepare() throws(CacheError)

@@ -1,13 +1,15 @@
+import Dispatch
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Dispatch
-import Foundation
 
-/// The daemon's time: the wall clock (token lifetimes), the boot clock (which counts suspend: a difference in the
-/// two clocks' progress is a step of the wall clock), the monotonic clock (`MONOTONIC_USEC=`), and timers on a queue.
+/// The daemon's time: the wall clock (token lifetimes), the boot clock (which counts suspend: a difference in the two
+/// clocks' progress is a step of the wall clock), the monotonic clock (`MONOTONIC_USEC=`), and timers on a queue.
+///
 /// The real one is ``SystemDaemonClock``; tests use a manual twin they advance.
 public protocol DaemonClock: Sendable {
     /// The wall-clock time.

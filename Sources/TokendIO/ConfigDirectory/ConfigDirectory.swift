@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import NIOConcurrencyHelpers
 import TokendCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Reads a config directory (`tokend.toml`, `instances/*.toml`) and secret files, and hands the texts to the core.
 public struct ConfigDirectory: Sendable {
@@ -50,7 +51,9 @@ public struct ConfigDirectory: Sendable {
         public var description: String { "\(path): \(reason)" }
     }
 
-    /// Reads and validates the whole directory. Throws only when the directory itself cannot be read.
+    /// Reads and validates the whole directory.
+    ///
+    /// Throws only when the directory itself cannot be read.
     public func load() throws(Unreadable) -> ConfigLoader.Loaded {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -104,7 +107,7 @@ public struct ConfigDirectory: Sendable {
     static func tomlFiles(in directory: String) -> [(name: String, file: Result<ConfigLoader.File, ConfigDiagnostic>)] {
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted()
             .filter { $0.hasSuffix(".toml") && !$0.hasPrefix(".") }
-        // Read on every core: 10,000 files one after another were a sixth of a start from a warm cache.
+        // Read on every core: thousands of files read one after another are a noticeable part of a start.
         return Parallel.map(names.count) { index in
             let filePath = join(directory, names[index])
             return (String(names[index].dropLast(5)), readText(filePath).map { ConfigLoader.File(path: filePath, text: $0) })
@@ -141,8 +144,9 @@ public struct ConfigDirectory: Sendable {
     }
 
     /// Reads a UTF-8 text file of bounded size; the failure names the file and why.
-    /// Only regular files are read: a FIFO (opened without O_NONBLOCK) would block the reload, and with it the
-    /// I/O queue, until someone writes to it; a device could be endless.
+    ///
+    /// Only regular files are read: a FIFO (opened without O_NONBLOCK) would block the reload, and with it the I/O
+    /// queue, until someone writes to it; a device could be endless.
     static func readText(_ file: String) -> Result<String, ConfigDiagnostic> {
         let fd = open(file, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else {
@@ -173,7 +177,9 @@ public struct ConfigDirectory: Sendable {
     }
 }
 
-/// Where the daemon's configuration comes from. The real one is ``ConfigDirectory``; tests hand in loaded configs.
+/// Where the daemon's configuration comes from.
+///
+/// The real one is ``ConfigDirectory``; tests hand in loaded configs.
 public protocol ConfigSource: Sendable {
     /// Reads and validates the whole configuration; throws only when it cannot be read at all.
     func load() throws(ConfigDirectory.Unreadable) -> ConfigLoader.Loaded

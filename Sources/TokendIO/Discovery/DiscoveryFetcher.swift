@@ -3,8 +3,9 @@ import NIOConcurrencyHelpers
 import TokendCore
 
 /// Fetches authorization-server metadata while a config directory loads: `<issuer>/.well-known/openid-configuration`,
-/// then RFC 8414's `/.well-known/oauth-authorization-server`. One fetch per issuer and TLS material per load; the
-/// HTTP client is made on first use and closed by ``close()``.
+/// then RFC 8414's `/.well-known/oauth-authorization-server`.
+///
+/// One fetch per issuer and TLS material per load; the HTTP client is made on first use and closed by ``close()``.
 ///
 /// Its calls block: it is used by the config loader, which runs on the main thread at start-up, on the daemon's
 /// I/O queue for a reload, and in `tokend check` — never on an event loop or in a task.
@@ -82,6 +83,7 @@ final class DiscoveryFetcher: Sendable {
             done.signal()
         }
         done.wait()
-        return result.withLockedValue { $0! }
+        guard let value = result.withLockedValue({ $0 }) else { preconditionFailure("blocking: the task signalled without a value") }
+        return value
     }
 }

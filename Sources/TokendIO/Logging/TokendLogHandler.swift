@@ -1,15 +1,17 @@
+import Foundation
+import Logging
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Foundation
-import Logging
 
 /// Logs one line per event to stderr: `<N>` syslog priority prefixes (sd-daemon.h levels) when journald reads the
-/// stream (`JOURNAL_STREAM` names stderr's device and inode), a timestamped readable line otherwise. Metadata
-/// (the instance's name among it) follows as `key=value`; newlines in values become spaces, so one event is one
-/// line.
+/// stream (`JOURNAL_STREAM` names stderr's device and inode), a timestamped readable line otherwise.
+///
+/// Metadata (the instance's name among it) follows as `key=value`; newlines in values become spaces, so one event is
+/// one line.
 public struct TokendLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level
@@ -45,9 +47,10 @@ public struct TokendLogHandler: LogHandler {
         // One write(2) per line: lines from several threads never interleave.
         var bytes = Array(line.utf8)
         bytes.withUnsafeMutableBytes { buffer in
+            guard let base = buffer.baseAddress else { return }
             var offset = 0
             while offset < buffer.count {
-                let count = write(STDERR_FILENO, buffer.baseAddress! + offset, buffer.count - offset)
+                let count = write(STDERR_FILENO, base + offset, buffer.count - offset)
                 if count < 0 && errno == EINTR { continue }
                 guard count > 0 else { return }
                 offset += count
@@ -60,8 +63,8 @@ public struct TokendLogHandler: LogHandler {
     public static func render(level: Logger.Level, message: String, metadata: Logger.Metadata, journal: Bool) -> String {
         var line = journal ? "<\(priority(level))>" : "\(timestamp()) \(level.rawValue.uppercased()) "
         line += oneLine(message)
-        for key in metadata.keys.sorted() {
-            line += " \(key)=\(quoted("\(metadata[key]!)"))"
+        for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
+            line += " \(key)=\(quoted("\(value)"))"
         }
         return line + "\n"
     }
@@ -83,9 +86,10 @@ public struct TokendLogHandler: LogHandler {
             ? "\"\(text.replacingOccurrences(of: "\"", with: "\\\""))\"" : text
     }
 
-    /// `text` with every newline (as `Character.isNewline` has them) made a space. Most values have none, and
-    /// the check is a scan of the bytes: a newline is \n, \v, \f, \r, U+0085, U+2028 or U+2029, whose UTF-8
-    /// starts with a byte from 0x0A–0x0D, 0xC2 or 0xE2.
+    /// `text` with every newline (as `Character.isNewline` has them) made a space.
+    ///
+    /// Most values have none, and the check is a scan of the bytes: a newline is \n, \v, \f, \r, U+0085, U+2028 or
+    /// U+2029, whose UTF-8 starts with a byte from 0x0A–0x0D, 0xC2 or 0xE2.
     static func oneLine(_ text: String) -> String {
         guard text.utf8.contains(where: { (0x0A...0x0D).contains($0) || $0 == 0xC2 || $0 == 0xE2 }) else { return text }
         return String(text.map { $0.isNewline ? " " : $0 })
@@ -99,8 +103,8 @@ public struct TokendLogHandler: LogHandler {
     }
 
     /// An instant in Unix time as ISO 8601 in UTC with milliseconds (truncated), as `ISO8601DateFormatter` writes it
-    /// with `.withInternetDateTime` and `.withFractionalSeconds`; built by hand because that formatter costs ~100 µs a
-    /// line and pulls ICU's data into memory.
+    /// with `.withInternetDateTime` and `.withFractionalSeconds`; built by hand because that formatter is too slow to
+    /// run for every line and pulls ICU's data into memory.
     static func timestamp(seconds: Int, nanoseconds: Int) -> String {
         var time = time_t(seconds)
         var parts = tm()

@@ -3,11 +3,12 @@ import NIOConcurrencyHelpers
 import Prometheus
 import TokendCore
 
-/// tokend's Prometheus metrics. Socket request counters (a small fixed set of label values) live in a
-/// swift-prometheus registry. The per-instance families are kept and rendered here: swift-prometheus copies a
-/// family's whole label-set dictionary for every new series (`MetricFamily.adding`), so registering one series per
-/// instance was O(N²) over a first round of 10,000 instances. Instance names are validated config names; label
-/// values are escaped anyway.
+/// tokend's Prometheus metrics.
+///
+/// Socket request counters (a small fixed set of label values) live in a swift-prometheus registry. The per-instance
+/// families are kept and rendered here: swift-prometheus copies a family's whole label-set dictionary for every new
+/// series (`MetricFamily.adding`), so registering one series per instance is quadratic in the number of instances.
+/// Instance names are validated config names; label values are escaped anyway.
 public final class TokendMetrics: Sendable {
     private let registry = PrometheusCollectorRegistry()
     /// Refresh results by instance: success, transient, permanent.
@@ -25,15 +26,27 @@ public final class TokendMetrics: Sendable {
         var status: Int
     }
 
+    /// `tokend_socket_requests_total`, one series per endpoint and status.
+    ///
+    /// Computed, since the descriptor type is not `Sendable` and so cannot be a stored static.
+    private static var socketRequests: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "tokend",
+            subsystem: "socket",
+            metricName: "requests",
+            unitName: "total",
+            helpText: "Socket API requests by endpoint and status."
+        )
+    }
+
     /// The series nearly every request counts (`GET /v1/tokens/NAME` answered 200), made once: no lock and no
     /// dictionary lookup per served token.
     private let tokensServed: Counter
 
     public init() {
         tokensServed = registry.makeCounter(
-            name: "tokend_socket_requests_total",
-            labels: [("endpoint", "token"), ("status", "200")],
-            help: "Socket API requests by endpoint and status."
+            descriptor: Self.socketRequests,
+            labels: [("endpoint", "token"), ("status", "200")]
         )
         requestCounters.withLockedValue { $0[RequestKey(endpoint: "token", status: 200)] = tokensServed }
     }
@@ -59,9 +72,8 @@ public final class TokendMetrics: Sendable {
         let counter = requestCounters.withLockedValue { counters in
             if let known = counters[key] { return known }
             let made = registry.makeCounter(
-                name: "tokend_socket_requests_total",
-                labels: [("endpoint", endpoint), ("status", String(status))],
-                help: "Socket API requests by endpoint and status."
+                descriptor: Self.socketRequests,
+                labels: [("endpoint", endpoint), ("status", String(status))]
             )
             counters[key] = made
             return made
@@ -99,7 +111,8 @@ public final class TokendMetrics: Sendable {
         for (instance, _) in sorted {
             guard let count = counts[instance] else { continue }
             let label = Self.escape(instance)
-            for (result, value) in [("success", count.success), ("transient", count.transient), ("permanent", count.permanent)] where value > 0 {
+            for (result, value) in [("success", count.success), ("transient", count.transient), ("permanent", count.permanent)]
+            where value > 0 {
                 text += "tokend_refreshes_total{instance=\"\(label)\",result=\"\(result)\"} \(value)\n"
             }
         }

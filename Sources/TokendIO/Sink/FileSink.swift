@@ -1,12 +1,15 @@
+import TokendCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import TokendCore
 
-/// Writes an instance's raw token to its sink file: a temp file in the same directory, fsync, owner/group/mode,
-/// rename over the old one. Readers see the old token or the new one, never a partial file.
+/// Writes an instance's raw token to its sink file: a temp file in the same directory, fsync, owner/group/mode, rename
+/// over the old one.
+///
+/// Readers see the old token or the new one, never a partial file.
 public enum FileSink {
     public static func write(_ token: Secret, to target: SinkTarget) throws(CacheError) {
         let directory = target.path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
@@ -18,7 +21,7 @@ public enum FileSink {
         let bytes = Array(token.revealed.utf8)
         var offset = 0
         while offset < bytes.count {
-            let count = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             if count < 0 {
                 if errno == EINTR { continue }
                 failure = CacheError(operation: "write", path: temp, errno: errno)
@@ -46,8 +49,9 @@ public enum FileSink {
     }
 }
 
-/// Where the daemon writes tokens for programs that read a file (`sink`). The real one is ``FileSinkWriter``; tests
-/// use a recording twin.
+/// Where the daemon writes tokens for programs that read a file (`sink`).
+///
+/// The real one is ``FileSinkWriter``; tests use a recording twin.
 public protocol TokenSinkWriter: Sendable {
     func write(_ token: Secret, to target: SinkTarget) throws(CacheError)
     func remove(_ target: SinkTarget)

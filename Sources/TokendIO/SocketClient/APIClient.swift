@@ -1,10 +1,11 @@
 import AsyncHTTPClient
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import NIOCore
 import NIOHTTP1
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Talks HTTP/1.1 to a running tokend over its Unix socket (the CLI's `token`, `status`, `refresh`).
 public struct APIClient: Sendable {

@@ -4,8 +4,9 @@ import TokendCore
 
 /// The first handler of every connection (decision 0006): answers the simple requests nearly every caller sends
 /// (``SimpleRequestHead``) straight from their bytes, and hands the connection to SwiftNIO's HTTP/1 pipeline and
-/// ``APIChannelHandler`` at the first byte it does not recognise, together with every byte not yet answered. From
-/// then on llhttp parses the connection; the fast path never comes back to it.
+/// ``APIChannelHandler`` at the first byte it does not recognise, together with every byte not yet answered.
+///
+/// From then on llhttp parses the connection; the fast path never comes back to it.
 ///
 /// Answers keep the order of the requests: while one waits (a `min_valid` request waiting for a refresh, an event
 /// stream), later bytes are only buffered, up to ``maxBufferedWhileWaiting``.
@@ -65,10 +66,10 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
         if buffered == nil {
             buffered = bytes
         } else {
-            buffered!.writeBuffer(&bytes)
+            buffered?.writeBuffer(&bytes)
         }
         if waiting {
-            if buffered!.readableBytes > Self.maxBufferedWhileWaiting { close(context: context) }
+            if let buffer = buffered, buffer.readableBytes > Self.maxBufferedWhileWaiting { close(context: context) }
             return
         }
         process(context: context)
@@ -89,7 +90,7 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
             case .incomplete:
                 // Answered requests before the unfinished one are not kept: a client whose reads always end inside
                 // a request would otherwise grow the buffer by every request it ever sent.
-                if buffered!.readerIndex > 0 { buffered!.discardReadBytes() }
+                if buffer.readerIndex > 0 { buffered?.discardReadBytes() }
                 if wrote { context.flush() }
                 return
             case .notSimple:
@@ -97,7 +98,7 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
                 handOver(context: context)
                 return
             case .request(let head):
-                buffered!.moveReaderIndex(forwardBy: head.length)
+                buffered?.moveReaderIndex(forwardBy: head.length)
                 wrote = true
                 answer(head, context: context)
             }

@@ -31,7 +31,12 @@ enum ResponseWriter {
 
     /// The head of an event stream (chunked, no length), for the fast path.
     static func streamBytes(contentType: String, into output: inout [UInt8]) {
-        head(status: .ok, fields: fields(contentType: contentType, contentLength: nil, headers: [], close: false), chunked: true, into: &output)
+        head(
+            status: .ok,
+            fields: fields(contentType: contentType, contentLength: nil, headers: [], close: false),
+            chunked: true,
+            into: &output
+        )
     }
 
     /// The head of an answer for SwiftNIO's `HTTPResponseEncoder`, which adds `Transfer-Encoding: chunked` itself to a
@@ -52,7 +57,11 @@ enum ResponseWriter {
         var headers = HTTPHeaders()
         headers.reserveCapacity(fields.count)
         for (name, value) in fields { headers.add(name: name, value: value) }
-        return HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status.code, reasonPhrase: status.reason), headers: headers)
+        return HTTPResponseHead(
+            version: .http1_1,
+            status: HTTPResponseStatus(statusCode: status.code, reasonPhrase: status.reason),
+            headers: headers
+        )
     }
 
     private static func head(status: APIStatus, fields: [(String, String)], chunked: Bool, into output: inout [UInt8]) {

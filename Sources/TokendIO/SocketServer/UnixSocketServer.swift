@@ -1,9 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-import CSystemd
+import CLinuxShims
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -11,18 +6,27 @@ import NIOHTTP1
 import NIOPosix
 import TokendCore
 
-/// HTTP/1.1 with keep-alive on a Unix socket, through swift-nio. Each request is handed to `responder`, which must
-/// not block: it answers at once from a published snapshot, or later (a `min_valid` request waiting for a refresh)
-/// by calling the completion from any thread.
-public final class UnixSocketServer: Sendable {
-    public typealias Responder = @Sendable (
-        APIRequest,
-        _ respond: @escaping @Sendable (APIResponse) -> Void,
-        _ openStream: @escaping @Sendable (_ contentType: String) -> EventStream
-    ) -> Void
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
-    /// Answers a request at once on the connection's event loop, or returns nil to leave it to the `Responder`. For
-    /// the requests programs make on every call: nothing is allocated to wait for an answer (decision 0006).
+/// HTTP/1.1 with keep-alive on a Unix socket, through swift-nio.
+///
+/// Each request is handed to `responder`, which must not block: it answers at once from a published snapshot, or later
+/// (a `min_valid` request waiting for a refresh) by calling the completion from any thread.
+public final class UnixSocketServer: Sendable {
+    public typealias Responder =
+        @Sendable (
+            APIRequest,
+            _ respond: @escaping @Sendable (APIResponse) -> Void,
+            _ openStream: @escaping @Sendable (_ contentType: String) -> EventStream
+        ) -> Void
+
+    /// Answers a request at once on the connection's event loop, or returns nil to leave it to the `Responder`.
+    ///
+    /// For the requests programs make on every call: nothing is allocated to wait for an answer (decision 0006).
     public typealias ImmediateResponder = @Sendable (APIRequest) -> APIResponse?
 
     /// Why the socket could not be set up.
@@ -105,8 +109,9 @@ public final class UnixSocketServer: Sendable {
     }
 
     /// The socket's own event loops: one per CPU the daemon may run on (`taskset`, `CPUAffinity=`), at most four.
-    /// NIO's shared group sizes itself by the machine's cores, and on a daemon pinned to one CPU its second loop
-    /// only took turns with the first (every answer then paid for a thread switch).
+    ///
+    /// NIO's shared group sizes itself by the machine's cores, so on a daemon pinned to one CPU its loops would take
+    /// turns, and every answer would pay for a thread switch.
     static let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: min(4, max(1, Int(tokend_allowed_cpus()))))
 
     private static func bootstrap(limits: Limits, immediate: ImmediateResponder?, responder: @escaping Responder) -> ServerBootstrap {
@@ -141,8 +146,9 @@ public final class UnixSocketServer: Sendable {
         if ownsPath { unlink(path) }
     }
 
-    /// A socket file nobody listens on is left over from a crash: remove it. One with a listener is another
-    /// daemon's: refuse.
+    /// A socket file nobody listens on is left over from a crash: remove it.
+    ///
+    /// One with a listener is another daemon's: refuse.
     static func removeStaleSocket(at path: String) throws {
         var info = stat()
         guard lstat(path, &info) == 0 else { return }
@@ -174,7 +180,9 @@ public final class UnixSocketServer: Sendable {
     }
 }
 
-/// A response that stays open and carries events (`text/event-stream`). The real one is ``EventStream``.
+/// A response that stays open and carries events (`text/event-stream`).
+///
+/// The real one is ``EventStream``.
 public protocol TokenEventStream: AnyObject, Sendable {
     /// Whether the client is still there and the stream not finished.
     var isOpen: Bool { get }
@@ -214,16 +222,22 @@ public final class EventStream: TokenEventStream, Sendable {
 
     /// Ends the response and closes the connection (the stream had no length).
     public func finish() {
-        guard !finished.withLockedValue({ state in defer { state = true }; return state }) else { return }
+        let wasFinished = finished.withLockedValue { state in
+            defer { state = true }
+            return state
+        }
+        guard !wasFinished else { return }
         let channel = self.channel
         emit(.end(nil), flush: true)
         eventLoop.execute { channel.close(promise: nil) }
     }
 }
 
-/// Answers each HTTP request that SwiftNIO's HTTP/1 pipeline parsed (a connection the fast path handed over)
-/// through the responder. Keep-alive and pipelining are handled by NIO's `HTTPServerPipelineHandler`; this handler
-/// closes the connection when the client asked for it.
+/// Answers each HTTP request that SwiftNIO's HTTP/1 pipeline parsed (a connection the fast path handed over) through
+/// the responder.
+///
+/// Keep-alive and pipelining are handled by NIO's `HTTPServerPipelineHandler`; this handler closes the connection when
+/// the client asked for it.
 final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler, ReadsPeerCredentials {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -360,7 +374,9 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler, R
 }
 
 /// A connection's handler that knows who the caller is (`SO_PEERCRED`).
-protocol ReadsPeerCredentials: AnyObject {
+///
+/// `SendableMetatype`: the credentials arrive in a future's callback, which reaches the handler through its type.
+protocol ReadsPeerCredentials: AnyObject, SendableMetatype {
     var peer: PeerCredentials? { get set }
 }
 
@@ -385,10 +401,11 @@ extension ReadsPeerCredentials {
 }
 
 enum PeerGroups {
-    /// The supplementary groups the peer had when it connected (`SO_PEERGROUPS`, Linux 4.13): taken with the
-    /// connection like `SO_PEERCRED`, in one or two system calls, where `/proc/<pid>/status` took three and a parse
-    /// and described the process holding that pid when it was read. nil when the kernel cannot say (an old kernel,
-    /// more than 256 groups): then `/proc`.
+    /// The supplementary groups the peer had when it connected (`SO_PEERGROUPS`, Linux 4.13): taken with the connection
+    /// like `SO_PEERCRED`, in one or two system calls, where `/proc/<pid>/status` takes three and a parse and describes
+    /// the process holding that pid when it is read.
+    ///
+    /// nil when the kernel cannot say (an old kernel, more than 256 groups): then `/proc`.
     static func atConnect(_ provider: any SocketOptionProvider) -> EventLoopFuture<Set<UInt32>?> {
         let level = SocketOptionLevel(SOL_SOCKET)
         let name = SocketOptionName(tokend_so_peergroups())
@@ -411,8 +428,9 @@ enum PeerGroups {
         }
     }
 
-    /// The `Groups:` line of `/proc/<pid>/status`, scanned as bytes: this runs for every connection, and reading
-    /// the file into a String and splitting it into lines was a third of the cost of a one-request connection.
+    /// The `Groups:` line of `/proc/<pid>/status`, scanned as bytes: this can run for every connection, and reading
+    /// the file into a String and splitting it into lines is a large share of a short connection
+    /// (BENCHMARKS.md, "Figures behind code comments").
     static func supplementaryGroups(of pid: Int32) -> Set<UInt32> {
         let fd = open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return [] }

@@ -1,12 +1,15 @@
+import CSystemd
+import TokendCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CSystemd
-import TokendCore
 
-/// Tells the service manager about the daemon's state. The real one is ``SystemdNotifier``; tests record.
+/// Tells the service manager about the daemon's state.
+///
+/// The real one is ``SystemdNotifier``; tests record.
 public protocol ServiceNotifier: Sendable {
     /// Sends `messages` together, in one datagram.
     func notify(_ messages: [SystemdMessage])
@@ -27,6 +30,7 @@ public struct SystemdNotifier: ServiceNotifier {
     }
 
     /// The listening sockets systemd passed (socket activation): `LISTEN_FDS` for this process, starting at fd 3.
+    ///
     /// Unsets the variables so that child processes do not inherit them.
     public static func listenDescriptors() -> [Int32] {
         let count = sd_listen_fds(1)

@@ -2,7 +2,9 @@ import NIOSSL
 import TokendCore
 
 /// Turns ``TLSMaterial`` into NIOSSL client configurations: TLS 1.2 at least, the system trust store plus `ca_file`,
-/// and the client certificate and key for RFC 8705. Errors name what is wrong, never the key.
+/// and the client certificate and key for RFC 8705.
+///
+/// Errors name what is wrong, never the key.
 public enum TLSConfigurations {
     /// The configuration for `material`, or the problem with it.
     public static func make(_ material: TLSMaterial) -> Result<TLSConfiguration, TLSProblem> {

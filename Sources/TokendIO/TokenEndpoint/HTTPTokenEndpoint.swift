@@ -76,7 +76,8 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
                     FetchFailure(
                         kind: .transient,
                         code: "redirect",
-                        message: "HTTP \(response.status.code) from \(host): redirect to \(location) not followed (token requests never follow redirects; fix the token URL)"
+                        message:
+                            "HTTP \(response.status.code) from \(host): redirect to \(location) not followed (token requests never follow redirects; fix the token URL)"
                     )
                 )
             }
@@ -93,13 +94,15 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
         }
     }
 
-    /// The whole body by `deadline`. AsyncHTTPClient's deadline covers only the response head: a server that sent
-    /// the head and then stalls or drips the body (a `Content-Length` it never fulfils) would otherwise hold the
-    /// fetch, and with it the instance's single flight, forever. Cancelling the collection closes the connection.
+    /// The whole body by `deadline`.
+    ///
+    /// AsyncHTTPClient's deadline covers only the response head: a server that sent the head and then stalls or drips
+    /// the body (a `Content-Length` it never fulfils) would otherwise hold the fetch, and with it the instance's single
+    /// flight, forever. Cancelling the collection closes the connection.
     ///
     /// The deadline is a NIO scheduled task, cancelled (and gone from the loop's timer heap) when the body is in.
-    /// A `Task.sleep` raced against the collection was not: a cancelled sleep keeps its Dispatch timer armed until
-    /// the deadline, so a first round of 10,000 fetches left 10,000 timers to fire over the next `timeout` seconds.
+    /// A `Task.sleep` raced against the collection would not be: a cancelled sleep keeps its Dispatch timer armed
+    /// until the deadline, so every fetch would leave a timer behind to wake the daemon later.
     static func collect(
         _ body: HTTPClientResponse.Body,
         by deadline: NIODeadline,
@@ -143,8 +146,9 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
         host.hasPrefix("[") ? String(host.prefix { $0 != "]" }) + "]" : String(host.prefix { $0 != ":" })
     }
 
-    /// Maps a transport error to a transient failure with a stable code; never includes the request. `https` and
-    /// `caFile` (the instance's `ca_file`) make the messages say what to look at.
+    /// Maps a transport error to a transient failure with a stable code; never includes the request.
+    ///
+    /// `https` and `caFile` (the instance's `ca_file`) make the messages say what to look at.
     static func classify(_ error: any Error, host: String, https: Bool = false, caFile: String? = nil) -> FetchFailure {
         if let error = error as? HTTPClientError {
             switch error {

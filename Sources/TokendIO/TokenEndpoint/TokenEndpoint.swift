@@ -13,7 +13,9 @@ public struct TokenEndpointResponse: Sendable, Hashable {
     }
 }
 
-/// Sends token requests. The real one is ``HTTPTokenEndpoint``; tests use a hand-written twin.
+/// Sends token requests.
+///
+/// The real one is ``HTTPTokenEndpoint``; tests use a hand-written twin.
 public protocol TokenEndpoint: Sendable {
     /// Sends `request`; transport failures come back as a transient ``FetchFailure``.
     func send(_ request: TokenRequest) async -> Result<TokenEndpointResponse, FetchFailure>

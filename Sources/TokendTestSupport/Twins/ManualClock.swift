@@ -2,9 +2,11 @@ import Dispatch
 import Foundation
 import TokendIO
 
-/// A ``DaemonClock`` that moves only when a test says so. ``advance(by:wait:)`` moves the wall and boot clocks together
-/// and runs every timer that comes due on the way, in time order, each on its queue; ``stepWall(by:)`` moves only the
-/// wall clock, like NTP or an operator setting the time.
+/// A ``DaemonClock`` that moves only when a test says so.
+///
+/// ``advance(by:wait:)`` moves the wall and boot clocks together and runs every timer that comes due on the way, in
+/// time order, each on its queue; ``stepWall(by:)`` moves only the wall clock, like NTP or an operator setting the
+/// time.
 public final class ManualClock: DaemonClock, @unchecked Sendable {
     private let lock = NSLock()
     private var wall: Date
@@ -46,9 +48,10 @@ public final class ManualClock: DaemonClock, @unchecked Sendable {
         lock.withLock { timers.compactMap(\.due).min().map { $0 - boot } }
     }
 
-    /// Moves time forward by `seconds`, running each timer that comes due on its queue, in order of due time. With
-    /// `wait` each handler has finished (`queue.sync`) before time moves on; without it the handlers are only queued
-    /// (a test that keeps the queue blocked sees them run later).
+    /// Moves time forward by `seconds`, running each timer that comes due on its queue, in order of due time.
+    ///
+    /// With `wait` each handler has finished (`queue.sync`) before time moves on; without it the handlers are only
+    /// queued (a test that keeps the queue blocked sees them run later).
     public func advance(by seconds: Double, wait: Bool = true) {
         let target = lock.withLock { boot + seconds }
         while let (timer, handler) = nextDue(before: target) {
