@@ -22,7 +22,7 @@ import Glibc
             try harness.writeInstance("alpha")
             // The socket's directory is a regular file.
             let blocker = harness.root + "/not-a-directory"
-            FileManager.default.createFile(atPath: blocker, contents: Data())
+            _ = FileManager.default.createFile(atPath: blocker, contents: Data())
             try harness.start(socket: blocker + "/tokend.sock")
             try await Self.expectFatalStart(
                 harness,
@@ -79,7 +79,7 @@ import Glibc
         try await DaemonHarness.with { harness in
             try harness.writeInstance("alpha")
             try harness.writeRaw("broken", "token_url = 42\n")
-            FileManager.default.createFile(atPath: harness.logPath, contents: Data())
+            _ = FileManager.default.createFile(atPath: harness.logPath, contents: Data())
             var info = stat()
             #expect(stat(harness.logPath, &info) == 0)
             try harness.start(environment: ["JOURNAL_STREAM": "\(info.st_dev):\(info.st_ino)"])

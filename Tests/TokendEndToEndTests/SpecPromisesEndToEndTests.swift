@@ -264,8 +264,29 @@ import Glibc
             #expect(served.allSatisfy { $0.contains(new) }, "\(served)")
             #expect(harness.endpoint.requestCount == 2)
             #expect(harness.endpoint.requests.last?.bodyText == "grant_type=client_credentials&scope=read%20write")
+            #expect(try await harness.stop() == 0)
+            // After the drain and flush of a clean stop, the cache holds the new token only.
             let cache = try String(contentsOfFile: harness.stateDir + "/alpha.json", encoding: .utf8)
             #expect(!cache.contains(old) && cache.contains(new))
+        }
+    }
+
+    /// SPEC §8: "A token is durable in the cache before it is served." A caller that waits for a refresh
+    /// (`min_valid`) reads the cache file the moment it gets the new token: the file must hold it already.
+    @Test(.disabled("bug: a refreshed token is served (min_valid waiters answered, then published) while its cache write is still queued on the I/O queue (Daemon.queueStore), not durable first"))
+    func aTokenIsInTheCacheBeforeItIsServed() async throws {
+        try await DaemonHarness.withRunning("alpha", lifetime: 60) { harness in
+            var late: [Int] = []
+            for round in 0..<8 {
+                // min_interval (1 s) passes; the 60 s token then has less than 54 s of its 55 s of serving left.
+                try await Task.sleep(for: .milliseconds(1100))
+                let answer = try await harness.get("/v1/tokens/alpha?format=raw&min_valid=54")
+                let cache = try String(contentsOfFile: harness.stateDir + "/alpha.json", encoding: .utf8)
+                #expect(answer.status == 200, "round \(round): \(answer.body)")
+                if !cache.contains(answer.body) { late.append(round) }
+            }
+            #expect(harness.endpoint.requestCount == 9)
+            #expect(late.isEmpty, "rounds whose served token was not in the cache yet: \(late)")
             #expect(try await harness.stop() == 0)
         }
     }
