@@ -41,6 +41,25 @@ public enum Daemon {
     /// Runs the daemon until SIGTERM or SIGINT and returns its exit status: 0 after a clean stop, 1 when it could
     /// not start.
     public static func run(options: Options, notifier: any ServiceNotifier = SystemdNotifier()) -> Int32 {
+        let stopped = DispatchSemaphore(value: 0)
+        let status = ExitStatus()
+        let onStopped: @Sendable (Int32) -> Void = { code in
+            status.code = code
+            stopped.signal()
+        }
+        // The start-up config lives only as long as `launch`: the running instances keep what they need of it.
+        guard let scheduler = launch(options: options, notifier: notifier, onStopped: onStopped) else { return 1 }
+        scheduler.configQueue.async(execute: scheduler.adapters.trimMemory)
+        withExtendedLifetime(scheduler) { stopped.wait() }
+        return status.code
+    }
+
+    /// Reads the config, makes the real adapters and starts the scheduler; nil after reporting a start error.
+    private static func launch(
+        options: Options,
+        notifier: any ServiceNotifier,
+        onStopped: @escaping @Sendable (Int32) -> Void
+    ) -> Scheduler? {
         let journal = TokendLogHandler.stderrIsJournal(ProcessInfo.processInfo.environment["JOURNAL_STREAM"])
         let bootstrapLogger = Logger(label: "tokend") { label in TokendLogHandler(label: label, level: .info, journal: journal) }
         var steps = StepTimer()
@@ -49,14 +68,16 @@ public enum Daemon {
         do {
             loaded = try directory.load()
         } catch {
-            return fail(StartError(message: error.description, errno: error.errno), logger: bootstrapLogger, notifier: notifier)
+            fail(StartError(message: error.description, errno: error.errno), logger: bootstrapLogger, notifier: notifier)
+            return nil
         }
         let configStep = steps.lap("config")
         guard let settings = loaded.settings else {
             for diagnostic in loaded.errors {
                 bootstrapLogger.error("config error", metadata: ["error": "\(diagnostic)"])
             }
-            return fail(StartError(message: "tokend.toml is invalid", errno: EINVAL), logger: bootstrapLogger, notifier: notifier)
+            fail(StartError(message: "tokend.toml is invalid", errno: EINVAL), logger: bootstrapLogger, notifier: notifier)
+            return nil
         }
         let level = Logger.Level(rawValue: options.logLevelOverride ?? settings.logLevel) ?? .info
         LoggingSystem.bootstrap { label in TokendLogHandler(label: label, level: level, journal: journal) }
@@ -74,12 +95,7 @@ public enum Daemon {
             logger: logger
         )
         scheduler.startupSteps = [configStep, steps.lap("init")]
-        let stopped = DispatchSemaphore(value: 0)
-        let status = ExitStatus()
-        scheduler.onStopped = { code in
-            status.code = code
-            stopped.signal()
-        }
+        scheduler.onStopped = onStopped
         do {
             try start(scheduler, loaded: loaded, options: options, steps: &steps)
         } catch {
@@ -89,13 +105,10 @@ public enum Daemon {
                 await closeServer()
                 await endpoint.shutdown()
             }
-            let startError = error as? StartError ?? StartError(message: "\(error)", errno: EIO)
-            return fail(startError, logger: logger, notifier: notifier)
+            fail(error as? StartError ?? StartError(message: "\(error)", errno: EIO), logger: logger, notifier: notifier)
+            return nil
         }
-        // The start-up config is released once `start` returns: its pages go back before the daemon settles.
-        scheduler.configQueue.async(execute: scheduler.adapters.trimMemory)
-        stopped.wait()
-        return status.code
+        return scheduler
     }
 
     private final class ExitStatus: @unchecked Sendable {
@@ -134,10 +147,9 @@ public enum Daemon {
         )
     }
 
-    private static func fail(_ error: StartError, logger: Logger, notifier: any ServiceNotifier) -> Int32 {
+    private static func fail(_ error: StartError, logger: Logger, notifier: any ServiceNotifier) {
         logger.critical("cannot start", metadata: ["error": "\(error.message)"])
         notifier.notify(.status("cannot start: \(error.message)"), .errno(error.errno))
-        return 1
     }
 
     /// Start-up in order: the state directory and cache files, the socket, the signal sources, then the instances.

@@ -8,6 +8,7 @@ final class PublishedInstances: InstanceDirectory {
     private let machines = Mutex<[String: PublishedMachine]>([:])
     private let policies = Mutex<[String: AccessPolicy]>([:])
     private let adminPolicy = Mutex<AdminPolicy?>(nil)
+    private let errors = Mutex<[String]>([])
     private let loaded = Atomic<Bool>(false)
     private let ready = Atomic<Bool>(false)
 
@@ -29,6 +30,11 @@ final class PublishedInstances: InstanceDirectory {
 
     func access(named name: String) -> AccessPolicy? {
         policies.withLock { $0[name] }
+    }
+
+    var configErrors: [String] {
+        get { errors.withLock { $0 } }
+        set { errors.withLock { $0 = newValue } }
     }
 
     var admin: AdminPolicy? {

@@ -18,6 +18,7 @@ extension Scheduler {
             }
         }
         configErrorCount = loaded.errors.count
+        published.configErrors = loaded.errors.map(\.description)
         if let newSettings = loaded.settings {
             settings = newSettings
             limiter.maxConcurrent = newSettings.refresh.maxConcurrent
@@ -156,12 +157,14 @@ extension Scheduler {
         switch outcome {
         case .failure(let error):
             rejectedReload = error.description
+            published.configErrors = ["reload rejected: \(error.description)"]
             logger.error("reload rejected", metadata: ["error": "\(error)"])
         case .success(let loaded) where loaded.settings == nil:
             rejectedReload = "tokend.toml is invalid"
             for diagnostic in loaded.errors {
                 logger.error("config error", metadata: ["error": "\(diagnostic)"])
             }
+            published.configErrors = ["reload rejected: tokend.toml is invalid"] + loaded.errors.map(\.description)
             logger.error("reload rejected", metadata: ["error": "tokend.toml is invalid; old settings kept"])
         case .success(let loaded):
             rejectedReload = nil

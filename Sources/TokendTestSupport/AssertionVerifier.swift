@@ -1,13 +1,14 @@
 import Crypto
 import Foundation
-import TokendCore
 import _CryptoExtras
 
-/// Decodes a compact JWS client assertion and checks its signature with a public key (RS256, ES256) or a shared
-/// secret (HS256): what an authorization server does with `private_key_jwt` and `client_secret_jwt`.
+/// Decodes a compact JWS client assertion and checks its signature with a public key (RS256, ES256) or a shared secret
+/// (HS256): what an authorization server does with `private_key_jwt` and `client_secret_jwt`.
+///
+/// The base64url and JSON decoding are ``WireDecoding``'s, not tokend's.
 public struct DecodedAssertion: Sendable {
-    public var header: [String: JSONValue]
-    public var claims: [String: JSONValue]
+    public var header: [String: TestJSON]
+    public var claims: [String: TestJSON]
     public var signature: Data
     public var signingInput: String
 
@@ -17,10 +18,10 @@ public struct DecodedAssertion: Sendable {
 
     public init(_ jwt: String) throws {
         let parts = jwt.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, let header = Base64URL.decode(parts[0]), let claims = Base64URL.decode(parts[1]),
-            let signature = Base64URL.decode(parts[2]),
-            case .object(let headerObject)? = JSONValue.parse(Array(header)),
-            case .object(let claimsObject)? = JSONValue.parse(Array(claims))
+        guard parts.count == 3, let header = WireDecoding.base64URL(parts[0]), let claims = WireDecoding.base64URL(parts[1]),
+            let signature = WireDecoding.base64URL(parts[2]),
+            let headerObject = WireDecoding.jsonObject(header),
+            let claimsObject = WireDecoding.jsonObject(claims)
         else { throw Invalid(description: "not a compact JWS with JSON header and claims") }
         self.header = headerObject
         self.claims = claimsObject

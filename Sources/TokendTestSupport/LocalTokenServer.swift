@@ -4,18 +4,31 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
-import TokendCore
 
 /// A small OAuth 2.0 token endpoint on 127.0.0.1 for tests and the demo.
 ///
 /// It records every request, issues distinct tokens with a configurable lifetime, can be told to answer otherwise, and
 /// can be stopped and started again on the same port.
+///
+/// It reads requests with ``WireDecoding`` (Foundation and decoders written in this target), never with tokend's own
+/// encoding code, so that what it records is what a real provider would understand.
 public final class LocalTokenServer: Sendable {
+    /// One header line: name and value as they are on the wire.
+    public struct Header: Sendable, Hashable {
+        public var name: String
+        public var value: String
+
+        public init(_ name: String, _ value: String) {
+            self.name = name
+            self.value = value
+        }
+    }
+
     /// One request as it arrived.
     public struct RecordedRequest: Sendable, Hashable {
         public var method: String
         public var uri: String
-        public var headers: [TokenRequest.Header]
+        public var headers: [Header]
         public var body: [UInt8]
         public var receivedAt: Date
 
@@ -25,22 +38,15 @@ public final class LocalTokenServer: Sendable {
 
         public var bodyText: String { String(decoding: body, as: UTF8.self) }
 
-        /// The form fields of the body, decoded.
+        /// The form fields of the body, decoded (``WireDecoding/formDictionary(_:)``).
         public var formFields: [String: String] {
-            var fields: [String: String] = [:]
-            for field in FormURLEncoding.decodeFields(bodyText[...]) { fields[field.name] = field.value }
-            return fields
+            WireDecoding.formDictionary(bodyText)
         }
 
         /// The client id and secret, from `Authorization: Basic` (RFC 6749 §2.3.1 decoding) or the body.
         public var clientCredentials: (id: String, secret: String)? {
-            if let authorization = header("authorization"), authorization.hasPrefix("Basic "),
-                let data = Data(base64Encoded: String(authorization.dropFirst(6))),
-                let pair = String(data: data, encoding: .utf8), let colon = pair.firstIndex(of: ":"),
-                let id = FormURLEncoding.decode(pair[..<colon]),
-                let secret = FormURLEncoding.decode(pair[pair.index(after: colon)...])
-            {
-                return (id, secret)
+            if let authorization = header("authorization"), let pair = WireDecoding.basicCredentials(authorization) {
+                return pair
             }
             let fields = formFields
             if let id = fields["client_id"], let secret = fields["client_secret"] { return (id, secret) }
@@ -57,7 +63,7 @@ public final class LocalTokenServer: Sendable {
         /// ahead. The token's true expiry (see ``trueExpiry(of:)``) is the earlier of the two that are valid.
         case issueToken(expiresIn: String?, jwtExpiresIn: Int? = nil)
         /// Answer with this status, headers and body.
-        case respond(status: Int, headers: [TokenRequest.Header], body: String)
+        case respond(status: Int, headers: [Header], body: String)
         /// 429 with `Retry-After` as an HTTP-date this many seconds ahead of the moment of the answer.
         case tooManyRequests(retryAfterDateIn: Int)
         /// Send the head (with the full `Content-Length`) and half of this body, then close the connection.
@@ -82,7 +88,7 @@ public final class LocalTokenServer: Sendable {
 
     fileprivate struct Answer: Sendable {
         var status: Int
-        var headers: [TokenRequest.Header]
+        var headers: [Header]
         var body: String
         var delivery: Delivery = .complete
     }
@@ -409,7 +415,7 @@ public final class LocalTokenServer: Sendable {
                 let recorded = RecordedRequest(
                     method: requestHead.method.rawValue,
                     uri: requestHead.uri,
-                    headers: requestHead.headers.map { TokenRequest.Header($0.name, $0.value) },
+                    headers: requestHead.headers.map { Header($0.name, $0.value) },
                     body: body,
                     receivedAt: Date()
                 )

@@ -38,7 +38,12 @@ public struct TestPKI: Sendable {
         var template = Array("/tmp/tokend-pki-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw Failure(description: "mkdtemp failed") }
         let pki = TestPKI(directory: String(cString: made))
-        try pki.generate()
+        do {
+            try pki.generate()
+        } catch {
+            pki.remove()
+            throw error
+        }
         return pki
     }
 
@@ -95,6 +100,8 @@ public struct TestPKI: Sendable {
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
+        // Never the test's stdin: an openssl that asks for input must fail, not wait.
+        process.standardInput = FileHandle.nullDevice
         try process.run()
         let output = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()

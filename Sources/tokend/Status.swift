@@ -33,6 +33,10 @@ struct Status: ParsableCommand {
         }
         let body = try JSONDecoder().decode(API.InstancesBody.self, from: Data(response.body))
         print(Self.table(body.instances, now: Date()))
+        if let errors = body.config_errors, !errors.isEmpty {
+            print("\nconfig errors (these files are not applied; instances they defined keep their last good definition):")
+            for error in errors { print("  \(error)") }
+        }
     }
 
     static func table(_ instances: [API.InstanceStatus], now: Date) -> String {

@@ -12,6 +12,7 @@ struct GuardedDirectory: InstanceDirectory {
     func instance(named name: String) -> InstanceStateMachine? { machines[name] }
     func allInstances() -> [(name: String, machine: InstanceStateMachine)] { machines.map { ($0.key, $0.value) } }
     func access(named name: String) -> AccessPolicy? { policies[name] }
+    var configErrors: [String] { ["/etc/tokend/instances/broken.toml:2: token_kye: unknown key"] }
 }
 
 /// Every endpoint and status code of the router, with no socket.
@@ -140,6 +141,13 @@ struct GuardedDirectory: InstanceDirectory {
             TokenQuery.parse(APIRequest(method: "GET", target: "/v1/tokens/open", accept: "text/plain"))
                 == .success(TokenQuery(format: .raw))
         )
+    }
+
+    @Test func configErrorsAreListedForAdminsOnly() throws {
+        let forRoot = try JSONDecoder().decode(API.InstancesBody.self, from: Data(ask("GET", "/v1/instances", peer: Self.root).body))
+        #expect(forRoot.config_errors == ["/etc/tokend/instances/broken.toml:2: token_kye: unknown key"])
+        let forAlice = try JSONDecoder().decode(API.InstancesBody.self, from: Data(ask("GET", "/v1/instances", peer: Self.alice).body))
+        #expect(forAlice.config_errors == nil)
     }
 
     @Test func commandsGoToTheScheduler() {

@@ -25,7 +25,7 @@ import _CryptoExtras
     func checkClaims(_ decoded: DecodedAssertion, algorithm: String, kid: String?) {
         #expect(decoded.header["alg"] == .string(algorithm))
         #expect(decoded.header["typ"] == .string("JWT"))
-        #expect(decoded.header["kid"] == kid.map { JSONValue.string($0) })
+        #expect(decoded.header["kid"] == kid.map { TestJSON.string($0) })
         #expect(Set(decoded.header.keys) == Set(["alg", "typ"] + (kid == nil ? [] : ["kid"])))
         #expect(decoded.string("iss") == "client-42")
         #expect(decoded.string("sub") == "client-42")
@@ -68,7 +68,7 @@ import _CryptoExtras
         var parts = jwt.split(separator: ".").map(String.init)
         let claims =
             #"{"aud":"https://evil.example","exp":1800000183,"iat":1800000123,"iss":"client-42","jti":"jti-0001","nbf":1800000123,"sub":"client-42"}"#
-        parts[1] = Base64URL.encode(Data(claims.utf8))
+        parts[1] = WireDecoding.base64URLEncoded(Data(claims.utf8))
         let decoded = try DecodedAssertion(parts.joined(separator: "."))
         #expect(!decoded.verifies(publicKeyPEM: Self.ec.publicKey.pemRepresentation))
     }
@@ -122,8 +122,7 @@ import _CryptoExtras
         #expect(unsigned == "grant_type=client_credentials&scope=read&resource=https%3A%2F%2Fapi.example.com%2F&client_id=client-42")
         let first = try resolved.request.signingAssertion(now: Self.now, jti: "one").get()
         let second = try resolved.request.signingAssertion(now: Self.now.addingTimeInterval(30), jti: "two").get()
-        var fields: [String: String] = [:]
-        for field in FormURLEncoding.decodeFields(String(decoding: first.body, as: UTF8.self)[...]) { fields[field.name] = field.value }
+        let fields = WireDecoding.formDictionary(String(decoding: first.body, as: UTF8.self))
         #expect(fields["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
         let decoded = try DecodedAssertion(try #require(fields["client_assertion"]))
         #expect(decoded.string("aud") == "https://idp.example.com/oauth2/token", "aud is the token URL without its query")
@@ -185,8 +184,7 @@ import _CryptoExtras
         let signed = try resolved.request.signingAssertion(now: Self.now, jti: "j").get()
         let body = String(decoding: signed.body, as: UTF8.self)
         #expect(!body.contains("hmac-secret-value") && !body.contains("client_secret="))
-        var fields: [String: String] = [:]
-        for field in FormURLEncoding.decodeFields(body[...]) { fields[field.name] = field.value }
+        let fields = WireDecoding.formDictionary(body)
         #expect(try DecodedAssertion(try #require(fields["client_assertion"])).verifies(secret: "hmac-secret-value"))
     }
 }

@@ -30,23 +30,4 @@ import TokendTestSupport
             #expect(kept == fresh, "round \(round) at \(now.timeIntervalSince(epoch)) s")
         }
     }
-
-    /// Within one `expires_in` the body is the same storage (nothing rendered or copied); the next second, a new one.
-    @Test func oneSecondsCallersShareOneBody() throws {
-        let issued = token(lifetime: 100, value: "secret-token-1")
-        var answers = TokenAnswers()
-        let json = TokenFormat.json
-        let first = answers.answer(name: "alpha", token: issued, format: json, now: epoch.addingTimeInterval(0.1), router: router)
-        let second = answers.answer(name: "alpha", token: issued, format: json, now: epoch.addingTimeInterval(0.9), router: router)
-        let later = answers.answer(name: "alpha", token: issued, format: json, now: epoch.addingTimeInterval(1.1), router: router)
-        func storage(_ response: APIResponse) -> UnsafePointer<UInt8>? { response.body.withUnsafeBufferPointer { $0.baseAddress } }
-        #expect(storage(first) == storage(second))
-        #expect(storage(later) != storage(first))
-        let body = try #require(JSONValue.parse(later.body))
-        #expect(body.value(at: "expires_in")?.numberValue == 98)
-        // A raw answer beside it does not push the JSON one out.
-        _ = answers.answer(name: "alpha", token: issued, format: .raw, now: epoch.addingTimeInterval(1.2), router: router)
-        let again = answers.answer(name: "alpha", token: issued, format: json, now: epoch.addingTimeInterval(1.3), router: router)
-        #expect(storage(again) == storage(later))
-    }
 }

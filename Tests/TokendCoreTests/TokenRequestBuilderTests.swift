@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Testing
+import TokendTestSupport
 
 @testable import TokendCore
 
@@ -67,7 +68,8 @@ import Testing
             body == "grant_type=client_credentials&scope=read%20write&client_id=client%20id%2B%2F%3D%3A%25%26"
                 + "&client_secret=p%2Ba%2Fs%3Ds%3Aw%25o%20rd%26%C3%A9"
         )
-        let decoded = Dictionary(uniqueKeysWithValues: FormURLEncoding.decodeFields(body[...]).map { ($0.name, $0.value) })
+        // Read back as a provider would (not with tokend's own decoder).
+        let decoded = WireDecoding.formDictionary(body)
         #expect(decoded["client_secret"] == Self.awkwardSecret)
         #expect(decoded["client_id"] == Self.awkwardID)
         #expect(!resolved.request.headers.contains { $0.name == "Authorization" })

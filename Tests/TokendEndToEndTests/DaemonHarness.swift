@@ -12,6 +12,10 @@ import Glibc
 
 /// Runs the real `tokend` binary in a temporary config/state/socket directory against a ``LocalTokenServer``,
 /// with a datagram socket bound as `NOTIFY_SOCKET`.
+///
+/// Tests get one through ``with(lifetime:settings:_:)`` or ``withRunning(_:lifetime:settings:_:)``, which always
+/// await ``tearDown()`` (also when the test throws): the daemon is stopped, what it left is audited for leaked
+/// secrets and tokens, every endpoint is stopped and the temporary directory removed.
 final class DaemonHarness: @unchecked Sendable {
     let root: String
     let configDir: String
@@ -26,6 +30,12 @@ final class DaemonHarness: @unchecked Sendable {
     private let readyProbe = ReadyProbe()
     /// The secrets this harness configured and the endpoints whose tokens it handed out, for the leak audit.
     private let audited = Audited()
+    /// Whether a daemon was ever started (then the teardown audits what it left).
+    private var everStarted = false
+    /// Leak findings already recorded as issues (the audit runs at every stop and again at teardown).
+    private var recordedLeaks: Set<String> = []
+    /// Work the test registered for the teardown (a PKI to remove, a proxy to stop), run in order.
+    private var teardownWork: [@Sendable () async -> Void] = []
 
     final class Audited: @unchecked Sendable {
         private let lock = NSLock()
@@ -89,18 +99,36 @@ final class DaemonHarness: @unchecked Sendable {
         }
     }
 
-    /// A harness whose daemon runs these instances (inline form, default values) and has sent READY=1.
-    static func running(_ names: String..., lifetime: Int = 3600, settings: String = fastSettings) async throws -> DaemonHarness {
+    /// Runs `body` with a new harness and awaits ``tearDown()`` after it, whether it returns or throws.
+    static func with(
+        lifetime: Int = 3600,
+        settings: String = fastSettings,
+        _ body: (DaemonHarness) async throws -> Void
+    ) async throws {
         let harness = try await DaemonHarness(lifetime: lifetime, settings: settings)
         do {
+            try await body(harness)
+        } catch {
+            await harness.tearDown()
+            throw error
+        }
+        await harness.tearDown()
+    }
+
+    /// ``with(lifetime:settings:_:)`` with a daemon that runs these instances (inline form, default values) and
+    /// has sent READY=1 before `body` runs.
+    static func withRunning(
+        _ names: String...,
+        lifetime: Int = 3600,
+        settings: String = fastSettings,
+        _ body: (DaemonHarness) async throws -> Void
+    ) async throws {
+        try await with(lifetime: lifetime, settings: settings) { harness in
             for name in names { try harness.writeInstance(name) }
             try harness.start()
             try await harness.waitUntilReady()
-        } catch {
-            await harness.shutdown()
-            throw error
+            try await body(harness)
         }
-        return harness
     }
 
     /// Writes `instances/<name>.toml` in the inline form, with the secret in a file (and with `caFile` as the
@@ -271,19 +299,22 @@ final class DaemonHarness: @unchecked Sendable {
         try FileManager.default.removeItem(atPath: "\(configDir)/instances/\(name).toml")
     }
 
-    /// Starts the binary.
+    /// Starts the binary; `watchdogMicroseconds` sets `WATCHDOG_USEC`; `wrapper` runs it through another command,
+    /// such as `systemd-socket-activate`.
     ///
-    /// `watchdogMicroseconds` sets `WATCHDOG_USEC`; `wrapper` runs it through another command (such as
-    /// `systemd-socket-activate`); `socket` replaces the harness's socket path; `environment` adds to (or overrides)
-    /// the inherited environment, with `HTTPS_PROXY` or `JOURNAL_STREAM`, say.
+    /// `socket` replaces the harness's socket path; `environment` adds to (or overrides) the inherited environment,
+    /// e.g. `HTTPS_PROXY` or `JOURNAL_STREAM`. With `passConfigDir` false the daemon gets no `--config-dir` and finds
+    /// its config directory from `environment` (`TOKEND_CONFIG_DIR`, `CONFIGURATION_DIRECTORY`).
     func start(
         watchdogMicroseconds: Int? = nil,
         wrappedIn wrapper: [String] = [],
         socket: String? = nil,
+        passConfigDir: Bool = true,
         environment extra: [String: String] = [:]
     ) throws {
         let process = Process()
-        let arguments = ["run", "--config-dir", configDir, "--state-dir", stateDir, "--socket", socket ?? socketPath]
+        let arguments =
+            ["run"] + (passConfigDir ? ["--config-dir", configDir] : []) + ["--state-dir", stateDir, "--socket", socket ?? socketPath]
         if wrapper.isEmpty {
             process.executableURL = URL(fileURLWithPath: try Self.binaryPath())
             process.arguments = arguments
@@ -292,11 +323,7 @@ final class DaemonHarness: @unchecked Sendable {
             process.arguments = wrapper + [try Self.binaryPath()] + arguments
         }
         var environment = ProcessInfo.processInfo.environment
-        for key in [
-            "LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "TOKEND_CONFIG_DIR", "TOKEND_STATE_DIR",
-            "TOKEND_SOCKET",
-            "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy",
-        ] {
+        for key in Self.inheritedVariablesRemoved {
             environment.removeValue(forKey: key)
         }
         environment["NOTIFY_SOCKET"] = notify.path
@@ -313,7 +340,15 @@ final class DaemonHarness: @unchecked Sendable {
         process.standardOutput = log
         try process.run()
         self.process = process
+        everStarted = true
     }
+
+    /// What a test run under systemd or with a proxy set would otherwise hand the daemon.
+    static let inheritedVariablesRemoved = [
+        "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM",
+        "TOKEND_CONFIG_DIR", "TOKEND_STATE_DIR", "TOKEND_SOCKET", "CONFIGURATION_DIRECTORY", "STATE_DIRECTORY",
+        "RUNTIME_DIRECTORY", "CREDENTIALS_DIRECTORY", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy",
+    ]
 
     /// Waits for `READY=1` (counting from the `after`-th one).
     func waitUntilReady(count: Int = 1, timeout: Double = 20) async throws {
@@ -338,8 +373,15 @@ final class DaemonHarness: @unchecked Sendable {
         kill(process.processIdentifier, SIGTERM)
         try await eventually("tokend exits", timeout: timeout) { !process.isRunning }
         self.process = nil
-        for leak in leaks() { Issue.record(Comment(rawValue: leak)) }
+        recordLeaks()
         return process.terminationStatus
+    }
+
+    /// Records every leak the audit finds that was not recorded before.
+    private func recordLeaks() {
+        for leak in leaks() where recordedLeaks.insert(leak).inserted {
+            Issue.record(Comment(rawValue: leak))
+        }
     }
 
     /// A secret or token to look for besides the harness's own (`writeSecret`, its endpoint's tokens).
@@ -347,15 +389,20 @@ final class DaemonHarness: @unchecked Sendable {
         audited.add(secret: secret)
     }
 
-    /// Another endpoint whose tokens the audit looks for.
-    func audit(endpoint: LocalTokenServer) {
+    /// Another endpoint of the test: the audit looks for its tokens too, and the teardown stops it.
+    func adopt(_ endpoint: LocalTokenServer) {
         audited.add(endpoint: endpoint)
+    }
+
+    /// Work for the teardown, after the daemon has stopped (a PKI to remove, a proxy to stop).
+    func onTearDown(_ work: @escaping @Sendable () async -> Void) {
+        teardownWork.append(work)
     }
 
     /// The configured secrets of at least 6 characters, their form-encoded spellings, and the first half of each
     /// one of 16 or more (a secret clipped in the middle of a message is a leak too).
     var auditedSecrets: [String] {
-        let whole = audited.secrets.filter { $0.utf8.count >= 6 }.flatMap { [$0, FormURLEncoding.encode($0)] }
+        let whole = audited.secrets.filter { $0.utf8.count >= 6 }.flatMap { [$0, WireDecoding.formEncode($0)] }
         return Array(Set(whole + whole.filter { $0.count >= 16 }.map { String($0.prefix($0.count / 2)) }))
     }
 
@@ -367,25 +414,36 @@ final class DaemonHarness: @unchecked Sendable {
     /// Where the daemon's log holds a configured secret or an issued token, or its state directory a secret
     /// (the cache holds tokens by design; files a test moved aside as `.corrupt` are the test's own).
     func leaks(in extra: [(what: String, text: String)] = []) -> [String] {
-        let secrets = auditedSecrets
-        let tokens = Set(auditedTokens)
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: stateDir)) ?? []
+        let state = files.filter { !$0.hasSuffix(".corrupt") }.compactMap { file -> (what: String, text: String)? in
+            FileManager.default.contents(atPath: stateDir + "/" + file).map { ("\(stateDir)/\(file)", String(decoding: $0, as: UTF8.self)) }
+        }
+        return Self.leaks(secrets: auditedSecrets, tokens: Set(auditedTokens), texts: [("the daemon log", log)] + extra, stateFiles: state)
+    }
+
+    /// The audit itself: every text that holds one of `secrets` or a whole one of `tokens`, and every state file
+    /// that holds a secret.
+    static func leaks(
+        secrets: [String],
+        tokens: Set<String>,
+        texts: [(what: String, text: String)],
+        stateFiles: [(what: String, text: String)]
+    ) -> [String] {
         var findings: [String] = []
-        for (what, text) in [("the daemon log", log)] + extra {
-            for secret in secrets where Self.holds(text, secret) { findings.append("\(what) holds the secret \(secret.prefix(3))…") }
-            // Tokens are words of [A-Za-z0-9._-]: one pass over the text finds them, whatever their number (the
-            // 10,000-instance test has 10,000).
+        for (what, text) in texts {
+            for secret in secrets where holds(text, secret) { findings.append("\(what) holds the secret \(secret.prefix(3))…") }
+            // Tokens are words of [A-Za-z0-9._-]: one pass over the text finds them, whatever their number. A word
+            // is also taken without the dots, dashes and underscores around it (a token at the end of a sentence).
             let words = text.split { !($0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0))) }
-            for word in Set(words.map(String.init)).intersection(tokens) {
-                findings.append("\(what) holds the token \(TokenFingerprint.of(Secret(word)))")
+            let candidates = Set(
+                words.flatMap { word in [String(word), String(word.trimmingCharacters(in: CharacterSet(charactersIn: "._-")))] }
+            )
+            for word in candidates.intersection(tokens) {
+                findings.append("\(what) holds the token \(WireDecoding.fingerprint(word))")
             }
         }
-        let files = (try? FileManager.default.contentsOfDirectory(atPath: stateDir)) ?? []
-        for file in files where !file.hasSuffix(".corrupt") {
-            guard let data = FileManager.default.contents(atPath: stateDir + "/" + file) else { continue }
-            let text = String(decoding: data, as: UTF8.self)
-            for secret in secrets where Self.holds(text, secret) {
-                findings.append("\(stateDir)/\(file) holds the secret \(secret.prefix(3))…")
-            }
+        for (what, text) in stateFiles {
+            for secret in secrets where holds(text, secret) { findings.append("\(what) holds the secret \(secret.prefix(3))…") }
         }
         return findings
     }
@@ -431,12 +489,27 @@ final class DaemonHarness: @unchecked Sendable {
         FileManager.default.fileExists(atPath: "\(stateDir)/\(name).json")
     }
 
-    func shutdown() async {
+    /// Stops a daemon still running (SIGTERM, then SIGKILL after 15 s, which is an issue), audits what every daemon of
+    /// this harness left, runs the test's teardown work, stops every endpoint and removes the temporary directory.
+    ///
+    /// ``with(lifetime:settings:_:)`` awaits it; nothing is left behind in `/tmp`.
+    func tearDown() async {
         if let process, process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            kill(process.processIdentifier, SIGTERM)
+            let deadline = Date().addingTimeInterval(15)
+            while process.isRunning, Date() < deadline, !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+                if !Task.isCancelled { Issue.record("tokend did not stop within 15 s of SIGTERM; log: \(log.suffix(2000))") }
+            }
         }
-        await endpoint.stop()
+        process = nil
+        if everStarted { recordLeaks() }
+        for work in teardownWork { await work() }
+        for server in [endpoint] + audited.endpoints { await server.stop() }
         notify.close()
         try? await client.shutdown()
         try? FileManager.default.removeItem(atPath: root)
@@ -478,4 +551,23 @@ func eventually(
     }
     if try await condition() { return }
     throw HarnessError("timed out after \(timeout) s waiting for: \(what)")
+}
+
+/// What a test may do as the user it runs as: tests that switch to other uids (setpriv) or give files to groups the
+/// user is not in need root, and say so when they are skipped (`make test` as an ordinary user).
+enum Privileges {
+    static let isRoot = getuid() == 0
+
+    /// The name of group `gid` on this host (gid 65534 is "nogroup" on Debian, "nobody" elsewhere), or nil.
+    static func groupName(_ gid: gid_t) -> String? {
+        guard let entry = getgrgid(gid), let name = entry.pointee.gr_name else { return nil }
+        return String(cString: name)
+    }
+
+    /// A group the daemon (running as this user) may give files and sockets to, and its name: the overflow group
+    /// 65534 as root, this user's primary group otherwise (a user may only chown to a group it is in).
+    static var foreignGroup: (gid: gid_t, name: String)? {
+        let gid = isRoot ? gid_t(65534) : getgid()
+        return groupName(gid).map { (gid, $0) }
+    }
 }

@@ -15,7 +15,7 @@ import TokendTestSupport
 /// The TLS cases serve HTTPS under a test CA that the instance trusts through `ca_file`; after the first token the
 /// endpoint's new connections go wrong (another CA's certificate, a certificate for another name, a handshake that
 /// never gets an answer, plain HTTP, TLS 1.1 only). Those attempts never reach the endpoint's HTTP layer, so for them the connections are counted.
-@Suite(.serialized) struct FaultMatrixEndToEndTests {
+@Suite(.serialized, .timeLimit(.minutes(3))) struct FaultMatrixEndToEndTests {
     struct FaultCase: Sendable, CustomStringConvertible {
         enum Outcome: Sendable {
             /// The answer is refused with this code and kind; consecutive attempts are at least `minGap` s apart.
@@ -220,27 +220,40 @@ import TokendTestSupport
     }
 
     /// One round: every instance's raw token, and the status list.
-    static func sampleRound(_ harness: DaemonHarness) async -> (samples: [Sample], snapshot: Snapshot?) {
-        await withTaskGroup(of: (Sample?, Snapshot?).self) { group in
+    ///
+    /// A request the daemon did not answer (a refused or dropped connection, a timeout) is a failure of the round,
+    /// never left out.
+    static func sampleRound(_ harness: DaemonHarness) async -> (samples: [Sample], snapshot: Snapshot?, failures: [String]) {
+        await withTaskGroup(of: (Sample?, Snapshot?, String?).self) { group in
             for fault in cases {
                 group.addTask {
                     let sentAt = Date()
-                    guard let answer = try? await harness.get("/v1/tokens/\(fault.name)?format=raw") else { return (nil, nil) }
-                    return (Sample(instance: fault.name, sentAt: sentAt, status: answer.status, body: answer.body), nil)
+                    do {
+                        let answer = try await harness.get("/v1/tokens/\(fault.name)?format=raw")
+                        return (Sample(instance: fault.name, sentAt: sentAt, status: answer.status, body: answer.body), nil, nil)
+                    } catch {
+                        return (nil, nil, "GET /v1/tokens/\(fault.name): \(error)")
+                    }
                 }
             }
             group.addTask {
                 let at = Date()
-                guard let body = try? await harness.get("/v1/instances").json(API.InstancesBody.self) else { return (nil, nil) }
-                return (nil, Snapshot(at: at, statuses: Dictionary(uniqueKeysWithValues: body.instances.map { ($0.name, $0) })))
+                do {
+                    let body = try await harness.get("/v1/instances").json(API.InstancesBody.self)
+                    return (nil, Snapshot(at: at, statuses: Dictionary(uniqueKeysWithValues: body.instances.map { ($0.name, $0) })), nil)
+                } catch {
+                    return (nil, nil, "GET /v1/instances: \(error)")
+                }
             }
             var samples: [Sample] = []
             var snapshot: Snapshot?
-            for await (sample, taken) in group {
+            var failures: [String] = []
+            for await (sample, taken, failure) in group {
                 if let sample { samples.append(sample) }
                 if let taken { snapshot = taken }
+                if let failure { failures.append(failure) }
             }
-            return (samples, snapshot)
+            return (samples, snapshot, failures)
         }
     }
 
@@ -264,25 +277,23 @@ import TokendTestSupport
     }
 
     @Test func everyFaultKeepsTheDaemonUpServesOnlyLiveTokensAndRecovers() async throws {
-        let harness = try await DaemonHarness(settings: Self.settings)
-        let pki = try TestPKI.make()
-        var servers: [String: LocalTokenServer] = [:]
-        defer {
-            let all = Array(servers.values)
-            Task {
-                for server in all { await server.stop() }
-                await harness.shutdown()
-                pki.remove()
-            }
+        try await DaemonHarness.with(settings: Self.settings) { harness in
+            try await Self.runMatrix(harness)
         }
+    }
+
+    static func runMatrix(_ harness: DaemonHarness) async throws {
+        let pki = try TestPKI.make()
+        harness.onTearDown { pki.remove() }
+        var servers: [String: LocalTokenServer] = [:]
         for fault in Self.cases {
             let server = LocalTokenServer(lifetime: Self.lifetime)
+            harness.adopt(server)
             if fault.isTLS { try Self.serveTrusted(server, pki) }
             try await server.start(port: 0)
             server.script([.issue(lifetime: Self.lifetime)])
             if case .answer(let behavior) = fault.fault { server.setBehavior(behavior) }
             servers[fault.name] = server
-            harness.audit(endpoint: server)
             try harness.writeInstance(fault.name, tokenURL: server.tokenURL, caFile: fault.isTLS ? pki.caCertificate : nil)
         }
         try harness.start()
@@ -306,9 +317,11 @@ import TokendTestSupport
         // Phase 1: the endpoints misbehave from the first refresh (≈ 3 s) past the first token's expiry (6 s).
         var samples: [Sample] = []
         var snapshots: [Snapshot] = []
+        var failedRequests: [String] = []
         while Date() < startedAt.addingTimeInterval(7.2) {
             let round = await Self.sampleRound(harness)
             samples += round.samples
+            failedRequests += round.failures
             if let snapshot = round.snapshot { snapshots.append(snapshot) }
             try await Task.sleep(for: .milliseconds(150))
         }
@@ -341,9 +354,12 @@ import TokendTestSupport
         while Date() < behavedAt.addingTimeInterval(12), !Self.cases.allSatisfy(recovered) {
             let round = await Self.sampleRound(harness)
             samples += round.samples
+            failedRequests += round.failures
             if let snapshot = round.snapshot { snapshots.append(snapshot) }
             try await Task.sleep(for: .milliseconds(150))
         }
+        // Every request the readers sent was answered: a daemon that drops connections under the faults fails here.
+        #expect(failedRequests.isEmpty, "\(failedRequests.count) requests failed, first: \(failedRequests.prefix(3))")
         let final = try await harness.get("/v1/instances").json(API.InstancesBody.self)
         #expect(harness.process?.isRunning == true, "log: \(harness.log.suffix(3000))")
 
@@ -364,8 +380,21 @@ import TokendTestSupport
                 final.instances.first { $0.name == fault.name }?.state == "valid",
                 "\(fault): \(String(describing: final.instances.first { $0.name == fault.name }))"
             )
-            guard case .rejected(let code, let kind, let minGap) = fault.outcome else { continue }
             let during = mine.filter { $0.sentAt < behavedAt }
+            let code: String
+            let kind: String
+            let minGap: Double
+            switch fault.outcome {
+            case .accepted:
+                // The odd token was taken and served (the expiry check above held it to its true expiry).
+                #expect(
+                    during.contains { $0.status == 200 && $0.body != firstToken && server.issuedTokens.contains($0.body) },
+                    "\(fault): the accepted token was never served"
+                )
+                continue
+            case .rejected(let rejectedCode, let rejectedKind, let rejectedGap):
+                (code, kind, minGap) = (rejectedCode, rejectedKind, rejectedGap)
+            }
             // The still-valid token was served while the endpoint failed …
             let failingSince = faultRequests[fault.name]?.first ?? issuedAt.addingTimeInterval(3.5)
             #expect(
@@ -387,11 +416,17 @@ import TokendTestSupport
             let refusals = during.filter { $0.status == 503 }
             #expect(!refusals.isEmpty, "\(fault): no 503 after the token expired")
             #expect(refusals.allSatisfy { $0.sentAt > issuedAt.addingTimeInterval(5.3) }, "\(fault): refused while the token was valid")
-            #expect(refusals.contains { (try? JSONDecoder().decode(API.ErrorBody.self, from: Data($0.body.utf8)))?.last_error == code })
+            let lastErrors = refusals.map { try? JSONDecoder().decode(API.ErrorBody.self, from: Data($0.body.utf8)) }
+            #expect(
+                lastErrors.contains { $0?.last_error == code },
+                "\(fault): 503s named \(Set(lastErrors.map { $0?.last_error ?? "nothing" }))"
+            )
             // The endpoint was not hammered: attempts are at least the backoff apart (refused connections are not
-            // seen by the endpoint; TLS attempts are its accepted connections).
-            guard let times = faultRequests[fault.name] else { continue }
-            #expect(!times.isEmpty, "\(fault): the fault was never exercised")
+            // seen by the endpoint; TLS attempts are its accepted connections). Every fault is retried within the
+            // 4 s it lasts at least once (the slowest, permanent_retry, is 3 s), so there is a gap to measure.
+            if case .refused = fault.fault { continue }
+            let times = try #require(faultRequests[fault.name], "\(fault): no attempts recorded")
+            #expect(times.count >= 2, "\(fault): \(times.count) attempt(s) during the fault; no gap to check")
             for (earlier, later) in zip(times, times.dropFirst()) {
                 #expect(later.timeIntervalSince(earlier) >= minGap, "\(fault): attempts \(later.timeIntervalSince(earlier)) s apart")
             }

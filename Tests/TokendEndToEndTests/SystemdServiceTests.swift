@@ -10,6 +10,7 @@ import Glibc
 /// path differs, plus a drop-in with the test's credential, a log file, and what a test needs to shorten.
 @Suite(
     .serialized,
+    .timeLimit(.minutes(3)),
     .disabled(
         if: SystemdSandbox.unavailableReason != nil,
         Comment(rawValue: "skipped, a real systemd cannot run here: \(SystemdSandbox.unavailableReason ?? "")")
@@ -257,6 +258,19 @@ final class SystemdFixture: @unchecked Sendable {
     }
 
     fileprivate func teardown() async {
+        // The secrets audit of every daemon run: its log and its StateDirectory= hold neither the client secret nor
+        // a whole token (read before the sandbox, and its files, go away).
+        let stateDirectory = "/var/lib/private/tokend"
+        let stateFiles = ((try? FileManager.default.contentsOfDirectory(atPath: sandbox.root + stateDirectory)) ?? []).map {
+            (what: "\(stateDirectory)/\($0)", text: sandbox.read("\(stateDirectory)/\($0)"))
+        }
+        let leaks = DaemonHarness.leaks(
+            secrets: [Self.secret, WireDecoding.formEncode(Self.secret)],
+            tokens: Set(endpoint.issuedTokens),
+            texts: [("the daemon log", log)],
+            stateFiles: stateFiles
+        )
+        for leak in leaks { Issue.record(Comment(rawValue: leak)) }
         sandbox.shutdown()
         await endpoint.stop()
     }

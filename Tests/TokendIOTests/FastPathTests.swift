@@ -183,9 +183,10 @@ import TokendTestSupport
         return bodies
     }
 
-    /// Immediate answers (the daemon's `answerNow`) never reach the responder, and a body shared with the last
-    /// answer is written as the same bytes again; a new body, even of the same length, is written as itself.
-    @Test func immediateAnswersSkipTheResponderAndReuseTheirBytes() throws {
+    /// Immediate answers (the daemon's `answerNow`) never reach the responder, and the same body again is written
+    /// whole again; a new body, even of the same length, is written as itself. (Whether the bytes are reused is a
+    /// matter of speed, measured by `scripts/bench serving`, not asserted here.)
+    @Test func immediateAnswersSkipTheResponder() throws {
         let fake = FakeResponder()
         final class Shared: @unchecked Sendable { var body = Array("token-one".utf8) }  // one thread: EmbeddedChannel
         let shared = Shared()
@@ -204,11 +205,11 @@ import TokendTestSupport
             }
             return buffers
         }
-        func storage(_ buffer: ByteBuffer) -> UnsafeRawPointer? { buffer.withUnsafeReadableBytes { $0.baseAddress } }
         let first = try #require(try get("/v1/tokens/a").first)
         let second = try #require(try get("/v1/tokens/a").first)
         #expect(Self.bodies(String(buffer: first)) == ["token-one"])
-        #expect(storage(second) == storage(first))
+        #expect(Self.bodies(String(buffer: second)) == ["token-one"])
+        #expect(fake.seen.isEmpty)
         let other = try get("/v1/tokens/b")
         #expect(Self.bodies(other.map { String(buffer: $0) }.joined()) == ["GET /v1/tokens/b"])
         #expect(fake.seen.map(\.path) == ["/v1/tokens/b"])

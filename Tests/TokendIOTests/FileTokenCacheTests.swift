@@ -8,15 +8,22 @@ import TokendCore
 import Glibc
 #endif
 
-@Suite struct FileTokenCacheTests {
+/// Each test gets its own temporary directory, removed when the test ends (the suite is a class for its `deinit`).
+@Suite final class FileTokenCacheTests {
+    let temporary: String
     let directory: String
     let cache: FileTokenCache
 
     init() throws {
         var template = Array("/tmp/tokend-cache-XXXXXX".utf8CString)
-        directory = String(cString: try #require(mkdtemp(&template))) + "/state"
+        temporary = String(cString: try #require(mkdtemp(&template)))
+        directory = temporary + "/state"
         cache = FileTokenCache(directory: directory)
         try cache.prepare()
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: temporary)
     }
 
     func record(_ name: String = "alpha", token: String = "tok-1") -> CacheRecord {

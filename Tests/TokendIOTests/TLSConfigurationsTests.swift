@@ -8,7 +8,7 @@ import TokendTestSupport
 
 /// TLS material into NIOSSL configurations: TLS 1.2 at least, private CA roots, client certificate and key; bad PEMs
 /// are named problems that never echo a key.
-@Suite struct TLSConfigurationsTests {
+@Suite(.timeLimit(.minutes(1))) struct TLSConfigurationsTests {
     @Test func materialBecomesAClientConfigurationWithTLS12AtLeast() throws {
         let pki = try TestPKI.make()
         defer { pki.remove() }

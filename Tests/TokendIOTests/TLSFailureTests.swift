@@ -8,7 +8,7 @@ import TokendTestSupport
 
 /// How the AsyncHTTPClient adapter reports TLS failures that the fault matrix throws at the daemon, one request at a
 /// time, so that a racing timer cannot hide a wrong classification.
-@Suite(.serialized) struct TLSFailureTests {
+@Suite(.serialized, .timeLimit(.minutes(1))) struct TLSFailureTests {
     /// A server that accepts the connection and never answers the ClientHello: every attempt, made back to back as
     /// instances at one provider would, is the same `timeout` that names the set-up, within about connect_timeout.
     ///

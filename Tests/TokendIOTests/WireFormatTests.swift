@@ -7,7 +7,7 @@ import TokendTestSupport
 
 /// The exact bytes of each request style on the wire, as a recording token endpoint receives them from the real
 /// AsyncHTTPClient adapter.
-@Suite(.serialized) struct WireFormatTests {
+@Suite(.serialized, .timeLimit(.minutes(1))) struct WireFormatTests {
     struct Case: Sendable, CustomTestStringConvertible {
         var name: String
         var connector: String
@@ -90,12 +90,18 @@ import TokendTestSupport
         let server = LocalTokenServer(lifetime: 60)
         try await server.start(port: 0)
         let endpoint = HTTPTokenEndpoint(connectTimeout: 5, requestTimeout: 5)
-        defer {
-            Task {
-                await endpoint.shutdown()
-                await server.stop()
-            }
+        do {
+            try await Self.check(testCase, server: server, endpoint: endpoint)
+        } catch {
+            await endpoint.shutdown()
+            await server.stop()
+            throw error
         }
+        await endpoint.shutdown()
+        await server.stop()
+    }
+
+    static func check(_ testCase: Case, server: LocalTokenServer, endpoint: HTTPTokenEndpoint) async throws {
         var connector = testCase.connector
         if !connector.contains("token_url") { connector = "token_url = \"{{base}}/token\"\n" + connector }
         let text =

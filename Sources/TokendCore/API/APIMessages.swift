@@ -71,9 +71,12 @@ public protocol InstanceDirectory: Sendable {
     func allInstances() -> [(name: String, machine: InstanceStateMachine)]
     /// Who may read the instance's token; nil when the socket's permissions decide.
     func access(named name: String) -> AccessPolicy?
+    /// The errors of the last config load and of a rejected reload, for `tokend status`.
+    var configErrors: [String] { get }
 }
 
 extension InstanceDirectory {
     public func access(named name: String) -> AccessPolicy? { nil }
+    public var configErrors: [String] { [] }
     public func contains(_ name: String) -> Bool { instance(named: name) != nil }
 }

@@ -150,7 +150,12 @@ public struct APIRouter: Sendable {
         case .instances:
             let visible = instances.allInstances().filter { mayRead($0.name, peer: request.peer, instances: instances) }
             let sorted = visible.sorted { $0.name < $1.name }
-            return .answer(json(200, API.InstancesBody(instances: sorted.map { status(name: $0.name, machine: $0.machine, now: now) })))
+            let errors = isAdmin(request.peer) ? instances.configErrors : []
+            let body = API.InstancesBody(
+                instances: sorted.map { status(name: $0.name, machine: $0.machine, now: now) },
+                config_errors: errors.isEmpty ? nil : errors
+            )
+            return .answer(json(200, body))
         case .health:
             var reasons: [String: String] = [:]
             for (name, machine) in instances.allInstances() where machine.servableToken(at: now) == nil {

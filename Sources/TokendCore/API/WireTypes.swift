@@ -85,9 +85,13 @@ public enum API {
 
     public struct InstancesBody: Codable, Sendable, Hashable {
         public var instances: [InstanceStatus]
+        /// The errors of the last config load (and a rejected reload), each `file:line: key: message`; shown to
+        /// admins only, absent when there are none.
+        public var config_errors: [String]?
 
-        public init(instances: [InstanceStatus]) {
+        public init(instances: [InstanceStatus], config_errors: [String]? = nil) {
             self.instances = instances
+            self.config_errors = config_errors
         }
     }
 

@@ -27,8 +27,9 @@ public struct InstanceStateMachine: Sendable {
         /// Wait for the refresh in flight (started or joined); ``Action/serveWaiters(_:)`` or
         /// ``Action/rejectWaiters(_:)`` will follow.
         case wait
-        /// No token can be served; the reason is for the client.
-        case reject(reason: String)
+        /// No token can be served; the reason is for the client, and `retryAt` is when asking again may help (the
+        /// next attempt, or the end of `min_interval`).
+        case reject(reason: String, retryAt: Date?)
     }
 
     /// How the instance looks from outside.
@@ -101,12 +102,15 @@ public struct InstanceStateMachine: Sendable {
         if isFetching {
             return (.wait, [])
         }
+        let noToken = lastFailure.map { "no valid token: \($0.message)" } ?? "no valid token yet"
+        // A permanent failure is retried only every `permanent_retry`: a client cannot make it sooner.
+        if let failure = lastFailure, failure.kind == .permanent, let next = nextAttempt, next > now {
+            let reason = token == nil ? noToken : "no token valid for \(Int(minValid)) s; the last refresh failed: \(failure.message)"
+            return (.reject(reason: reason, retryAt: next), [])
+        }
         if let started = lastFetchStarted, now.timeIntervalSince(started) < policy.settings.minInterval {
-            let reason =
-                token == nil
-                ? (lastFailure.map { "no valid token: \($0.message)" } ?? "no valid token yet")
-                : "no token valid for \(Int(minValid)) s; the last refresh was less than min_interval ago"
-            return (.reject(reason: reason), [])
+            let reason = token == nil ? noToken : "no token valid for \(Int(minValid)) s; the last refresh was less than min_interval ago"
+            return (.reject(reason: reason, retryAt: started.addingTimeInterval(policy.settings.minInterval)), [])
         }
         return (.wait, beginFetch(now: now))
     }
