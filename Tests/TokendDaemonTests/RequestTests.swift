@@ -75,6 +75,21 @@ import TokendTestSupport
         #expect(daemon.endpoint.requests.count == 2)
     }
 
+    @Test func minValidCannotForceAFetchBeforePermanentRetry() {
+        let daemon = TestDaemon(
+            instances: ["alpha": instanceFile("alpha")],
+            endpoint: ManualTokenEndpoint { _, _ in ManualTokenEndpoint.error(status: 401, code: "invalid_client") }
+        )
+        daemon.start()
+        daemon.advance(by: 5)
+        let refused = daemon.wantToken("alpha", minValid: 0)
+        #expect(refused.status == 503)
+        #expect(refused.body.contains("invalid_client"))
+        // The next attempt is permanent_retry (600 s) after the failure: 595 s from now.
+        #expect(refused.header("Retry-After") == "595")
+        #expect(daemon.endpoint.requests.count == 1)
+    }
+
     @Test func aFailedSharedRefreshAnswersEveryWaiter() {
         let daemon = TestDaemon(
             instances: ["alpha": instanceFile("alpha")],
