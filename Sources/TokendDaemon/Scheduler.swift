@@ -282,6 +282,9 @@ public final class Scheduler: @unchecked Sendable {
             case .serveWaiters(let token):
                 serveWaiters(name, token: token)
             case .rejectWaiters(let failure):
+                // Asking again helps once the next attempt is due.
+                let now = adapters.clock.now()
+                let retryAfter = running.machine.nextAttempt.map { Int($0.timeIntervalSince(now).rounded(.up)) } ?? 1
                 for waiter in waiters.take(name) {
                     reply(
                         waiter,
@@ -289,7 +292,7 @@ public final class Scheduler: @unchecked Sendable {
                             name: name,
                             message: "refresh failed: \(failure.message)",
                             lastError: failure.code,
-                            retryAfter: 1
+                            retryAfter: retryAfter
                         )
                     )
                 }

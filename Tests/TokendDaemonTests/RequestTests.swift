@@ -104,6 +104,8 @@ import TokendTestSupport
         for answer in waiting {
             #expect(answer.status == 503)
             #expect(answer.body.contains("invalid_scope"))
+            // A permanent failure: the next attempt is permanent_retry (600 s) away.
+            #expect(answer.header("Retry-After") == "600")
         }
     }
 
