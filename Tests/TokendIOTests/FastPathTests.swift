@@ -11,7 +11,7 @@ import TokendTestSupport
 /// The socket's fast path (decision 0006) against SwiftNIO's own HTTP/1 decoder, llhttp: whatever the fast path
 /// takes for a simple request, llhttp parses the same way; and the handler answers in order, across waits, and
 /// hands every other connection to NIO's pipeline with the bytes it has not answered.
-@Suite struct FastPathTests {
+@Suite(.timeLimit(.minutes(1))) struct FastPathTests {
     // MARK: - The recogniser against llhttp
 
     /// What llhttp makes of `bytes`: the complete requests and whether it failed.
