@@ -40,6 +40,7 @@ extension Scheduler {
             }
             running.resolved = resolved
             running.machine.configChanged(policy: policy(for: resolved))
+            published.publish(name, running.state)
         }
         var startedFromCache = 0
         for name in plan.starting {
