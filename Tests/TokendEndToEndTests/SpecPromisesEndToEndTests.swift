@@ -109,7 +109,8 @@ import Glibc
         }
     }
 
-    /// SPEC §6: a file that fails validation is reported in the log, `STATUS=` and `tokend status`.
+    /// SPEC §6: a file that fails validation is reported in the log, `STATUS=` and `tokend status`, and the other
+    /// instances run.
     @Test func statusShowsConfigErrors() async throws {
         try await DaemonHarness.with { harness in
             try harness.writeInstance("good")
@@ -121,6 +122,10 @@ import Glibc
             try await harness.waitUntilReady()
             let diagnostic = "\(harness.configDir)/instances/broken.toml:2: token_kye: unknown key (did you mean 'token_key'?)"
             #expect(harness.loggedConfigErrors == [diagnostic])
+            #expect(harness.notify.assignments.contains { $0.hasPrefix("STATUS=") && $0.contains("1 config error") })
+            // The other instance runs; the broken one is not served.
+            #expect(try await harness.token("good") != nil)
+            #expect(try await harness.get("/v1/tokens/broken").status == 404)
             let status = try harness.runCLI(["status", "--socket", harness.socketPath])
             #expect(status.status == 0)
             #expect((status.stdout + status.stderr).contains(diagnostic), "\(status.stdout)\(status.stderr)")
