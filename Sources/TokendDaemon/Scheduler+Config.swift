@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import TokendCore
 import TokendIO
 
@@ -18,6 +19,7 @@ extension Scheduler {
             }
         }
         configErrorCount = loaded.errors.count
+        firstBrokenFile = loaded.errors.map(\.file).min().map(relativeToConfig)
         published.configErrors = loaded.errors.map(\.description)
         if let newSettings = loaded.settings {
             settings = newSettings
@@ -71,6 +73,8 @@ extension Scheduler {
         }
         if starting {
             logger.info("instances started", metadata: ["instances": "\(instances.count)", "cached_tokens": "\(startedFromCache)"])
+        } else {
+            endRevokedAccess()
         }
         updateStatus()
     }
@@ -110,6 +114,35 @@ extension Scheduler {
         readiness.settled(name)
         for waiter in waiters.take(name) { reply(waiter, router.unknownInstance(name)) }
         cacheWriter.remove(name)
+    }
+
+    /// `path` without the config directory in front (STATUS= is short).
+    private func relativeToConfig(_ path: String) -> String {
+        let directory = options.configDirectory.hasSuffix("/") ? options.configDirectory : options.configDirectory + "/"
+        return options.configDirectory.isEmpty || !path.hasPrefix(directory) ? path : String(path.dropFirst(directory.count))
+    }
+
+    /// The waiters and watch streams of callers the current `[access]` rules (or the admin rule) no longer allow:
+    /// refused and closed after a reload, as the request would be now.
+    func endRevokedAccess() {
+        var router = self.router
+        router.admin = published.admin
+        let now = adapters.clock.now()
+        var refused: [RefusalLog.Line] = []
+        func revoked(_ name: String, _ peer: PeerCredentials?) -> Bool {
+            guard !router.mayRead(name, peer: peer, instances: published) else { return false }
+            if let peer {
+                refused += refusals.withLock { $0.refused(uid: peer.uid, pid: peer.pid, target: name, now: now) }
+            }
+            return true
+        }
+        for name in waiters.instances {
+            for waiter in waiters.take(name, where: { revoked(name, $0.peer) }) { reply(waiter, router.unknownInstance(name)) }
+        }
+        for name in watchers.instances {
+            for watcher in watchers.take(name, where: { revoked(name, $0.peer) }) { watcher.stream.finish() }
+        }
+        log(refusals: refused)
     }
 
     func adminPolicy(_ settings: DaemonSettings) -> AdminPolicy {
@@ -161,10 +194,10 @@ extension Scheduler {
             published.configErrors = ["reload rejected: \(error.description)"]
             logger.error("reload rejected", metadata: ["error": "\(error)"])
         case .success(let loaded) where loaded.settings == nil:
-            rejectedReload = "tokend.toml is invalid"
             for diagnostic in loaded.errors {
                 logger.error("config error", metadata: ["error": "\(diagnostic)"])
             }
+            rejectedReload = "tokend.toml is invalid (\(loaded.errors.map(\.file).min().map(relativeToConfig) ?? "tokend.toml"))"
             published.configErrors = ["reload rejected: tokend.toml is invalid"] + loaded.errors.map(\.description)
             logger.error("reload rejected", metadata: ["error": "tokend.toml is invalid; old settings kept"])
         case .success(let loaded):

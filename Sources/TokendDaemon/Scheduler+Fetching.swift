@@ -62,14 +62,13 @@ extension Scheduler {
         switch parsed {
         case .success(let token):
             metrics.refreshFinished(instance: name, result: "success")
-            actions = running.machine.tokenReceived(token, now: now, using: &random)
+            actions = running.machine.tokenReceived(token)
             logger.info(
                 "token refreshed",
                 metadata: [
                     "instance": "\(name)",
                     "token": "\(token.fingerprint)",
                     "expires_in_s": "\(Int(token.lifetime))",
-                    "next_refresh_in_s": "\(Int((running.machine.nextAttempt ?? now).timeIntervalSince(now)))",
                 ]
             )
         case .failure(let failure):
@@ -88,8 +87,24 @@ extension Scheduler {
                 ]
             )
         }
-        readiness.settled(name)
         perform(actions, for: name)
+        settled(name)
+    }
+
+    /// Cache writes are durable: each token still awaited is served from now on.
+    func tokensStored(_ written: [StoredToken]) {
+        guard !isStopping else { return }
+        for record in written {
+            guard let running = instances[record.instance], running.generation == record.generation else { continue }
+            perform(running.machine.tokenStored(fingerprint: record.fingerprint, using: &random), for: record.instance)
+            settled(record.instance)
+        }
+    }
+
+    /// After an attempt's outcome: readiness, `STATUS=` and READY=1 see the instance's new state.
+    private func settled(_ name: String) {
+        guard let running = instances[name], running.machine.hasSettled else { return }
+        readiness.settled(name)
         scheduleStatusUpdate()
         becomeReady(startupTimedOut: false)
     }

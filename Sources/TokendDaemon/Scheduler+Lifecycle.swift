@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import TokendCore
 import TokendIO
 
@@ -48,7 +49,12 @@ extension Scheduler {
         let entries = instances.map { name, running in
             StatusSummary.Entry(name: name, state: running.machine.state(at: now), errorCode: running.machine.lastFailure?.code)
         }
-        return StatusSummary.line(entries, configErrors: configErrorCount, rejectedReload: rejectedReload)
+        return StatusSummary.line(
+            entries,
+            configErrors: configErrorCount,
+            firstBrokenFile: firstBrokenFile,
+            rejectedReload: rejectedReload
+        )
     }
 
     /// Coalesces status updates: with thousands of instances finishing fetches, STATUS= is recomputed (O(n)) at most
@@ -63,6 +69,32 @@ extension Scheduler {
         guard line != lastStatus else { return }
         lastStatus = line
         adapters.notifier.notify(.status(line))
+    }
+
+    // MARK: - Refusals
+
+    /// Logs refused requests: a window's first refusal of a caller as it happens, the rest summed up per caller.
+    func log(refusals lines: [RefusalLog.Line]) {
+        for line in lines {
+            var metadata: Logger.Metadata = [
+                "peer.uid": "\(line.uid)",
+                "peer.pid": "\(line.pid)",
+                "refused": "\(line.targets.joined(separator: ","))\(line.moreTargets ? ",…" : "")",
+            ]
+            if line.isFirst {
+                logger.warning("request refused", metadata: metadata)
+            } else {
+                metadata["count"] = "\(line.count)"
+                metadata["window_s"] = "\(Int(refusals.withLock { $0.window }))"
+                logger.warning("more requests refused", metadata: metadata)
+            }
+        }
+    }
+
+    /// The summaries of the refusal windows that ended.
+    func logRefusalSummaries() {
+        let now = adapters.clock.now()
+        log(refusals: refusals.withLock { $0.due(now: now) })
     }
 
     // MARK: - Clock steps
@@ -102,6 +134,7 @@ extension Scheduler {
         for repeating in repeatingTimers { repeating.cancel() }
         for waiter in waiters.takeAll() { reply(waiter, stoppingAnswer()) }
         for watcher in watchers.takeAll() { watcher.stream.finish() }
+        log(refusals: refusals.withLock { $0.flush() })
         // Kept: a timer nobody holds may be cancelled with its last reference.
         repeatingTimers = [
             adapters.clock.after(10, on: queue) { [unowned self] in

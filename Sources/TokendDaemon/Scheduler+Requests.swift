@@ -68,21 +68,31 @@ extension Scheduler {
         reply(router.json(202, API.CommandBody(instance: name, accepted: true, message: "refresh started")))
     }
 
-    /// `POST /v1/tokens/{name}/invalidate`: drop the token if the caller's fingerprint still names it.
+    /// `POST /v1/tokens/{name}/invalidate`: drop the token if the caller's fingerprint still names it and its
+    /// replacement may be fetched now.
     func invalidationWanted(_ name: String, fingerprint: String, reply: @escaping Reply) {
         guard !isStopping, let running = instances[name] else {
             reply(isStopping ? stoppingAnswer() : router.unknownInstance(name))
             return
         }
-        let (invalidated, actions) = running.machine.tokenInvalidated(fingerprint: fingerprint, now: adapters.clock.now())
-        if invalidated {
+        let now = adapters.clock.now()
+        let (outcome, actions) = running.machine.tokenInvalidated(fingerprint: fingerprint, now: now)
+        perform(actions, for: name)
+        switch outcome {
+        case .accepted:
             logger.warning("token invalidated by a client", metadata: ["instance": "\(name)", "token": "\(fingerprint)"])
             removeSink(running.resolved.sink)
+            scheduleStatusUpdate()
+            reply(router.json(202, API.CommandBody(instance: name, accepted: true, message: "token dropped; refreshing")))
+        case .notCurrent:
+            let message = "fingerprint is not the current token's; nothing changed"
+            reply(router.json(200, API.CommandBody(instance: name, accepted: false, message: message)))
+        case .tooSoon(let retryAt):
+            let message = "the last refresh started less than min_interval ago; nothing changed"
+            var response = router.json(200, API.CommandBody(instance: name, accepted: false, message: message))
+            response.headers.append(.init("Retry-After", String(max(1, Int(retryAt.timeIntervalSince(now).rounded(.up))))))
+            reply(response)
         }
-        perform(actions, for: name)
-        scheduleStatusUpdate()
-        let message = invalidated ? "token dropped; refreshing" : "fingerprint is not the current token's; nothing changed"
-        reply(router.json(invalidated ? 202 : 200, API.CommandBody(instance: name, accepted: invalidated, message: message)))
     }
 
     /// `GET /v1/tokens/{name}/watch`: the current token as an event, then each new one, until the client leaves, the

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Logging
+import Synchronization
 import TokendCore
 import TokendIO
 
@@ -83,6 +84,16 @@ public final class Scheduler: @unchecked Sendable {
         case statusDue
         /// A waiting request's time ran out.
         case waiterTimedOut(name: String, id: Int)
+        /// A batch of cache writes is done: its tokens may be served.
+        case tokensStored([StoredToken])
+    }
+
+    /// A token whose cache write is done: its instance, the instance's generation when the write was queued and the
+    /// token's fingerprint.
+    public struct StoredToken: Sendable, Hashable {
+        public var instance: String
+        public var generation: Int
+        public var fingerprint: String
     }
 
     /// What the daemon knows of its environment at start.
@@ -134,7 +145,17 @@ public final class Scheduler: @unchecked Sendable {
     let published: PublishedInstances
     let router = APIRouter()
     let metrics: TokendMetrics
-    let cacheWriter: CacheWriter
+    /// Created on first use (it reports back to the scheduler).
+    lazy var cacheWriter = CacheWriter(
+        cache: adapters.cache,
+        queue: ioQueue,
+        logger: logger,
+        trimMemory: adapters.trimMemory,
+        durable: { [weak self] written in self?.send(.tokensStored(written)) }
+    )
+
+    /// Refused socket requests, counted per caller (written on NIO's event loops, summed up on the clock check).
+    let refusals = Mutex(RefusalLog())
 
     var settings: DaemonSettings
     var instances: [String: RunningInstance] = [:]
@@ -146,6 +167,8 @@ public final class Scheduler: @unchecked Sendable {
     var random: SplitMix64
     var lastGeneration = 0
     var configErrorCount = 0
+    /// The first file with a config error of the last load, relative to the config directory.
+    var firstBrokenFile: String?
     var rejectedReload: String?
     var lastStatus = ""
     var isStopping = false
@@ -186,7 +209,6 @@ public final class Scheduler: @unchecked Sendable {
             perEndpointConcurrent: settings.refresh.perEndpointConcurrent
         )
         self.random = options.seed.map(SplitMix64.init(seed:)) ?? SplitMix64()
-        self.cacheWriter = CacheWriter(cache: adapters.cache, queue: ioQueue, logger: logger, trimMemory: adapters.trimMemory)
     }
 
     /// Queues `event` for the scheduler queue.
@@ -210,7 +232,9 @@ public final class Scheduler: @unchecked Sendable {
         case .reloadRequested: reloadRequested()
         case .reloadLoaded(let outcome, let cached): reloadLoaded(outcome, cached: cached)
         case .stopRequested(let signal): stopRequested(signal: signal)
-        case .clockCheckDue: checkClock()
+        case .clockCheckDue:
+            checkClock()
+            logRefusalSummaries()
         case .watchdogDue: if !isStopping { adapters.notifier.notify(.watchdog) }
         case .startupExtensionDue: if !readiness.isReady { adapters.notifier.notify(.extendTimeout(microseconds: 15_000_000)) }
         case .startupTimedOut: becomeReady(startupTimedOut: true)
@@ -218,6 +242,7 @@ public final class Scheduler: @unchecked Sendable {
             statusTimer = nil
             updateStatus()
         case .waiterTimedOut(let name, let id): waiterTimedOut(name, id: id)
+        case .tokensStored(let written): tokensStored(written)
         }
     }
 
@@ -275,7 +300,9 @@ public final class Scheduler: @unchecked Sendable {
             case .scheduleRefresh(let due):
                 add(WakeUpSchedule.Entry(due: due, name: name, generation: running.generation, purpose: .attempt))
             case .store(let token):
-                cacheWriter.store(CacheRecord(instance: name, token: token, fingerprint: running.resolved.fingerprint))
+                let record = CacheRecord(instance: name, token: token, fingerprint: running.resolved.fingerprint)
+                cacheWriter.store(record, generation: running.generation)
+            case .deliver(let token):
                 writeSink(name, token: token, to: running.resolved.sink)
                 notifyWatchers(name, token: token)
                 addExpiry(of: running)
@@ -371,10 +398,13 @@ public final class Scheduler: @unchecked Sendable {
 
     // MARK: - For tests
 
-    /// Waits until the scheduler queue and then the I/O queue have done what was queued before.
+    /// Waits until the scheduler queue and then the I/O queue have done what was queued before, twice: a cache
+    /// write reports back to the scheduler queue, which then serves the token and writes its sink.
     public func settle() {
-        queue.sync {}
-        ioQueue.sync {}
+        for _ in 0..<2 {
+            queue.sync {}
+            ioQueue.sync {}
+        }
     }
 
     /// The fetch limiter's peaks (requests in flight at once, overall and to one host).

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import TokendCore
 import TokendIO
 
@@ -56,10 +57,9 @@ struct SocketFrontend: Sendable {
             respond(response)
         case .refuse(let response):
             if let peer = request.peer {
-                logger.warning(
-                    "request refused",
-                    metadata: ["peer.uid": "\(peer.uid)", "peer.pid": "\(peer.pid)", "path": "\(String(request.path.prefix(200)))"]
-                )
+                let target = router.route(request).instance ?? String(request.path.prefix(100))
+                let lines = scheduler.refusals.withLock { $0.refused(uid: peer.uid, pid: peer.pid, target: target, now: now) }
+                scheduler.log(refusals: lines)
             }
             respond(response)
         case .waitForToken(let name, let minValid, let format):

@@ -21,7 +21,7 @@ struct FixedDirectory: InstanceDirectory {
         let policy = RefreshPolicy(RefreshSettings())
         var good = InstanceStateMachine(policy: policy)
         _ = good.started(cached: nil, now: epoch, using: &generator)
-        _ = good.tokenReceived(token(lifetime: 3600, value: "secret-token-1"), now: epoch, using: &generator)
+        _ = good.receivedAndStored(token(lifetime: 3600, value: "secret-token-1"), using: &generator)
         var failing = InstanceStateMachine(policy: policy)
         _ = failing.started(cached: nil, now: epoch, using: &generator)
         _ = failing.fetchFailed(
@@ -104,5 +104,15 @@ struct FixedDirectory: InstanceDirectory {
             .init(name: "c", state: .failing, errorCode: "invalid_client"),
         ])
         #expect(line == "3 instances: 2 valid, 1 failing (c: invalid_client)")
+    }
+
+    /// Issue 18: STATUS= names the first broken file, not only how many there are.
+    @Test func statusLineNamesTheFirstBrokenFile() {
+        let line = StatusSummary.line(
+            [.init(name: "a", state: .valid, errorCode: nil)],
+            configErrors: 2,
+            firstBrokenFile: "instances/broken.toml"
+        )
+        #expect(line == "1 instance: 1 valid; 2 config errors (instances/broken.toml)")
     }
 }

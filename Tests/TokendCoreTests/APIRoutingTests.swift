@@ -28,7 +28,7 @@ struct GuardedDirectory: InstanceDirectory {
         var generator = SeededGenerator(seed: 8)
         var machine = InstanceStateMachine(policy: RefreshPolicy(RefreshSettings()))
         _ = machine.started(cached: nil, now: epoch, using: &generator)
-        _ = machine.tokenReceived(token(lifetime: 600, value: "the-token"), now: epoch, using: &generator)
+        _ = machine.receivedAndStored(token(lifetime: 600, value: "the-token"), using: &generator)
         directory = GuardedDirectory(
             machines: ["open": machine, "private": machine, "team": machine],
             policies: ["private": AccessPolicy(uids: [1001], gids: []), "team": AccessPolicy(uids: [], gids: [300])]
@@ -84,7 +84,7 @@ struct GuardedDirectory: InstanceDirectory {
 
     @Test(
         arguments: [
-            ("open", alice, 200), ("private", alice, 200), ("private", bob, 403), ("team", bob, 200), ("team", alice, 403),
+            ("open", alice, 200), ("private", alice, 200), ("private", bob, 404), ("team", bob, 200), ("team", alice, 404),
             ("private", root, 200), ("private", operatorInAdminGroup, 200), ("nope", alice, 404),
         ] as [(String, PeerCredentials, APIStatus)]
     )
@@ -165,7 +165,11 @@ struct GuardedDirectory: InstanceDirectory {
             Issue.record("a denied read is a refusal (logged)")
             return
         }
-        #expect(refusal.status == .forbidden)
+        // Told apart from an unknown name neither by status nor by body.
+        let unknown = ask("GET", "/v1/tokens/privatx", peer: Self.bob)
+        #expect(refusal.status == unknown.status && refusal.headers == unknown.headers)
+        let unknownBody = String(decoding: unknown.body, as: UTF8.self).replacingOccurrences(of: "privatx", with: "private")
+        #expect(String(decoding: refusal.body, as: UTF8.self) == unknownBody)
     }
 
     @Test func invalidateBodies() {
@@ -176,6 +180,44 @@ struct GuardedDirectory: InstanceDirectory {
         for bad in ["", "{}", #"{"fingerprint":"XYZ"}"#, #"{"fingerprint":"0123456789abcdef0"}"#, "garbage"] {
             #expect(router.invalidatedFingerprint(APIRequest(method: "POST", path: "/", body: Array(bad.utf8))) == nil)
         }
+    }
+
+    /// Issue 18, finding 8: `/v1/health` names (and counts) only the instances the caller may read, as
+    /// `/v1/instances` does.
+    @Test func healthShowsOnlyWhatTheCallerMayRead() throws {
+        var generator = SeededGenerator(seed: 3)
+        var failing = InstanceStateMachine(policy: RefreshPolicy(RefreshSettings()))
+        _ = failing.started(cached: nil, now: epoch, using: &generator)
+        _ = failing.fetchFailed(FetchFailure(kind: .permanent, code: "invalid_client", message: "no"), now: epoch, using: &generator)
+        var guarded = directory
+        guarded.machines["private"] = failing
+        func health(_ peer: PeerCredentials?) throws -> (APIStatus, [String: String]) {
+            let response = router.answer(
+                to: APIRequest(method: "GET", target: "/v1/health", peer: peer),
+                instances: guarded,
+                now: epoch.addingTimeInterval(100)
+            )
+            return (response.status, try JSONDecoder().decode(API.HealthBody.self, from: Data(response.body)).reasons)
+        }
+        #expect(try health(Self.bob) == (200, [:]))
+        #expect(try health(Self.alice) == (503, ["private": "invalid_client"]))
+        #expect(try health(Self.root) == (503, ["private": "invalid_client"]))
+    }
+
+    /// Issue 18, finding 6: after an accepted invalidation, a plain read waits for the replacement being fetched
+    /// instead of being told there is no token.
+    @Test func aPlainReadWaitsForTheReplacementOfAnInvalidatedToken() {
+        var generator = SeededGenerator(seed: 4)
+        var machine = InstanceStateMachine(policy: RefreshPolicy(RefreshSettings()))
+        _ = machine.started(cached: nil, now: epoch, using: &generator)
+        let issued = token(lifetime: 3600, value: "the-token")
+        _ = machine.receivedAndStored(issued, using: &generator)
+        let later = epoch.addingTimeInterval(100)
+        #expect(machine.tokenInvalidated(fingerprint: issued.fingerprint, now: later).outcome == .accepted)
+        var replacing = directory
+        replacing.machines["open"] = machine
+        let decision = router.decide(APIRequest(method: "GET", target: "/v1/tokens/open", peer: nil), instances: replacing, now: later)
+        #expect(decision == .waitForToken(name: "open", minValid: 0, format: .json))
     }
 
     @Test func methodsAndPaths() {

@@ -123,7 +123,7 @@ import TokendTestSupport
         var generator = SeededGenerator(seed: 3)
         var machine = InstanceStateMachine(policy: RefreshPolicy(settings))
         _ = machine.started(cached: nil, now: epoch, using: &generator)
-        _ = machine.tokenReceived(token(lifetime: 100), now: epoch, using: &generator)
+        _ = machine.receivedAndStored(token(lifetime: 100), using: &generator)
         let now = epoch.addingTimeInterval(80)
         _ = machine.timerFired(now: now)
         // serveUntil is epoch + 95; the server asked for 30 s: it is not asked again at 95.

@@ -47,12 +47,44 @@ import TokendTestSupport
         var machine = InstanceStateMachine(policy: RefreshPolicy(settings))
         _ = machine.started(cached: nil, now: epoch, using: &generator)
         let issued = token(lifetime: 3600)
-        let actions = machine.tokenReceived(issued, now: epoch, using: &generator)
-        #expect(actions == [.store(issued), .scheduleRefresh(at: epoch.addingTimeInterval(2700)), .serveWaiters(issued)])
+        // Stored first; until the write is durable the token is neither served nor handed on, and the fetch is still
+        // the one in flight (a client that wants a token joins it).
+        #expect(machine.tokenReceived(issued) == [.store(issued)])
+        #expect(machine.servableToken(at: epoch) == nil)
+        #expect(machine.tokenRequested(minValid: 0, now: epoch).answer == .wait)
+        #expect(machine.refreshRequested(now: epoch) == [])
+        #expect(machine.tokenStored(fingerprint: "0123456789abcdef", using: &generator) == [])
+        let actions = machine.tokenStored(fingerprint: issued.fingerprint, using: &generator)
+        #expect(actions == [.deliver(issued), .scheduleRefresh(at: epoch.addingTimeInterval(2700)), .serveWaiters(issued)])
         #expect(machine.state(at: epoch) == .valid)
         #expect(machine.outageBudget(at: epoch) == 3595)
         #expect(machine.timerFired(now: epoch.addingTimeInterval(2699)) == [])
         #expect(machine.timerFired(now: epoch.addingTimeInterval(2700)) == [.fetch])
+    }
+
+    /// Issue 18, finding 6: a reader looping on `invalidate` gets at most one accepted invalidation (and one fetch)
+    /// per `min_interval`, and never a stretch without a token while no replacement is being fetched.
+    @Test mutating func invalidationIsAcceptedOnlyWhenTheReplacementCanBeFetched() {
+        settings.minInterval = 30
+        var machine = InstanceStateMachine(policy: RefreshPolicy(settings))
+        _ = machine.started(cached: nil, now: epoch, using: &generator)
+        let first = token(lifetime: 3600, value: "one")
+        _ = machine.receivedAndStored(first, using: &generator)
+        let soon = epoch.addingTimeInterval(10)
+        let early = machine.tokenInvalidated(fingerprint: first.fingerprint, now: soon)
+        #expect(early.outcome == .tooSoon(retryAt: epoch.addingTimeInterval(30)) && early.actions == [])
+        #expect(machine.servableToken(at: soon) == first)
+        let later = epoch.addingTimeInterval(31)
+        let accepted = machine.tokenInvalidated(fingerprint: first.fingerprint, now: later)
+        #expect(accepted.outcome == .accepted && accepted.actions == [.fetch])
+        #expect(machine.servableToken(at: later) == nil && machine.isReplacingInvalidated)
+        let second = token(obtained: later, lifetime: 3600, value: "two")
+        _ = machine.receivedAndStored(second, using: &generator)
+        #expect(!machine.isReplacingInvalidated)
+        let again = machine.tokenInvalidated(fingerprint: second.fingerprint, now: later.addingTimeInterval(1))
+        #expect(again.outcome == .tooSoon(retryAt: later.addingTimeInterval(30)))
+        #expect(machine.tokenInvalidated(fingerprint: first.fingerprint, now: later.addingTimeInterval(40)).outcome == .notCurrent)
+        #expect(machine.servableToken(at: later.addingTimeInterval(40)) == second)
     }
 
     @Test mutating func onlyOneFetchIsEverInFlight() {
@@ -66,7 +98,7 @@ import TokendTestSupport
         var machine = InstanceStateMachine(policy: RefreshPolicy(settings))
         _ = machine.started(cached: nil, now: epoch, using: &generator)
         let issued = token(lifetime: 100)
-        _ = machine.tokenReceived(issued, now: epoch, using: &generator)
+        _ = machine.receivedAndStored(issued, using: &generator)
         let later = epoch.addingTimeInterval(75)
         #expect(machine.timerFired(now: later) == [.fetch])
         let failure = FetchFailure.network("connection refused")
@@ -95,7 +127,7 @@ import TokendTestSupport
         #expect(machine.hasSettled)
         #expect(machine.state(at: epoch) == .failing)
         _ = machine.refreshRequested(now: epoch)
-        _ = machine.tokenReceived(token(lifetime: 60), now: epoch, using: &generator)
+        _ = machine.receivedAndStored(token(lifetime: 60), using: &generator)
         #expect(machine.consecutiveFailures == 0)
         #expect(machine.lastFailure == nil)
         #expect(machine.state(at: epoch) == .valid)

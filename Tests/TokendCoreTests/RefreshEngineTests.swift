@@ -76,7 +76,7 @@ import TokendTestSupport
         switch TokenResponseParser.parse(status: 200, body: Array(body.utf8), shape: .init(), now: epoch) {
         case .success(let issued):
             #expect(failureCode == nil)
-            actions = machine.tokenReceived(issued, now: epoch, using: &generator)
+            actions = machine.receivedAndStored(issued, using: &generator)
         case .failure(let failure):
             #expect(failure.code == failureCode)
             actions = machine.fetchFailed(failure, now: epoch, using: &generator)
@@ -110,7 +110,7 @@ import TokendTestSupport
         var machine = InstanceStateMachine(policy: Self.policy())
         _ = machine.started(cached: nil, now: epoch, using: &generator)
         let first = token(lifetime: 600)
-        _ = machine.tokenReceived(first, now: epoch, using: &generator)
+        _ = machine.receivedAndStored(first, using: &generator)
 
         // Good enough: served without a fetch.
         let now = epoch.addingTimeInterval(100)
@@ -125,7 +125,7 @@ import TokendTestSupport
             #expect(more.isEmpty)
         }
         let second = token(obtained: now, lifetime: 600, value: "second")
-        let done = machine.tokenReceived(second, now: now, using: &generator)
+        let done = machine.receivedAndStored(second, using: &generator)
         #expect(done.contains(.serveWaiters(second)))
         // Right after a refresh, min_interval keeps clients from forcing another one.
         let (refused, none) = machine.tokenRequested(minValid: 599, now: now.addingTimeInterval(1))
@@ -150,7 +150,7 @@ import TokendTestSupport
         var generator = SeededGenerator(seed: 5)
         var machine = InstanceStateMachine(policy: Self.policy { $0.jitter = 0 })
         _ = machine.started(cached: nil, now: epoch, using: &generator)
-        _ = machine.tokenReceived(token(lifetime: 3600), now: epoch, using: &generator)
+        _ = machine.receivedAndStored(token(lifetime: 3600), using: &generator)
         let actions = machine.clockStepped(by: step)
         #expect(actions == [.scheduleRefresh(at: epoch.addingTimeInterval(2700 + step))])
         // 100 s of real time later the wall clock reads epoch + step + 100: the token has 3495 s of serving left,
@@ -179,7 +179,7 @@ import TokendTestSupport
             }
         )
         _ = machine.started(cached: nil, now: epoch, using: &generator)
-        _ = machine.tokenReceived(token(lifetime: 100), now: epoch, using: &generator)
+        _ = machine.receivedAndStored(token(lifetime: 100), using: &generator)
         let now = epoch.addingTimeInterval(75)
         let serveUntil = epoch.addingTimeInterval(95)
         _ = machine.timerFired(now: now)
@@ -210,7 +210,7 @@ import TokendTestSupport
             }
         )
         _ = machine.started(cached: nil, now: epoch, using: &generator)
-        _ = machine.tokenReceived(token(lifetime: 100), now: epoch, using: &generator)
+        _ = machine.receivedAndStored(token(lifetime: 100), using: &generator)
         let now = epoch.addingTimeInterval(75)
         _ = machine.timerFired(now: now)
         for _ in 0..<3 {

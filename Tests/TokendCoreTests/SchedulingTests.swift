@@ -128,3 +128,36 @@ import Testing
         #expect(book.instances.isEmpty)
     }
 }
+
+/// Issue 18, finding 7: refused requests are logged per caller, the first at once and the rest summed up.
+@Suite struct RefusalLogTests {
+    @Test func aLoopingCallerCostsTwoLinesPerWindow() {
+        var log = RefusalLog(window: 10)
+        var lines: [RefusalLog.Line] = []
+        // 51,000 refusals of one uid over six seconds, and one of another uid.
+        for i in 0..<51_000 {
+            let now = epoch + Double(i) * 6 / 51_000
+            lines += log.refused(uid: 65534, pid: 40 + Int32(i % 3), target: i % 2 == 0 ? "private" : "other", now: now)
+        }
+        lines += log.refused(uid: 1000, pid: 7, target: "private", now: epoch + 1)
+        #expect(lines.count == 2)
+        #expect(lines.first == .init(uid: 65534, pid: 40, count: 1, targets: ["private"], moreTargets: false, isFirst: true))
+        #expect(log.due(now: epoch + 9).isEmpty)
+        let summaries = log.due(now: epoch + 11)
+        // The second caller's window had nothing after its first line: it ends silently.
+        #expect(
+            summaries == [.init(uid: 65534, pid: 42, count: 50_999, targets: ["other", "private"], moreTargets: false, isFirst: false)]
+        )
+        #expect(log.openWindows == 0)
+    }
+
+    @Test func aWindowThatEndedUnreportedIsSummedUpBeforeTheNextFirstLine() {
+        var log = RefusalLog(window: 10)
+        _ = log.refused(uid: 5, pid: 1, target: "a", now: epoch)
+        for i in 0..<7 { _ = log.refused(uid: 5, pid: 2, target: "t\(i)", now: epoch + 1) }
+        let lines = log.refused(uid: 5, pid: 3, target: "a", now: epoch + 12)
+        #expect(lines.map(\.isFirst) == [false, true])
+        #expect(lines.first?.count == 7 && lines.first?.targets.count == RefusalLog.maxTargets && lines.first?.moreTargets == true)
+        #expect(log.flush().isEmpty)
+    }
+}

@@ -37,3 +37,10 @@ extension APIRouter {
         }
     }
 }
+
+extension InstanceStateMachine {
+    /// The endpoint issued `issued` and its cache write is done: the two events a fetched token brings.
+    mutating func receivedAndStored(_ issued: IssuedToken, using generator: inout some RandomNumberGenerator) -> [Action] {
+        tokenReceived(issued) + tokenStored(fingerprint: issued.fingerprint, using: &generator)
+    }
+}

@@ -63,7 +63,8 @@ import TokendTestSupport
         daemon.reload(loadConfig(instances: files))
         #expect(daemon.endpoint.requests.count == before)
         #expect(daemon.servedToken("beta") != nil)
-        #expect(daemon.notifier.statuses.last == "3 instances: 3 valid; 1 config error")
+        // Issue 18: STATUS= names the broken file.
+        #expect(daemon.notifier.statuses.last == "3 instances: 3 valid; 1 config error (instances/beta.toml)")
         daemon.advance(by: 500.1)  // refreshes still happen
         #expect(daemon.endpoint.requests.count == before + 3)
     }
@@ -76,7 +77,7 @@ import TokendTestSupport
         daemon.reload(loadConfig(settings: "nonsense = 1\n", instances: files))
         #expect(daemon.machine("delta") == nil)
         #expect(daemon.endpoint.requests.count == before)
-        #expect(daemon.notifier.statuses.last?.hasSuffix("reload rejected: tokend.toml is invalid") == true)
+        #expect(daemon.notifier.statuses.last?.hasSuffix("reload rejected: tokend.toml is invalid (tokend.toml)") == true)
         // A good reload clears it.
         daemon.reload(loadConfig(instances: files))
         daemon.advance(by: 0.2)  // STATUS= is coalesced

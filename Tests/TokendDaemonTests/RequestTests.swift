@@ -126,6 +126,103 @@ import TokendTestSupport
         #expect(daemon.servedToken("alpha") == "t2")
     }
 
+    /// Issue 18, finding 6: a reader looping on `invalidate` with the current fingerprint gets one accepted
+    /// invalidation (and one fetch) per `min_interval`; a plain read meanwhile waits for the replacement and gets it.
+    @Test func aLoopingInvalidatorCannotKeepTheTokenFromOthers() throws {
+        let settings = exactSettings.replacingOccurrences(of: #"min_interval = "1s""#, with: #"min_interval = "30s""#)
+        let daemon = TestDaemon(
+            settings: settings,
+            instances: ["alpha": instanceFile("alpha")],
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 3600))
+        )
+        daemon.start()
+        daemon.advance(by: 31)
+        var accepted = 0
+        var readsWithoutToken = 0
+        for _ in 0..<200 {
+            if let fingerprint = daemon.machine("alpha")?.token?.fingerprint {
+                let answer = daemon.ask { .invalidationWanted(name: "alpha", fingerprint: fingerprint, reply: $0) }
+                if answer.status == 202 { accepted += 1 }
+            }
+            // The reader root: what the snapshot answers (or, with no token, the wait the router sends it to).
+            if daemon.servedToken("alpha") == nil, daemon.wantToken("alpha", minValid: 0).accessToken == nil {
+                readsWithoutToken += 1
+            }
+            daemon.advance(by: 0.5)
+        }
+        // 100 s: the invalidations at 31 s, 61 s, 91 s and 121 s are accepted, one fetch each.
+        #expect(accepted == 4)
+        #expect(daemon.endpoint.requests.count == 5)
+        #expect(readsWithoutToken == 0)
+    }
+
+    /// Issue 18, served means durable: a fetched token is not served, handed to a waiter or to a watch stream
+    /// before its cache write is done.
+    @Test func aTokenIsServedOnlyOnceItsCacheWriteIsDone() {
+        let cache = InMemoryTokenCache()
+        let daemon = TestDaemon(
+            instances: ["alpha": instanceFile("alpha")],
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)),
+            cache: cache
+        )
+        daemon.start()
+        let stream = RecordingEventStream()
+        daemon.scheduler.send(.watchWanted(name: "alpha", peer: nil) { stream })
+        daemon.endpoint.respond { _, _ in nil }
+        daemon.advance(by: 10)
+        let waiting = daemon.wantToken("alpha", minValid: 90)
+        #expect(daemon.endpoint.requests.count == 2)
+        cache.holdWrites()
+        daemon.endpoint.complete(with: ManualTokenEndpoint.token("fresh", expiresIn: 100))
+        // Only the scheduler queue: the I/O queue is stuck in the write.
+        for _ in 0..<3 { daemon.scheduler.queue.sync {} }
+        #expect(waiting.all.isEmpty)
+        #expect(daemon.servedToken("alpha") == "t1")
+        #expect(stream.events.count == 1)
+        #expect(cachedToken(cache, "alpha") == "t1")
+        cache.releaseWrites()
+        daemon.settle()
+        #expect(cachedToken(cache, "alpha") == "fresh")
+        #expect(waiting.accessToken == "fresh")
+        #expect(daemon.servedToken("alpha") == "fresh")
+        #expect(stream.events.count == 2)
+    }
+
+    /// Issue 18, finding 3: a reload that takes a caller out of `[access]` ends its watch stream and its wait; an
+    /// allowed caller's stay.
+    @Test func aReloadEndsTheStreamsAndWaitsOfCallersNoLongerAllowed() {
+        let alice = PeerCredentials(uid: 1001, gid: 1001, pid: 10)
+        let bob = PeerCredentials(uid: 1002, gid: 1002, pid: 11)
+        let open = instanceFile("alpha", extra: "")
+        let daemon = TestDaemon(
+            instances: ["alpha": open, "beta": instanceFile("beta")],
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100))
+        )
+        daemon.start()
+        let streams = (alice: RecordingEventStream(), bob: RecordingEventStream())
+        daemon.scheduler.send(.watchWanted(name: "alpha", peer: alice) { streams.alice })
+        daemon.scheduler.send(.watchWanted(name: "alpha", peer: bob) { streams.bob })
+        daemon.endpoint.respond { _, _ in nil }
+        daemon.advance(by: 10)
+        let waits = (
+            alice: daemon.ask { .tokenWanted(name: "alpha", minValid: 90, format: .raw, peer: alice, reply: $0) },
+            bob: daemon.ask { .tokenWanted(name: "alpha", minValid: 90, format: .raw, peer: bob, reply: $0) }
+        )
+        #expect(waits.alice.all.isEmpty && waits.bob.all.isEmpty)
+        // The fetch is still in flight; the reload keeps the instance's token and schedule (only [access] changed).
+        let restricted = open.replacingOccurrences(of: "[variables]", with: "[access]\nusers = [1001]\n[variables]")
+        daemon.reload(loadConfig(instances: ["alpha": restricted, "beta": instanceFile("beta")]))
+        #expect(!streams.bob.isOpen)
+        #expect(waits.bob.status == 404)
+        #expect(streams.alice.isOpen)
+        #expect(waits.alice.all.isEmpty)
+        daemon.endpoint.complete(with: ManualTokenEndpoint.token("fresh", expiresIn: 100))
+        daemon.settle()
+        #expect(waits.alice.status == 200)
+        #expect(streams.alice.events.last?.contains("fresh") == true)
+        #expect(streams.bob.events.count == 1)
+    }
+
     @Test func refreshJoinsAFetchInFlight() {
         let daemon = TestDaemon(
             instances: ["alpha": instanceFile("alpha")],
@@ -181,4 +278,10 @@ import TokendTestSupport
         // Within one host, first in, first out.
         #expect(served.filter { $0.hasPrefix("a") } == (1...6).map { "a\($0)" })
     }
+}
+
+/// The token the cache twin holds for `name`.
+func cachedToken(_ cache: InMemoryTokenCache, _ name: String) -> String? {
+    guard case .loaded(let record) = cache.load(instance: name) else { return nil }
+    return record.token.accessToken.revealed
 }

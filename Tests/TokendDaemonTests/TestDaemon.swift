@@ -86,7 +86,7 @@ final class TestDaemon: @unchecked Sendable {
                 sinks: sinks,
                 config: config
             ),
-            options: Scheduler.Options(watchdogInterval: watchdogInterval, daemonUID: 0, seed: 42),
+            options: Scheduler.Options(watchdogInterval: watchdogInterval, daemonUID: 0, seed: 42, configDirectory: "/cfg"),
             logger: logger
         )
         clock.afterEachTimer { [scheduler] in

@@ -122,7 +122,11 @@ import Glibc
             try await harness.waitUntilReady()
             let diagnostic = "\(harness.configDir)/instances/broken.toml:2: token_kye: unknown key (did you mean 'token_key'?)"
             #expect(harness.loggedConfigErrors == [diagnostic])
-            #expect(harness.notify.assignments.contains { $0.hasPrefix("STATUS=") && $0.contains("1 config error") })
+            // Issue 18: STATUS= names the broken file.
+            #expect(
+                harness.notify.assignments.contains { $0.hasPrefix("STATUS=") && $0.contains("1 config error (instances/broken.toml)") },
+                "\(harness.notify.assignments)"
+            )
             // The other instance runs; the broken one is not served.
             #expect(try await harness.token("good") != nil)
             #expect(try await harness.get("/v1/tokens/broken").status == 404)
@@ -290,12 +294,9 @@ import Glibc
     }
 
     /// SPEC §8: "A token is durable in the cache before it is served." A caller that waits for a refresh
-    /// (`min_valid`) reads the cache file the moment it gets the new token: the file must hold it already.
-    @Test(
-        .disabled(
-            "issue 18 (served means durable): a refreshed token is served (min_valid waiters answered, then published) while its cache write is still queued on the I/O queue (CacheWriter.store), not durable first"
-        )
-    )
+    /// (`min_valid`) reads the cache file the moment it gets the new token: the file must hold it already (issue 18:
+    /// a SIGKILL right after would not lose it).
+    @Test
     func aTokenIsInTheCacheBeforeItIsServed() async throws {
         try await DaemonHarness.withRunning("alpha", lifetime: 60) { harness in
             var late: [Int] = []

@@ -15,13 +15,22 @@ public struct APIRouter: Sendable {
         case metrics
         case notFound
         case methodNotAllowed
+
+        /// The instance the route names, if any.
+        public var instance: String? {
+            switch self {
+            case .token(let name), .watch(let name), .invalidate(let name), .refresh(let name): name
+            case .instances, .health, .metrics, .notFound, .methodNotAllowed: nil
+            }
+        }
     }
 
     /// What the socket does with a request: answer it now from the snapshot, or hand it to the scheduler.
     public enum Decision: Sendable, Hashable {
         /// Answer with this, now.
         case answer(APIResponse)
-        /// The caller may not do this: answer with this (a 403) and log the refusal.
+        /// The caller may not do this: answer with this (a 403, or a 404 for an instance it may not use) and log the
+        /// refusal.
         case refuse(APIResponse)
         /// The snapshot has no token valid for `minValid` s (0: none yet, during start-up): the scheduler serves,
         /// refuses or starts or joins one shared refresh.
@@ -96,12 +105,14 @@ public struct APIRouter: Sendable {
     }
 
     /// The refusal for a route that names an instance, or nil when the caller may go on: 404 for an unknown
-    /// instance, 403 for a caller the instance's `[access]` (or the admin rule) does not allow.
+    /// instance, and the same 404 for an instance whose `[access]` (or the admin rule) does not allow the caller, so
+    /// that a caller cannot tell the instances it may not use from names that do not exist; 403 for an admin
+    /// endpoint.
     public func refusal(for route: Route, request: APIRequest, instances: some InstanceDirectory) -> APIResponse? {
         switch route {
         case .token(let name), .invalidate(let name), .watch(let name):
             guard instances.contains(name) else { return unknownInstance(name) }
-            return mayRead(name, peer: request.peer, instances: instances) ? nil : forbidden()
+            return mayRead(name, peer: request.peer, instances: instances) ? nil : unknownInstance(name)
         case .refresh(let name):
             guard isAdmin(request.peer) else { return forbidden() }
             return instances.contains(name) ? nil : unknownInstance(name)
@@ -117,7 +128,9 @@ public struct APIRouter: Sendable {
     public func decide(_ request: APIRequest, instances: some InstanceDirectory, now: Date, isReady: Bool = true) -> Decision {
         let route = self.route(request)
         if let refusal = refusal(for: route, request: request, instances: instances) {
-            return refusal.status == .forbidden ? .refuse(refusal) : .answer(refusal)
+            // A 403, or the 404 that hides an instance the caller may not use: refused (and logged).
+            let refused = refusal.status == .forbidden || route.instance.map(instances.contains) == true
+            return refused ? .refuse(refusal) : .answer(refusal)
         }
         switch route {
         case .token(let name):
@@ -132,7 +145,8 @@ public struct APIRouter: Sendable {
             if let minValid = query.minValid, validFor.map({ $0 < minValid }) ?? true {
                 return .waitForToken(name: name, minValid: minValid, format: query.format)
             }
-            if validFor == nil, !machine.hasSettled, !isReady {
+            // Before READY=1 a first token is awaited; after an invalidation, its replacement (fetched now).
+            if validFor == nil, (!machine.hasSettled && !isReady) || machine.isReplacingInvalidated {
                 return .waitForToken(name: name, minValid: 0, format: query.format)
             }
             return .answer(token(named: name, machine: machine, format: query.format, now: now))
@@ -157,8 +171,10 @@ public struct APIRouter: Sendable {
             )
             return .answer(json(200, body))
         case .health:
+            // The instances the caller may read, as in `/v1/instances`: the others are neither named nor counted.
             var reasons: [String: String] = [:]
-            for (name, machine) in instances.allInstances() where machine.servableToken(at: now) == nil {
+            for (name, machine) in instances.allInstances()
+            where machine.servableToken(at: now) == nil && mayRead(name, peer: request.peer, instances: instances) {
                 reasons[name] = machine.lastFailure?.code ?? machine.state(at: now).rawValue
             }
             return .answer(json(reasons.isEmpty ? 200 : 503, API.HealthBody(status: reasons.isEmpty ? "ok" : "degraded", reasons: reasons)))
@@ -178,7 +194,7 @@ public struct APIRouter: Sendable {
     }
 
     public func unknownInstance(_ name: String) -> APIResponse {
-        error(404, "unknown_instance", "no instance named '\(String(name.prefix(100)))'")
+        error(404, "unknown_instance", "no instance named '\(String(name.prefix(100)))' that this caller may use")
     }
 
     public func forbidden() -> APIResponse {

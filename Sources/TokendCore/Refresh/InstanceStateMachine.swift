@@ -12,8 +12,11 @@ public struct InstanceStateMachine: Sendable {
         case fetch
         /// Wake this instance at the given time.
         case scheduleRefresh(at: Date)
-        /// Persist this token to the cache.
+        /// Persist this token to the cache; ``InstanceStateMachine/tokenStored(fingerprint:using:)`` follows once the
+        /// write is durable.
         case store(IssuedToken)
+        /// The token is durable and now the one served: hand it to the sink and the watch streams.
+        case deliver(IssuedToken)
         /// Answer the requests waiting for this refresh (each checks its own `min_valid`).
         case serveWaiters(IssuedToken)
         /// Fail the requests waiting for this refresh.
@@ -30,6 +33,16 @@ public struct InstanceStateMachine: Sendable {
         /// No token can be served; the reason is for the client, and `retryAt` is when asking again may help (the
         /// next attempt, or the end of `min_interval`).
         case reject(reason: String, retryAt: Date?)
+    }
+
+    /// What a client's invalidation did.
+    public enum Invalidation: Sendable, Hashable {
+        /// The token is dropped and its replacement is being fetched.
+        case accepted
+        /// The fingerprint is not the current token's (already replaced, or never served): nothing changed.
+        case notCurrent
+        /// A fetch started less than `min_interval` ago: nothing changed; asking again helps at `retryAt`.
+        case tooSoon(retryAt: Date)
     }
 
     /// How the instance looks from outside.
@@ -56,6 +69,12 @@ public struct InstanceStateMachine: Sendable {
     public private(set) var lastFetchStarted: Date?
     /// True once the instance has a token or one attempt has finished; readiness waits for this.
     public private(set) var hasSettled = false
+    /// A token the endpoint issued whose cache write is not durable yet: it is not served (nor handed to a sink or a
+    /// watch stream) before it is, and the fetch counts as in flight until then.
+    public private(set) var pendingToken: IssuedToken?
+    /// True from an accepted invalidation until the refresh it started ends: plain reads wait for the replacement
+    /// instead of being told there is no token.
+    public private(set) var isReplacingInvalidated = false
 
     public init(policy: RefreshPolicy) {
         self.policy = policy
@@ -116,36 +135,42 @@ public struct InstanceStateMachine: Sendable {
     }
 
     /// A client got a 401 with the token whose fingerprint it names (compare-and-swap): when that is still the current
-    /// token it is no longer served and a refresh starts (or is scheduled once `min_interval` has passed since the last
-    /// one); a stale fingerprint changes nothing.
-    ///
-    /// Returns whether the token was dropped.
-    public mutating func tokenInvalidated(fingerprint: String, now: Date) -> (invalidated: Bool, actions: [Action]) {
-        guard let current = token, current.fingerprint == fingerprint else { return (false, []) }
-        token = nil
-        if isFetching { return (true, []) }
-        if let started = lastFetchStarted, now.timeIntervalSince(started) < policy.settings.minInterval {
-            let due = started.addingTimeInterval(policy.settings.minInterval)
-            nextAttempt = due
-            return (true, [.scheduleRefresh(at: due)])
+    /// token and a fetch may start now (or one is in flight), the token is no longer served and its replacement is
+    /// fetched; a stale fingerprint, or one less than `min_interval` after the last fetch started, changes nothing.
+    public mutating func tokenInvalidated(fingerprint: String, now: Date) -> (outcome: Invalidation, actions: [Action]) {
+        guard let current = token, current.fingerprint == fingerprint else { return (.notCurrent, []) }
+        // Accepted only when the replacement can be fetched now: a client looping on invalidation gets one fetch per
+        // `min_interval` and never a stretch with no token, and readers wait for the replacement meanwhile.
+        if !isFetching, let started = lastFetchStarted, now >= started, now.timeIntervalSince(started) < policy.settings.minInterval {
+            return (.tooSoon(retryAt: started.addingTimeInterval(policy.settings.minInterval)), [])
         }
-        return (true, beginFetch(now: now))
+        token = nil
+        isReplacingInvalidated = true
+        return (.accepted, isFetching ? [] : beginFetch(now: now))
     }
 
-    /// The endpoint issued a token.
-    public mutating func tokenReceived(
-        _ received: IssuedToken,
-        now: Date,
-        using generator: inout some RandomNumberGenerator
-    ) -> [Action] {
+    /// The endpoint issued a token: it is stored first, and served once ``tokenStored(fingerprint:using:)`` says the
+    /// write is durable (a token handed out and then lost in a crash would make the restarted daemon ask for
+    /// another, and some providers revoke the previous token when they issue one).
+    public mutating func tokenReceived(_ received: IssuedToken) -> [Action] {
+        pendingToken = received
+        return [.store(received)]
+    }
+
+    /// The cache write of the received token with `fingerprint` is done (durable, or failed and reported): the token
+    /// becomes the one served and the next refresh is scheduled.
+    public mutating func tokenStored(fingerprint: String, using generator: inout some RandomNumberGenerator) -> [Action] {
+        guard let received = pendingToken, received.fingerprint == fingerprint else { return [] }
+        pendingToken = nil
         isFetching = false
+        isReplacingInvalidated = false
         hasSettled = true
         token = received
         consecutiveFailures = 0
         lastFailure = nil
         let due = policy.refreshTime(for: received, using: &generator)
         nextAttempt = due
-        return [.store(received), .scheduleRefresh(at: due), .serveWaiters(received)]
+        return [.deliver(received), .scheduleRefresh(at: due), .serveWaiters(received)]
     }
 
     /// The fetch failed; the current token (if still valid) keeps being served.
@@ -155,6 +180,7 @@ public struct InstanceStateMachine: Sendable {
         using generator: inout some RandomNumberGenerator
     ) -> [Action] {
         isFetching = false
+        isReplacingInvalidated = false
         hasSettled = true
         consecutiveFailures += 1
         lastFailure = failure
@@ -183,6 +209,11 @@ public struct InstanceStateMachine: Sendable {
             shifted.obtainedAt.addTimeInterval(offset)
             shifted.expiresAt.addTimeInterval(offset)
             token = shifted
+        }
+        if var shifted = pendingToken {
+            shifted.obtainedAt.addTimeInterval(offset)
+            shifted.expiresAt.addTimeInterval(offset)
+            pendingToken = shifted
         }
         lastFetchStarted?.addTimeInterval(offset)
         guard let due = nextAttempt else { return [] }

@@ -34,11 +34,15 @@ public struct WaiterBook<Reply: Sendable>: Sendable {
         return lastID
     }
 
-    /// Removes and returns every waiter of `name` that `predicate` selects (all by default), oldest first.
+    /// Removes and returns every waiter of `name` that `predicate` selects (all by default), oldest first, asking it
+    /// once each.
     public mutating func take(_ name: String, where predicate: (Waiter) -> Bool = { _ in true }) -> [Waiter] {
         guard let all = byInstance[name] else { return [] }
-        let taken = all.filter(predicate)
-        let left = all.filter { !predicate($0) }
+        var taken: [Waiter] = []
+        var left: [Waiter] = []
+        for entry in all {
+            if predicate(entry) { taken.append(entry) } else { left.append(entry) }
+        }
         byInstance[name] = left.isEmpty ? nil : left
         return taken
     }
@@ -68,6 +72,9 @@ public struct WatcherBook<Stream: Sendable>: Sendable {
 
     public var count: Int { byInstance.values.reduce(0) { $0 + $1.count } }
 
+    /// The instances somebody watches, in name order.
+    public var instances: [String] { byInstance.keys.sorted() }
+
     public mutating func add(_ name: String, peer: PeerCredentials?, stream: Stream) {
         byInstance[name, default: []].append(Watcher(peer: peer, stream: stream))
     }
@@ -80,11 +87,14 @@ public struct WatcherBook<Stream: Sendable>: Sendable {
         return left.map(\.stream)
     }
 
-    /// Removes and returns the watchers of `name` that `predicate` selects (all by default).
+    /// Removes and returns the watchers of `name` that `predicate` selects (all by default), asking it once each.
     public mutating func take(_ name: String, where predicate: (Watcher) -> Bool = { _ in true }) -> [Watcher] {
         guard let all = byInstance[name] else { return [] }
-        let taken = all.filter(predicate)
-        let left = all.filter { !predicate($0) }
+        var taken: [Watcher] = []
+        var left: [Watcher] = []
+        for entry in all {
+            if predicate(entry) { taken.append(entry) } else { left.append(entry) }
+        }
         byInstance[name] = left.isEmpty ? nil : left
         return taken
     }

@@ -12,8 +12,14 @@ public enum StatusSummary {
         }
     }
 
-    /// The line for `entries`, the number of config errors of the last load and why the last reload was rejected.
-    public static func line(_ entries: [Entry], configErrors: Int = 0, rejectedReload: String? = nil) -> String {
+    /// The line for `entries`, the number of config errors of the last load (with the first broken file) and why the
+    /// last reload was rejected.
+    public static func line(
+        _ entries: [Entry],
+        configErrors: Int = 0,
+        firstBrokenFile: String? = nil,
+        rejectedReload: String? = nil
+    ) -> String {
         let order: [InstanceStateMachine.State] = [.valid, .degraded, .pending, .expired, .failing]
         var parts: [String] = []
         for state in order {
@@ -28,6 +34,7 @@ public enum StatusSummary {
         }
         if configErrors > 0 {
             line += "; \(configErrors) config error\(configErrors == 1 ? "" : "s")"
+            if let firstBrokenFile { line += " (\(firstBrokenFile))" }
         }
         if let rejectedReload { line += "; reload rejected: \(rejectedReload)" }
         return line

@@ -41,6 +41,8 @@ public final class InMemoryTokenCache: TokenCache, @unchecked Sendable {
     private var loadOutcomes: [String: CacheLoadOutcome]
     private var log: [Operation] = []
     private var batches = 0
+    private var held = false
+    private let gate = DispatchSemaphore(value: 0)
 
     /// A cache holding `records`; `outcomes` override what loading a name finds (a file moved aside).
     public init(records: [CacheRecord] = [], outcomes: [String: CacheLoadOutcome] = [:]) {
@@ -61,7 +63,21 @@ public final class InMemoryTokenCache: TokenCache, @unchecked Sendable {
         }
     }
 
+    /// Makes the next batch wait (on the writer's queue) until ``releaseWrites()``: a disk that is slow to flush.
+    public func holdWrites() {
+        lock.withLock { held = true }
+    }
+
+    public func releaseWrites() {
+        let wasHeld = lock.withLock {
+            defer { held = false }
+            return held
+        }
+        if wasHeld { gate.signal() }
+    }
+
     public func store(batch records: [CacheRecord]) -> [(instance: String, error: CacheError)] {
+        if lock.withLock({ held }) { gate.wait() }
         lock.withLock { batches += 1 }
         for record in records { try? store(record) }
         return []
