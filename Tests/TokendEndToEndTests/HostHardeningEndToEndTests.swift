@@ -1,0 +1,65 @@
+import Foundation
+import Testing
+import TokendCore
+import TokendTestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a local user could do to the daemon through the files and the process it leaves on the host (issue #18,
+/// findings 4, 5 and the state directory and provider-body parts of 9), each tried against the real binary.
+@Suite(.serialized, .timeLimit(.minutes(3))) struct HostHardeningEndToEndTests {
+    /// Finding 4: a sink directory swapped for a symbolic link is refused, for writes and removals alike.
+    ///
+    /// With the sink directory in a directory anyone may add to, a local user swaps it for a symlink to a directory
+    /// holding a private file of the same name. The next refresh must not overwrite that file, nor an invalidation
+    /// unlink it; the log says why the sink was refused.
+    @Test func aSinkDirectorySwappedForASymlinkIsRefusedAndTheFileBehindItSurvives() async throws {
+        try await DaemonHarness.with(lifetime: 3) { harness in
+            let shared = harness.root + "/shared"
+            let sinks = shared + "/sinks"
+            let victim = harness.root + "/victim"
+            try FileManager.default.createDirectory(atPath: sinks, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: victim, withIntermediateDirectories: true)
+            #expect(chmod(shared, 0o1777) == 0)
+            #expect(chmod(sinks, 0o755) == 0)
+            try "precious".write(toFile: victim + "/alpha.token", atomically: false, encoding: .utf8)
+            #expect(chmod(victim + "/alpha.token", 0o600) == 0)
+            @Sendable func victimText() -> String? { try? String(contentsOfFile: victim + "/alpha.token", encoding: .utf8) }
+
+            try harness.writeInstance("alpha", extra: "[sink]\npath = \"\(sinks)/alpha.token\"\n")
+            try harness.start()
+            try await harness.waitUntilReady()
+            let first = try #require(try await harness.token("alpha"))
+            try await eventually("the sink holds the token") {
+                (try? String(contentsOfFile: sinks + "/alpha.token", encoding: .utf8)) == first
+            }
+
+            // The swap, as the local user would do it in `shared`.
+            try FileManager.default.moveItem(atPath: sinks, toPath: shared + "/sinks.old")
+            try FileManager.default.createSymbolicLink(atPath: sinks, withDestinationPath: victim)
+            // The 3 s token is refreshed about 2 s after it was issued, and written to the sink.
+            try await eventually("the refreshed token's sink write", timeout: 15) {
+                victimText() != "precious" || harness.log.contains("sink write failed")
+            }
+            #expect(victimText() == "precious", "the refresh wrote through the symlink")
+            let refusal = harness.log.split(separator: "\n").first { $0.contains("sink write failed") } ?? ""
+            #expect(refusal.contains("symbolic link"), "\(refusal)")
+
+            // An invalidation drops the token and removes its sink file.
+            let current = try #require(try await harness.token("alpha"))
+            let invalidated = try harness.curl([
+                "-X", "POST", "-d", #"{"fingerprint":"\#(TokenFingerprint.of(Secret(current)))"}"#,
+                "http://localhost/v1/tokens/alpha/invalidate",
+            ])
+            #expect(invalidated.status == 202, "\(invalidated.body)")
+            try await eventually("the invalidation's sink removal") {
+                victimText() == nil || harness.log.contains("sink removal failed")
+            }
+            #expect(victimText() == "precious", "the invalidation unlinked through the symlink")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: victim) == ["alpha.token"])
+            #expect(try await harness.stop() == 0)
+        }
+    }
+}
