@@ -62,4 +62,42 @@ import Glibc
             #expect(try await harness.stop() == 0)
         }
     }
+
+    /// Finding 9: a state directory that another user may write stops the start.
+    ///
+    /// It could hold a cache record planted for the daemon to serve; the daemon refuses to start and says why (log and
+    /// `STATUS=`), where it used to tighten the mode and carry on.
+    @Test func aStateDirectoryOthersMayWriteStopsTheStart() async throws {
+        try await DaemonHarness.with { harness in
+            try harness.writeInstance("alpha")
+            try FileManager.default.createDirectory(atPath: harness.stateDir, withIntermediateDirectories: false)
+            #expect(chmod(harness.stateDir, 0o777) == 0)
+            try harness.start()
+            try await Self.expectRefusedStart(harness, saying: "is writable by others")
+        }
+    }
+
+    @Test(.enabled(if: Privileges.isRoot, "needs root: gives the state directory to another uid"))
+    func aStateDirectoryOwnedBySomeoneElseStopsTheStart() async throws {
+        try await DaemonHarness.with { harness in
+            try harness.writeInstance("alpha")
+            try FileManager.default.createDirectory(atPath: harness.stateDir, withIntermediateDirectories: false)
+            #expect(chmod(harness.stateDir, 0o700) == 0)
+            #expect(chown(harness.stateDir, 4242, 4242) == 0)
+            try harness.start()
+            try await Self.expectRefusedStart(harness, saying: "owned by uid 4242")
+        }
+    }
+
+    static func expectRefusedStart(_ harness: DaemonHarness, saying reason: String) async throws {
+        let process = try #require(harness.process)
+        try await eventually("tokend refuses to start") { !process.isRunning }
+        #expect(process.terminationStatus == 1)
+        #expect(harness.log.contains("cannot start"), "\(harness.log)")
+        #expect(harness.log.contains(reason), "\(harness.log)")
+        let status = harness.notify.assignments.first { $0.hasPrefix("STATUS=") } ?? ""
+        #expect(status.hasPrefix("STATUS=cannot start: state directory"), "\(status)")
+        #expect(status.contains(reason), "\(status)")
+        #expect(harness.endpoint.requestCount == 0)
+    }
 }

@@ -44,6 +44,18 @@ public enum DirectoryTrust {
         return writableProblem(status.mode)
     }
 
+    /// The state directory (the cache): a directory owned by tokend's own user and writable by no one else.
+    ///
+    /// A cache record planted there would be served as a token. Its path may be a symbolic link (`DynamicUser=` makes
+    /// `/var/lib/tokend` one): the caller passes what the link points at.
+    public static func problem(withStateDirectory status: DirectoryStatus, daemonUID: UInt32) -> String? {
+        guard status.kind == .directory else { return "it is not a directory" }
+        if status.owner != daemonUID {
+            return "it is owned by uid \(status.owner), not by tokend's uid \(daemonUID)"
+        }
+        return writableProblem(status.mode)
+    }
+
     private static func writableProblem(_ mode: UInt32) -> String? {
         guard mode & writableByOthers != 0 else { return nil }
         let who = mode & 0o002 != 0 ? "others" : "its group"
