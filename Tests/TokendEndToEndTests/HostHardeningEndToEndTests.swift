@@ -100,4 +100,38 @@ import Glibc
         #expect(status.contains(reason), "\(status)")
         #expect(harness.endpoint.requestCount == 0)
     }
+
+    /// Finding 5: the daemon makes itself non-dumpable.
+    ///
+    /// Then a watchdog SIGABRT cannot put its secrets in a core dump. Seen from outside: the kernel gives the files
+    /// under a non-dumpable process's `/proc/<pid>` (not the directory itself) to root, whatever uid the process runs
+    /// as. The daemon must then run as a uid other than root: as root the test runs it as 65534.
+    @Test func theDaemonIsNotDumpable() async throws {
+        try await DaemonHarness.with { harness in
+            try harness.writeInstance("alpha")
+            var wrapper: [String] = []
+            if Privileges.isRoot {
+                // The daemon as uid 65534: it needs its tree (config, state, socket, notify socket) for its own.
+                let tree = try FileManager.default.subpathsOfDirectory(atPath: harness.root).map { harness.root + "/" + $0 }
+                for path in [harness.root] + tree { #expect(lchown(path, 65534, 65534) == 0, "\(path)") }
+                wrapper = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            }
+            try harness.start(wrappedIn: wrapper)
+            try await harness.waitUntilReady()
+            let pid = try #require(harness.process?.processIdentifier)
+            let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+            let uidLine = status.split(separator: "\n").first { $0.hasPrefix("Uid:") } ?? ""
+            let uid = uidLine.split(separator: "\t").dropFirst().first.flatMap { UInt32($0) }
+            #expect(uid != nil && uid != 0, "the daemon runs as root: \(uidLine)")
+            var info = stat()
+            #expect(stat("/proc/\(pid)/environ", &info) == 0)
+            #expect(info.st_uid == 0, "/proc/\(pid)/environ belongs to uid \(info.st_uid): the daemon is dumpable")
+            if !Privileges.isRoot {
+                // Without CAP_SYS_PTRACE, the daemon's own user cannot read its memory or environment.
+                #expect(open("/proc/\(pid)/environ", O_RDONLY) < 0)
+            }
+            #expect(try await harness.token("alpha") != nil)
+            #expect(try await harness.stop() == 0)
+        }
+    }
 }
