@@ -134,4 +134,34 @@ import Glibc
             #expect(try await harness.stop() == 0)
         }
     }
+
+    /// Finding 9: no byte of a 2xx body that is not a JSON object reaches the log, `/v1/instances` or `tokend status`.
+    ///
+    /// Here the provider answers 200 form-encoded, with the token in it.
+    @Test func aNonJSONSuccessNeverReachesTheLogOrTheAPI() async throws {
+        try await DaemonHarness.with { harness in
+            let token = "tok-FORM-ENCODED-0123456789abcdef"
+            harness.audit(secret: token)
+            harness.endpoint.setBehavior(
+                .respond(
+                    status: 200,
+                    headers: [.init("Content-Type", "application/x-www-form-urlencoded")],
+                    body: "access_token=\(token)&token_type=bearer&expires_in=3600"
+                )
+            )
+            try harness.writeInstance("alpha")
+            try harness.start()
+            try await harness.waitUntilReady()
+            try await eventually("the failed fetch is logged") { harness.log.contains("token fetch failed") }
+            let instances = try await harness.get("/v1/instances")
+            #expect(instances.body.contains("invalid_response"), "\(instances.body)")
+            #expect(instances.body.contains("form-encoded"), "\(instances.body)")
+            let status = try harness.runCLI(["status", "--socket", harness.socketPath])
+            for (what, text) in [("the log", harness.log), ("/v1/instances", instances.body), ("tokend status", status.stdout)] {
+                #expect(!text.contains("FORM-ENCODED"), "\(what) holds the token: \(text)")
+                #expect(!text.contains("0123456789abcdef"), "\(what) holds the token: \(text)")
+            }
+            #expect(try await harness.stop() == 0)
+        }
+    }
 }
