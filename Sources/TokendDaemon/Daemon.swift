@@ -62,6 +62,10 @@ public enum Daemon {
     ) -> Scheduler? {
         let journal = TokendLogHandler.stderrIsJournal(ProcessInfo.processInfo.environment["JOURNAL_STREAM"])
         let bootstrapLogger = Logger(label: "tokend") { label in TokendLogHandler(label: label, level: .info, journal: journal) }
+        // Before any secret is read: no core dump may hold one (the unit also sets LimitCORE=0).
+        if tokend_set_dumpable(0) != 0 {
+            bootstrapLogger.warning("cannot make the process non-dumpable", metadata: ["error": "\(String(cString: strerror(errno)))"])
+        }
         var steps = StepTimer()
         let directory = ConfigDirectory(path: options.paths.configDirectory, credentialsDirectory: options.paths.credentialsDirectory)
         let loaded: ConfigLoader.Loaded

@@ -390,10 +390,17 @@ public final class Scheduler: @unchecked Sendable {
         }
     }
 
+    /// Removes the instance's sink file, if it has one (on the I/O queue).
     func removeSink(_ target: SinkTarget?) {
         guard let target else { return }
-        let sinks = adapters.sinks
-        ioQueue.async { sinks.remove(target) }
+        let (sinks, logger) = (adapters.sinks, logger)
+        ioQueue.async {
+            do {
+                try sinks.remove(target)
+            } catch {
+                logger.error("sink removal failed", metadata: ["sink": "\(target.path)", "error": "\(error)"])
+            }
+        }
     }
 
     // MARK: - For tests

@@ -42,6 +42,31 @@ import Testing
         #expect(result.instances["good"]?.variables["client_secret"]?.revealed == "s3cret")
     }
 
+    /// A sink file every user may read hands the token to callers its `[access]` rule refuses (issue #18, finding 4):
+    /// `tokend check` and the reload warn; without `[access]`, or with a mode others cannot read, they do not.
+    @Test(arguments: [
+        ("0644", true, true), ("0604", true, true), ("0640", true, false), ("0600", true, false), ("0644", false, false),
+    ])
+    func aSinkOthersMayReadWarnsWhenTheInstanceHasAnAccessRule(_ mode: String, _ hasAccess: Bool, _ warns: Bool) {
+        var text = Self.good + "\n[sink]\npath = \"/run/tokend/sinks/a.token\"\nmode = \"\(mode)\"\n"
+        if hasAccess { text += "\n[access]\nusers = [\"1001\"]\n" }
+        let input = ConfigLoader.Input(settings: nil, instances: [("a", .success(.init(path: "/c/instances/a.toml", text: text)))])
+        let result = ConfigLoader.load(input) { _ in .success(.init("s3cret")) }
+        #expect(result.errors.isEmpty, "\(result.errors)")
+        #expect(result.instances["a"] != nil)
+        let warnings = result.diagnostics.filter { $0.severity == .warning }.map(\.description)
+        if warns {
+            #expect(
+                warnings == [
+                    "/c/instances/a.toml:5: warning: sink.mode: \(mode) lets every user read the token file, "
+                        + "which bypasses [access]; use 0640 with a group or 0600"
+                ]
+            )
+        } else {
+            #expect(warnings.isEmpty, "\(warnings)")
+        }
+    }
+
     @Test func brokenSettingsRejectEverything() {
         let input = ConfigLoader.Input(settings: .success(.init(path: "/c/tokend.toml", text: "nonsense = 1\n")), instances: [])
         let result = ConfigLoader.load(input) { _ in .failure(.init("unused")) }

@@ -105,6 +105,40 @@ import TokendTestSupport
         #expect(!failure.message.contains(secret.prefix(8)), "\(failure.message)")
     }
 
+    /// No byte of a 2xx body that is not a JSON object reaches the failure's message (issue #18, finding 9).
+    ///
+    /// Such a body may still hold the token (form-encoded, bare text, truncated JSON), and the message goes to the log,
+    /// `/v1/instances` and `tokend status`. What is said instead: the size and what the body looks like.
+    @Test(arguments: [
+        ("access_token=tok-LEAKED-0123456789&token_type=bearer&expires_in=3600", "form-encoded"),
+        ("tok-LEAKED-0123456789", "text"),
+        (#"{"access_token":"tok-LEAKED-0123456789","expires_in":36"#, "JSON"),
+        (#"["tok-LEAKED-0123456789"]"#, "JSON"),
+        ("<html><body>token: tok-LEAKED-0123456789</body></html>", "HTML"),
+        ("\n\n  tok-LEAKED-0123456789\n", "text"),
+    ])
+    func aNonJSONSuccessNeverPutsBodyBytesInTheMessage(_ body: String, _ looksLike: String) {
+        let result = parse(body, status: 200)
+        guard case .failure(let failure) = result else {
+            Issue.record("accepted")
+            return
+        }
+        #expect(failure.code == "invalid_response")
+        #expect(failure.kind == .transient)
+        #expect(!failure.message.contains("LEAKED"), "\(failure.message)")
+        #expect(!failure.message.contains("0123456789"), "\(failure.message)")
+        #expect(failure.message.contains("\(body.utf8.count) bytes"), "\(failure.message)")
+        #expect(failure.message.contains(looksLike), "\(failure.message)")
+    }
+
+    @Test func anEmptySuccessSaysSo() {
+        guard case .failure(let failure) = parse("", status: 204) else {
+            Issue.record("accepted")
+            return
+        }
+        #expect(failure.message == "HTTP 204 with an empty body")
+    }
+
     @Test func aCacheRecordWithAnAbsurdLifetimeIsNotOurs() {
         let good = CacheRecord(instance: "a", token: token(lifetime: 60), fingerprint: "f")
         #expect(CacheRecord.decode(good.encoded(), instance: "a") != nil)

@@ -61,6 +61,14 @@ struct SystemdServiceTests {
             #expect(Self.field("NoNewPrivs", in: status) == "1")
             #expect(Self.field("Seccomp", in: status) == "2")
             #expect(Self.field("CapEff", in: status) == "0000000000000000")
+            // No core dumps (issue #18, finding 5): LimitCORE=0, and the process made itself non-dumpable, which
+            // the kernel shows by giving the files under its /proc/<pid> to root although it runs as tokend.
+            let limits = system.sandbox.read("/proc/\(mainPID)/limits").split(separator: "\n")
+            let core = limits.first { $0.hasPrefix("Max core file size") }?.split(separator: " ").map(String.init)
+            #expect(core?.dropFirst(4).prefix(2) == ["0", "0"], "\(core ?? [])")
+            var procInfo = stat()
+            #expect(stat(system.sandbox.root + "/proc/\(mainPID)/environ", &procInfo) == 0)
+            #expect(procInfo.st_uid == 0, "/proc/\(mainPID)/environ belongs to uid \(procInfo.st_uid): tokend is dumpable")
 
             // StateDirectory=: /var/lib/tokend → private/tokend, written by the dynamic user, 0600.
             let cacheFile = system.sandbox.root + "/var/lib/private/tokend/billing.json"

@@ -26,6 +26,16 @@ import Glibc
         #expect(result.status == 0, "\(result.stderr)")
     }
 
+    /// No core dumps (issue #18, finding 5): the unit sets `LimitCORE=0`.
+    ///
+    /// A watchdog or stop timeout sends SIGABRT, and a dump would keep client secrets and tokens. The daemon also makes
+    /// itself non-dumpable; `SystemdServiceTests` sees both on the running unit.
+    @Test func serviceAllowsNoCoreDumps() throws {
+        let service = try String(contentsOfFile: Self.unitDirectory + "/tokend.service", encoding: .utf8)
+        let limits = service.split(separator: "\n").filter { $0.hasPrefix("LimitCORE=") }
+        #expect(limits == ["LimitCORE=0"], "\(limits)")
+    }
+
     /// `make install-files` into a prefix that is its own root (no DESTDIR), so that ExecStart= points at a real
     /// binary and Documentation=man:tokend(8) at a real page; then `systemd-analyze verify` must print nothing.
     @Test func installedUnitsVerifyWithoutAWord() throws {

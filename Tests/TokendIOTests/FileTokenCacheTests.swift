@@ -129,6 +129,35 @@ import Glibc
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
     }
 
+    /// A state directory another user may write could hold a cache record planted for tokend to serve (issue #18,
+    /// finding 9): the cache refuses it instead of tightening its mode and trusting what is inside.
+    @Test(arguments: [0o777, 0o770, 0o733, 0o1777])
+    func aStateDirectoryOthersMayWriteIsRefused(_ mode: Int) throws {
+        try cache.store(record())
+        #expect(chmod(directory, mode_t(mode)) == 0)
+        #expect(throws: CacheError.self) { try self.cache.prepare() }
+        let after = try FileManager.default.attributesOfItem(atPath: directory)[.posixPermissions] as? Int
+        #expect(after == mode, "prepare changed the mode of a directory it refused")
+    }
+
+    @Test(.enabled(if: getuid() == 0, "needs root: gives the state directory to another uid"))
+    func aStateDirectoryOwnedBySomeoneElseIsRefused() throws {
+        #expect(chown(directory, 4242, 4242) == 0)
+        do {
+            try cache.prepare()
+            Issue.record("prepare accepted a state directory owned by uid 4242")
+        } catch {
+            #expect(error.description.contains("owned by uid 4242"), "\(error)")
+        }
+    }
+
+    @Test func aStateDirectoryOnlyReadableByOthersIsTightened() throws {
+        #expect(chmod(directory, 0o755) == 0)
+        try cache.prepare()
+        let after = try FileManager.default.attributesOfItem(atPath: directory)[.posixPermissions] as? Int
+        #expect(after == 0o700)
+    }
+
     @Test func removeDeletesTheFile() throws {
         try cache.store(record())
         cache.remove(instance: "alpha")

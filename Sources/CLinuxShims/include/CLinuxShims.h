@@ -1,6 +1,7 @@
 #ifndef TOKEND_CLINUXSHIMS_H
 #define TOKEND_CLINUXSHIMS_H
 #include <malloc.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -26,6 +27,11 @@ static inline int tokend_so_peergroups(void) { return SO_PEERGROUPS; }
 /* syncfs(2), which glibc also declares only under _GNU_SOURCE: the token cache flushes a batch of files with one. */
 int syncfs(int fd);
 static inline int tokend_syncfs(int fd) { return syncfs(fd); }
+
+/* prctl(2) is variadic, which Swift cannot call. A process that is not dumpable leaves no core dump, and its memory
+   and /proc/<pid> files are closed to its own user (the kernel gives /proc/<pid> to root): the daemon holds client
+   secrets, keys and tokens, and the watchdog and TimeoutAbortSec= send it SIGABRT. */
+static inline int tokend_set_dumpable(int dumpable) { return prctl(PR_SET_DUMPABLE, (unsigned long)dumpable, 0UL, 0UL, 0UL); }
 
 /* malloc_trim(3): after a config load the daemon hands the freed pages back. */
 static inline int tokend_malloc_trim(void) { return malloc_trim(0); }

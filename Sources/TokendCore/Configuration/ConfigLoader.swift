@@ -239,6 +239,19 @@ public enum ConfigLoader {
                     }
                 }
                 resolved?.sink = SinkTarget(path: sink.path, mode: sink.mode, uid: ids[.user], gid: ids[.group])
+                // The file would hand the token to every local user, whatever the socket's [access] rule says.
+                if definition.access != nil, sink.mode & 0o004 != 0 {
+                    resolution.append(
+                        ConfigDiagnostic(
+                            file: definition.file,
+                            line: sink.line,
+                            key: "sink.mode",
+                            message: "\(DirectoryTrust.octal(UInt32(sink.mode))) lets every user read the token file, which "
+                                + "bypasses [access]; use 0640 with a group or 0600",
+                            severity: .warning
+                        )
+                    )
+                }
             }
             diagnostics += resolution
             if let resolved {

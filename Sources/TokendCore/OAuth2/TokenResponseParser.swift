@@ -58,19 +58,21 @@ public enum TokenResponseParser {
         secrets: [String] = [],
         now: Date
     ) -> Result<IssuedToken, FetchFailure> {
-        var json = JSONValue.parse(body)
+        let parsed = JSONValue.parse(body)
+        var json = parsed
         if case .object = json {} else { json = nil }
         guard (200..<300).contains(status) else {
             return .failure(classifyError(status: status, json: json, body: body, retryAfter: retryAfter, secrets: secrets, now: now))
         }
         guard let json else {
-            return .failure(
-                FetchFailure(
-                    kind: .transient,
-                    code: "invalid_response",
-                    message: "HTTP \(status) with a body that is not a JSON object: \(snippet(body, secrets: secrets))"
-                )
-            )
+            // A success may carry the token in any shape (form-encoded, bare, truncated JSON): not one byte of it goes
+            // into the message, which reaches the log, /v1/instances and `tokend status`.
+            let message =
+                body.isEmpty
+                ? "HTTP \(status) with an empty body"
+                : "HTTP \(status) with a body that is not a JSON object (\(body.count) bytes, \(describeShape(body, parsed: parsed)));"
+                    + " not shown, as it may hold the token"
+            return .failure(FetchFailure(kind: .transient, code: "invalid_response", message: message))
         }
         guard let token = json.value(at: shape.tokenKey)?.stringValue, !token.isEmpty else {
             return .failure(
@@ -184,6 +186,31 @@ public enum TokenResponseParser {
 
     static func invalid(_ message: String) -> FetchFailure {
         FetchFailure(kind: .transient, code: "invalid_response", message: message)
+    }
+
+    /// What a body that is not a JSON object looks like, in words that quote none of it: "form-encoded", "HTML",
+    /// "a JSON array", "malformed or truncated JSON", "binary", "plain text".
+    static func describeShape(_ body: [UInt8], parsed: JSONValue?) -> String {
+        switch parsed {
+        case .array?: return "a JSON array"
+        case .string?: return "a JSON string"
+        case .number?, .bool?, .null?: return "a JSON scalar"
+        case .object?, nil: break
+        }
+        let text = body.drop { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }
+        guard let first = text.first else { return "only white space" }
+        if first == UInt8(ascii: "{") || first == UInt8(ascii: "[") { return "malformed or truncated JSON" }
+        if first == UInt8(ascii: "<") { return "HTML or XML" }
+        guard let decoded = String(validating: text, as: UTF8.self),
+            !decoded.unicodeScalars.contains(where: { $0.value < 0x20 && !"\t\r\n".unicodeScalars.contains($0) })
+        else { return "binary" }
+        // `name=value&…` with a name tokend might expect (RFC 6749 asks for JSON; some old APIs answer a form).
+        if let equals = decoded.firstIndex(of: "="), decoded[..<equals].unicodeScalars.allSatisfy({ $0.isASCIIAlphanumeric || $0 == "_" }),
+            equals != decoded.startIndex
+        {
+            return "form-encoded"
+        }
+        return "plain text"
     }
 
     /// The first 200 characters of a body, on one line, for messages.

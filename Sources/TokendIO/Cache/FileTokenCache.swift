@@ -20,7 +20,11 @@ public struct FileTokenCache: TokenCache {
         self.directory = directory
     }
 
-    /// Creates the directory (0700) if needed, tightens its mode, and removes temp files a crash left behind.
+    /// Creates the directory (0700) if needed, refuses one that is not tokend's own, tightens its mode, and removes
+    /// temp files a crash left behind.
+    ///
+    /// A directory owned by another user, or one its group or others may write, is refused (``DirectoryTrust``): a
+    /// cache record planted there would be served as a token, so tightening the mode would be too late.
     public func prepare() throws(CacheError) {
         if mkdir(directory, 0o700) != 0 && errno != EEXIST {
             throw CacheError(operation: "mkdir", path: directory, errno: errno)
@@ -29,8 +33,13 @@ public struct FileTokenCache: TokenCache {
         // Only root can place it; the files inside are still opened with O_NOFOLLOW.
         var info = stat()
         guard stat(directory, &info) == 0 else { throw CacheError(operation: "stat", path: directory, errno: errno) }
-        guard (info.st_mode & S_IFMT) == S_IFDIR else {
-            throw CacheError(operation: "use as state directory", path: directory, errno: ENOTDIR)
+        let status = DirectoryStatus(
+            kind: (info.st_mode & S_IFMT) == S_IFDIR ? .directory : .other,
+            owner: info.st_uid,
+            mode: UInt32(info.st_mode & 0o7777)
+        )
+        if let problem = DirectoryTrust.problem(withStateDirectory: status, daemonUID: geteuid()) {
+            throw CacheError(operation: "refusing", path: directory, errno: status.kind == .directory ? EPERM : ENOTDIR, reason: problem)
         }
         if info.st_mode & 0o777 != 0o700, chmod(directory, 0o700) != 0 {
             throw CacheError(operation: "chmod", path: directory, errno: errno)

@@ -41,19 +41,22 @@ extension TokenCache {
     }
 }
 
-/// A cache operation that failed, with the errno that caused it.
+/// A cache or sink operation that failed, with the errno that caused it, or the reason tokend refused it.
 public struct CacheError: Error, Sendable, Hashable, CustomStringConvertible {
     public var operation: String
     public var path: String
     public var errno: Int32
+    /// Why tokend refused, when it was tokend and not the system (a directory others may write, say).
+    public var reason: String?
 
-    public init(operation: String, path: String, errno: Int32) {
+    public init(operation: String, path: String, errno: Int32, reason: String? = nil) {
         self.operation = operation
         self.path = path
         self.errno = errno
+        self.reason = reason
     }
 
     public var description: String {
-        "\(operation) \(path): \(String(cString: strerror(errno)))"
+        "\(operation) \(path): \(reason ?? String(cString: strerror(errno)))"
     }
 }

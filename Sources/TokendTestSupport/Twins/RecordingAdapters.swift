@@ -109,7 +109,7 @@ public final class RecordingSinkWriter: TokenSinkWriter, @unchecked Sendable {
         lock.withLock { files[target.path] = token.revealed }
     }
 
-    public func remove(_ target: SinkTarget) {
+    public func remove(_ target: SinkTarget) throws(CacheError) {
         _ = lock.withLock { files.removeValue(forKey: target.path) }
     }
 
