@@ -40,14 +40,15 @@ import TokendTestSupport
     }
 
     /// Finding 6: a reader looping on `invalidate` with the current fingerprint gets one accepted invalidation per
-    /// `min_interval` (1 s); another reader gets a token on every request meanwhile.
+    /// `min_interval` (1 s); a plain read after each attempt gets a token every time.
     @Test func anInvalidationLoopNeitherStarvesReadersNorHammersTheProvider() async throws {
         try await DaemonHarness.withRunning("alpha") { harness in
             let start = Date()
             var accepted = 0
             var refusedReads: [String] = []
             var reads = 0
-            while Date().timeIntervalSince(start) < 3 {
+            // At least 3 s and 20 rounds (a busy machine makes fewer rounds; the bound below uses the time taken).
+            while reads < 20 || Date().timeIntervalSince(start) < 3 {
                 let listed = try JSONDecoder().decode(
                     API.InstancesBody.self,
                     from: Data(try harness.curl(["http://localhost/v1/instances"]).body.utf8)
@@ -63,7 +64,6 @@ import TokendTestSupport
                 if read.status != 200 { refusedReads.append("\(read.status): \(read.body.prefix(120))") }
             }
             let elapsed = Date().timeIntervalSince(start)
-            #expect(reads > 10)
             #expect(refusedReads.isEmpty, "\(refusedReads.count) of \(reads) reads failed: \(refusedReads.prefix(3))")
             // One accepted per started second (min_interval 1 s), plus the first token.
             #expect(accepted >= 1 && Double(accepted) <= elapsed.rounded(.up) + 1, "\(accepted) accepted in \(elapsed) s")

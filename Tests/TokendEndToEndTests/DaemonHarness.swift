@@ -25,6 +25,8 @@ final class DaemonHarness: @unchecked Sendable {
     let endpoint: LocalTokenServer
     private(set) var notify: NotifySocketListener
     private(set) var process: Process?
+    /// A daemon started by ``startDetached(wrappedIn:)``.
+    private var detachedPID: pid_t?
     private let client = HTTPClient(eventLoopGroupProvider: .singleton)
     /// Set by the notify listener when READY=1 arrived: whether the API socket accepted a connection then.
     private let readyProbe = ReadyProbe()
@@ -313,8 +315,7 @@ final class DaemonHarness: @unchecked Sendable {
         environment extra: [String: String] = [:]
     ) throws {
         let process = Process()
-        let arguments =
-            ["run"] + (passConfigDir ? ["--config-dir", configDir] : []) + ["--state-dir", stateDir, "--socket", socket ?? socketPath]
+        let arguments = daemonArguments(socket: socket, passConfigDir: passConfigDir)
         if wrapper.isEmpty {
             process.executableURL = URL(fileURLWithPath: try Self.binaryPath())
             process.arguments = arguments
@@ -322,6 +323,46 @@ final class DaemonHarness: @unchecked Sendable {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             process.arguments = wrapper + [try Self.binaryPath()] + arguments
         }
+        process.environment = daemonEnvironment(watchdogMicroseconds: watchdogMicroseconds, extra: extra)
+        let log = try openLog()
+        process.standardError = log
+        process.standardOutput = log
+        try process.run()
+        self.process = process
+        everStarted = true
+    }
+
+    /// Starts the binary through `wrapper` as a plain child (`posix_spawnp`), not a Foundation `Process`.
+    ///
+    /// For a wrapper such as `systemd-socket-activate`, which closes every descriptor it does not pass on: Foundation takes
+    /// the close of its status descriptor for the child's exit and blocks its one monitoring thread in `waitpid`
+    /// until the wrapper really ends, and every other `Process` of the test run goes unreaped meanwhile. Stopped by
+    /// ``tearDown()``.
+    func startDetached(wrappedIn wrapper: [String]) throws {
+        let argv = wrapper + [try Self.binaryPath()] + daemonArguments(socket: nil, passConfigDir: true)
+        let environment = daemonEnvironment(watchdogMicroseconds: nil, extra: [:]).map { "\($0.key)=\($0.value)" }
+        let log = try openLog()
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, log.fileDescriptor, 1)
+        posix_spawn_file_actions_adddup2(&actions, log.fileDescriptor, 2)
+        let cArguments = argv.map { strdup($0) } + [nil]
+        let cEnvironment = environment.map { strdup($0) } + [nil]
+        defer { for pointer in cArguments + cEnvironment { free(pointer) } }
+        var pid: pid_t = 0
+        let status = posix_spawnp(&pid, argv[0], &actions, nil, cArguments, cEnvironment)
+        try? log.close()
+        guard status == 0 else { throw POSIXError(POSIXErrorCode(rawValue: status) ?? .EIO) }
+        detachedPID = pid
+        everStarted = true
+    }
+
+    private func daemonArguments(socket: String?, passConfigDir: Bool) -> [String] {
+        ["run"] + (passConfigDir ? ["--config-dir", configDir] : []) + ["--state-dir", stateDir, "--socket", socket ?? socketPath]
+    }
+
+    private func daemonEnvironment(watchdogMicroseconds: Int?, extra: [String: String]) -> [String: String] {
         var environment = ProcessInfo.processInfo.environment
         for key in Self.inheritedVariablesRemoved {
             environment.removeValue(forKey: key)
@@ -330,17 +371,17 @@ final class DaemonHarness: @unchecked Sendable {
         environment["SWIFT_BACKTRACE"] = "enable=no"
         if let watchdogMicroseconds { environment["WATCHDOG_USEC"] = String(watchdogMicroseconds) }
         environment.merge(extra) { _, new in new }
-        process.environment = environment
+        return environment
+    }
+
+    /// The daemon's log file, opened for appending.
+    private func openLog() throws -> FileHandle {
         if !FileManager.default.fileExists(atPath: logPath) {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
-        process.standardError = log
-        process.standardOutput = log
-        try process.run()
-        self.process = process
-        everStarted = true
+        return log
     }
 
     /// What a test run under systemd or with a proxy set would otherwise hand the daemon.
@@ -507,6 +548,20 @@ final class DaemonHarness: @unchecked Sendable {
             }
         }
         process = nil
+        if let pid = detachedPID {
+            kill(pid, SIGTERM)
+            var status: Int32 = 0
+            let deadline = Date().addingTimeInterval(15)
+            while waitpid(pid, &status, WNOHANG) == 0 {
+                if Date() >= deadline {
+                    kill(pid, SIGKILL)
+                    _ = waitpid(pid, &status, 0)
+                    break
+                }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            detachedPID = nil
+        }
         if everStarted { recordLeaks() }
         for work in teardownWork { await work() }
         for server in [endpoint] + audited.endpoints { await server.stop() }

@@ -53,7 +53,10 @@ import Glibc
             #expect(assignments[reloading + 1].hasPrefix("MONOTONIC_USEC="))
             let ready = try #require(assignments.indices.last { assignments[$0] == "READY=1" })
             #expect(reloading < ready)
-            #expect(assignments[ready + 1] == "STATUS=1 instance: 1 valid; reload rejected: tokend.toml is invalid", "\(assignments)")
+            #expect(
+                assignments[ready + 1] == "STATUS=1 instance: 1 valid; reload rejected: tokend.toml is invalid (tokend.toml)",
+                "\(assignments)"
+            )
             #expect(try await harness.token("alpha") != nil, "the old config no longer serves")
         }
     }

@@ -298,7 +298,7 @@ import Glibc
     @Test func socketActivationUsesThePassedDescriptor() async throws {
         try await DaemonHarness.with { harness in
             try harness.writeInstance("alpha")
-            try harness.start(wrappedIn: [
+            try harness.startDetached(wrappedIn: [
                 "systemd-socket-activate", "-l", harness.socketPath, "-E", "NOTIFY_SOCKET", "-E", "SWIFT_BACKTRACE",
             ])
             // The activator owns the socket; tokend starts on the first connection.

@@ -71,6 +71,9 @@ public struct FileTokenCache: TokenCache {
         return .loaded(record)
     }
 
+    /// Batches up to this size are flushed file by file (`fsync`), larger ones with one `syncfs`.
+    public static let fsyncEachUpTo = 16
+
     public func store(_ record: CacheRecord) throws(CacheError) {
         if let (_, failure) = store(batch: [record]).first { throw failure }
     }
@@ -79,8 +82,11 @@ public struct FileTokenCache: TokenCache {
     /// `syncfs` makes them durable, then each is renamed over its cache file and the directory is synced once.
     ///
     /// A crash leaves each cache file either old or new, never partial (each rename comes after the sync). A batch of
-    /// one uses `fsync` on its file, which flushes nothing else of the filesystem. Returns the failures.
+    /// up to ``fsyncEachUpTo`` records uses `fsync` on each file instead, which flushes nothing else of the
+    /// filesystem: a refreshed token is served only once its batch is durable, and `syncfs` on a busy filesystem
+    /// (a build, a backup) can take seconds. Returns the failures.
     public func store(batch records: [CacheRecord]) -> [(instance: String, error: CacheError)] {
+        let syncEach = records.count <= Self.fsyncEachUpTo
         var failures: [(instance: String, error: CacheError)] = []
         var written: [(temp: String, final: String, instance: String)] = []
         var syncHandle: CInt = -1
@@ -105,14 +111,14 @@ public struct FileTokenCache: TokenCache {
                 }
                 offset += count
             }
-            if failure == nil, records.count == 1, fsync(fd) != 0 { failure = CacheError(operation: "fsync", path: temp, errno: errno) }
+            if failure == nil, syncEach, fsync(fd) != 0 { failure = CacheError(operation: "fsync", path: temp, errno: errno) }
             if let failure {
                 close(fd)
                 unlink(temp)
                 failures.append((record.instance, failure))
                 continue
             }
-            if syncHandle < 0, records.count > 1 { syncHandle = fd } else { close(fd) }
+            if syncHandle < 0, !syncEach { syncHandle = fd } else { close(fd) }
             written.append((temp, final, record.instance))
         }
         if syncHandle >= 0, tokend_syncfs(syncHandle) != 0 {
