@@ -268,6 +268,16 @@ final class DaemonHarness: @unchecked Sendable {
         return (code, text)
     }
 
+    /// ``curl(_:as:stdin:)`` on a Dispatch thread: a test that runs many does not hold one of the cooperative pool's
+    /// few threads (two on two cores) while each runs, which would starve every other suite's async work.
+    func curlAsync(_ arguments: [String], as prefix: [String] = []) async throws -> (status: Int, body: String) {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try self.curl(arguments, as: prefix) })
+            }
+        }
+    }
+
     /// Writes raw bytes to the socket and returns what comes back until the daemon closes (or 5 s pass).
     func rawExchange(_ text: String) throws -> String {
         guard let fd = connectUnixSocket(socketPath) else { throw POSIXError(.ECONNREFUSED) }

@@ -51,7 +51,7 @@ import Glibc
             // (Accepted at most once per min_interval, 1 s, after a fetch started: asked until it is taken.)
             try await eventually("an accepted invalidation") {
                 guard let current = try await harness.token("alpha") else { return false }
-                let invalidated = try harness.curl([
+                let invalidated = try await harness.curlAsync([
                     "-X", "POST", "-d", #"{"fingerprint":"\#(TokenFingerprint.of(Secret(current)))"}"#,
                     "http://localhost/v1/tokens/alpha/invalidate",
                 ])
