@@ -169,6 +169,7 @@ public enum Daemon {
         scheduler.published.admin = scheduler.adminPolicy(scheduler.settings)
         let server = try bindSocket(for: scheduler, options: options)
         scheduler.closeServer = { await server.close() }
+        scheduler.updateSocketLimits = { server.update(socketLimits($0)) }
         scheduler.logger.info("listening", metadata: ["socket": "\(options.paths.socketPath)"])
         scheduler.startupSteps.append(steps.lap("socket"))
 
@@ -191,6 +192,9 @@ public enum Daemon {
             frontend.handle(request, respond: respond) { openStream($0) }
         }
         let answerNow: UnixSocketServer.ImmediateResponder = { frontend.answerNow($0) }
+        let published = scheduler.published
+        let isAdmin: @Sendable (PeerCredentials) -> Bool = { peer in published.admin?.allows(peer) ?? (peer.uid == 0) }
+        let limits = socketLimits(settings)
         do {
             var group: UInt32?
             if let name = settings.socketGroup {
@@ -200,12 +204,27 @@ public enum Daemon {
             if let descriptor = SystemdNotifier.listenDescriptors().first {
                 scheduler.logger.info("using the socket systemd passed", metadata: ["fd": "\(descriptor)"])
                 return try blocking {
-                    try await UnixSocketServer.adopt(descriptor: descriptor, path: path, immediate: answerNow, responder: respond)
+                    try await UnixSocketServer.adopt(
+                        descriptor: descriptor,
+                        path: path,
+                        limits: limits,
+                        isAdmin: isAdmin,
+                        immediate: answerNow,
+                        responder: respond
+                    )
                 }
             }
             let (mode, socketGroup) = (settings.socketMode, group)
             return try blocking {
-                try await UnixSocketServer.bind(path: path, mode: mode, group: socketGroup, immediate: answerNow, responder: respond)
+                try await UnixSocketServer.bind(
+                    path: path,
+                    mode: mode,
+                    group: socketGroup,
+                    limits: limits,
+                    isAdmin: isAdmin,
+                    immediate: answerNow,
+                    responder: respond
+                )
             }
         } catch let error as StartError {
             throw error
@@ -214,6 +233,11 @@ public enum Daemon {
         } catch {
             throw StartError(message: "socket \(path): \(error)", errno: EADDRNOTAVAIL)
         }
+    }
+
+    /// The socket's limits from `tokend.toml`.
+    static func socketLimits(_ settings: DaemonSettings) -> UnixSocketServer.Limits {
+        UnixSocketServer.Limits(connections: settings.connections, requestHeadTimeout: settings.requestHeadTimeout)
     }
 
     /// Runs async work to completion from synchronous start-up code.
