@@ -167,6 +167,7 @@ public enum Daemon {
         scheduler.startupSteps.append(steps.lap("cache"))
 
         scheduler.published.admin = scheduler.adminPolicy(scheduler.settings)
+        raiseOpenFileLimit(toHold: scheduler.settings.connections.maxConnections, logger: scheduler.logger)
         let server = try bindSocket(for: scheduler, options: options)
         scheduler.closeServer = { await server.close() }
         scheduler.updateSocketLimits = { server.update(socketLimits($0)) }
@@ -232,6 +233,25 @@ public enum Daemon {
             throw StartError(message: "socket: \(error)", errno: error.errno)
         } catch {
             throw StartError(message: "socket \(path): \(error)", errno: EADDRNOTAVAIL)
+        }
+    }
+
+    /// Raises the soft limit of open files so that `connections` sockets fit beside the daemon's own files (up to the
+    /// hard limit): systemd's default soft limit, 1024, is below the default `max_connections` plus the rest, and
+    /// past it accepting fails for everyone instead of the connection limits answering.
+    static func raiseOpenFileLimit(toHold connections: Int, logger: Logger) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        let wanted = rlim_t(connections + 256)
+        guard limit.rlim_cur < wanted else { return }
+        let raised = min(wanted, limit.rlim_max)
+        var new = limit
+        new.rlim_cur = raised
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &new) != 0 || raised < wanted {
+            logger.warning(
+                "open-file limit below max_connections",
+                metadata: ["limit": "\(raised)", "max_connections": "\(connections)"]
+            )
         }
     }
 

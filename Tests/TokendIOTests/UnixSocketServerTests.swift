@@ -38,23 +38,6 @@ import Glibc
         try await body(directory)
     }
 
-    /// Sends `request` on a new connection and returns everything the server sent until it closed (or 5 s passed).
-    static func exchange(_ path: String, _ request: String) throws -> String {
-        guard let fd = connectUnixSocket(path) else { throw POSIXError(.ECONNREFUSED) }
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        _ = Array(request.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            guard count > 0 else { break }
-            received += buffer[0..<count]
-        }
-        return String(decoding: received, as: UTF8.self)
-    }
-
     /// Finding 9: when `SO_PEERCRED` cannot be read the caller is unknown, and an unknown caller is refused — it used
     /// to be served as if no `[access]` rule applied.
     @Test func aCallerWhoseCredentialsCannotBeReadIsRefused() async throws {
@@ -64,7 +47,7 @@ import Glibc
             var seams = UnixSocketServer.Seams()
             seams.readCredentials = { channel in channel.eventLoop.makeFailedFuture(IOError(errnoCode: EINVAL, reason: "getsockopt")) }
             let server = try await UnixSocketServer.bind(path: path, mode: 0o600, seams: seams, responder: recorder.responder)
-            let answer = try Self.exchange(path, "GET /v1/tokens/a HTTP/1.1\r\nHost: x\r\n\r\n")
+            let answer = try exchangeOnUnixSocket(path, "GET /v1/tokens/a HTTP/1.1\r\nHost: x\r\n\r\n")
             await server.close()
             #expect(answer.hasPrefix("HTTP/1.1 403 "), "\(answer.prefix(300))")
             #expect(answer.contains(#""error":"unknown_caller""#))
@@ -131,7 +114,7 @@ import Glibc
             var held: [Int32] = []
             defer { for fd in held { close(fd) } }
             for _ in 0..<4 { if let fd = connectUnixSocket(path) { held.append(fd) } }
-            let refused = try Self.exchange(path, "GET /v1/tokens/a HTTP/1.1\r\nHost: x\r\n\r\n")
+            let refused = try exchangeOnUnixSocket(path, "GET /v1/tokens/a HTTP/1.1\r\nHost: x\r\n\r\n")
             #expect(refused.hasPrefix("HTTP/1.1 503 "), "\(refused.prefix(300))")
             #expect(refused.contains(#""error":"fair_share_reached""#) || refused.contains(#""error":"socket_busy""#), "\(refused)")
             let curl = Process()
