@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fairness under attack (issue #18), run by `scripts/bench fairness` as root: for each binary given, one tokend
 with one instance; uid 65534 holds ATTACK connections (a third idle, a third trickling a head a byte every 2 s, a
-third watch streams; closed ones are reopened) and uid 65533 pipelines token requests on three connections without
+third watch streams; closed and refused ones are reopened every second) and uid 65533 pipelines token requests on three connections without
 reading an answer. Meanwhile root (an admin) and uid 4242 each ask for the token on a new connection every 20 ms
 for FAIRNESS_DURATION seconds. Recorded: the share of their requests answered 200 with the token, p50/p99 latency, and the
 daemon's RSS before, at its peak and 5 s after the attackers stopped. Writes bench/fairness.json.
@@ -40,6 +40,7 @@ def open_slot(i):
         return None
     return s
 last_trickle = 0.0
+refused = 0
 while True:
     if select.select([sys.stdin], [], [], 0)[0] and not sys.stdin.read(1):
         break
@@ -50,6 +51,7 @@ while True:
             try:
                 data = s.recv(65536)
                 if data == b"" or data.startswith(b"HTTP/1.1 503"):
+                    refused += data.startswith(b"HTTP/1.1 503")
                     s.close(); s = None
             except BlockingIOError:
                 pass
@@ -67,7 +69,7 @@ while True:
             if slots[i] is not None:
                 try: slots[i].send(b"E")
                 except OSError: pass
-    print("held", held, flush=True)
+    print("held", held, refused, flush=True)
     time.sleep(1)
 """
 
@@ -77,7 +79,11 @@ path = sys.argv[1]
 chunk = b"GET /v1/tokens/bench?format=raw HTTP/1.1\r\nHost: x\r\n\r\n" * 1000
 conns = []
 def connect():
-    s = socket.socket(socket.AF_UNIX); s.connect(path); s.setblocking(False); return [s, 0]
+    while True:
+        try:
+            s = socket.socket(socket.AF_UNIX); s.connect(path); s.setblocking(False); return [s, 0]
+        except OSError:
+            s.close(); time.sleep(0.1)
 conns = [connect() for _ in range(3)]
 pushed = 0
 while not (select.select([sys.stdin], [], [], 0)[0] and not sys.stdin.read(1)):
@@ -97,10 +103,11 @@ print("pushed", pushed, flush=True)
 CLIENT = r"""
 import json, socket, sys, time
 path, duration, token = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-ok, failed, latencies = 0, 0, []
+ok, failed, latencies, failures = 0, 0, [], {}
 end = time.monotonic() + duration
 while time.monotonic() < end:
     started = time.monotonic()
+    kind = None
     try:
         s = socket.socket(socket.AF_UNIX); s.settimeout(2); s.connect(path)
         s.sendall(b"GET /v1/tokens/bench?format=raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -111,13 +118,16 @@ while time.monotonic() < end:
             data += part
         s.close()
         good = data.startswith(b"HTTP/1.1 200") and data.endswith(token.encode())
-    except OSError:
-        good = False
+        if not good: kind = data[:12].decode(errors="replace") or "closed"
+    except OSError as e:
+        good, kind = False, type(e).__name__
     latencies.append(time.monotonic() - started)
     if good: ok += 1
-    else: failed += 1
+    else:
+        failed += 1
+        failures[kind] = failures.get(kind, 0) + 1
     time.sleep(0.02)
-print(json.dumps({"ok": ok, "failed": failed, "latencies": latencies}))
+print(json.dumps({"ok": ok, "failed": failed, "latencies": latencies, "failures": failures}))
 """
 
 
@@ -190,8 +200,14 @@ def run(label, binary, port):
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     pipeliner = subprocess.Popen(as_user(65533) + ["/usr/bin/python3", f"{work}/pipeliner.py", sock],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    held = []
-    threading.Thread(target=lambda: [held.append(int(line.split()[1])) for line in attacker.stdout], daemon=True).start()
+    held, refusals = [], [0]
+
+    def read_attacker():
+        for line in attacker.stdout:
+            fields = line.split()
+            held.append(int(fields[1]))
+            refusals[0] = int(fields[2])
+    threading.Thread(target=read_attacker, daemon=True).start()
     time.sleep(3)
     peak = [rss_kib(daemon.pid)]
     sampling = True
@@ -208,20 +224,26 @@ def run(label, binary, port):
         "uid 4242": subprocess.Popen(as_user(4242) + ["/usr/bin/python3", f"{work}/client.py", sock, str(DURATION), token],
                                      stdout=subprocess.PIPE, text=True),
     }
-    results = {name: json.loads(process.communicate()[0]) for name, process in clients.items()}
+    results = {name: json.loads(process.communicate(timeout=DURATION + 60)[0]) for name, process in clients.items()}
     held_during = max(held) if held else 0
-    for process in (attacker, pipeliner):
-        process.stdin.close()
-    pushed = pipeliner.stdout.read().split()
-    for process in (attacker, pipeliner):
-        process.wait(timeout=30)
+    attacker.stdin.close()
+    try:
+        pushed = pipeliner.communicate(timeout=30)[0].split()
+    except subprocess.TimeoutExpired:
+        pipeliner.kill()
+        pushed = []
+    try:
+        attacker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        attacker.kill()
     sampling = False
     sampler.join()
     time.sleep(5)
     rss_after = rss_kib(daemon.pid)
-    alive = daemon.poll() is None
-    daemon.terminate()
-    daemon.wait(timeout=30)
+    status = daemon.poll()
+    if status is None:
+        daemon.terminate()
+        daemon.wait(timeout=30)
     subprocess.run(["rm", "-rf", work])
     callers = {}
     for name, result in results.items():
@@ -231,11 +253,14 @@ def run(label, binary, port):
             "share": round(result["ok"] / total, 4) if total else 0,
             "p50_ms": round(percentile(result["latencies"], 50) * 1000, 2),
             "p99_ms": round(percentile(result["latencies"], 99) * 1000, 2),
+            "failures": result["failures"],
         }
     return {
         "label": label, "binary": binary, "callers": callers, "attacker_connections_held": held_during,
+        "attacker_answered_503": refusals[0],
         "pipelined_bytes_taken": int(pushed[1]) if len(pushed) == 2 else None,
-        "rss_kib": {"before": rss_before, "peak": peak[0], "after": rss_after}, "daemon_survived": alive,
+        "rss_kib": {"before": rss_before, "peak": peak[0], "after": rss_after}, "daemon_survived": status is None,
+        "daemon_exit_status": status,
     }
 
 

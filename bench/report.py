@@ -217,14 +217,20 @@ def fairness_section(f):
         cells = []
         for r in runs:
             c = r["callers"][caller]
-            cells.append(f"{c['ok']} of {c['requests']} ({c['share'] * 100:.1f} %), p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms")
+            failures = ", ".join(f"{n}× {k}" for k, n in sorted(c.get("failures", {}).items()))
+            cells.append(f"{c['ok']} of {c['requests']} ({c['share'] * 100:.1f} %), p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms"
+                         + (f"; failed: {failures}" if failures else ""))
         lines.append(f"| {caller}: answered with the token | " + " | ".join(cells) + " |")
-    lines.append("| uid 65534: connections held (most seen) | " + " | ".join(str(r["attacker_connections_held"]) for r in runs) + " |")
+    lines.append("| uid 65534: connections open a second after connecting, not refused (most seen; includes ones not yet "
+                 "accepted) | " + " | ".join(str(r["attacker_connections_held"]) for r in runs) + " |")
+    lines.append("| uid 65534: connections answered 503 | " + " | ".join(str(r.get("attacker_answered_503", "–")) for r in runs) + " |")
     lines.append("| uid 65533: pipelined bytes the daemon took | "
                  + " | ".join(f"{(r['pipelined_bytes_taken'] or 0) / 1e6:.1f} MB" for r in runs) + " |")
     lines.append("| daemon RSS before → peak → 5 s after | "
                  + " | ".join(f"{r['rss_kib']['before'] / 1024:.0f} → {r['rss_kib']['peak'] / 1024:.0f} → "
                               f"{r['rss_kib']['after'] / 1024:.0f} MiB" for r in runs) + " |")
+    lines.append("| the daemon | " + " | ".join("still running" if r["daemon_survived"] else
+                                                   f"**died** (exit status {r.get('daemon_exit_status')})" for r in runs) + " |")
     lines.append("\nBinaries: " + "; ".join(f"{r['label']} `{r['binary']}`" for r in runs) + ".\n")
     return "\n".join(lines)
 

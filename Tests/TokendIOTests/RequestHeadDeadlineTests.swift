@@ -7,13 +7,14 @@ import TokendCore
 
 /// Issue #18, finding 1: the deadline for a request head, on the embedded loop's clock (no sleeps).
 @Suite(.timeLimit(.minutes(1))) struct RequestHeadDeadlineTests {
-    /// A connection as the socket builds it: the head deadline (1 s) in front of the fast path.
+    /// A connection as the socket builds it: the guard (a 1 s head deadline) in front of the fast path.
     static func channel() throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         let loop = channel.embeddedEventLoop
-        try channel.pipeline.syncOperations.addHandler(RequestHeadDeadlineHandler(timeout: .seconds(1), now: { loop.now }))
+        let connectionGuard = ConnectionGuardHandler(headTimeout: .seconds(1), maxPendingBytes: 1 << 20, now: { loop.now })
+        try channel.pipeline.syncOperations.addHandler(connectionGuard)
         try channel.pipeline.syncOperations.addHandler(
-            FastPathHandler(responder: FastPathTests.FakeResponder().responder, maxHeadBytes: 1024)
+            FastPathHandler(responder: FastPathTests.FakeResponder().responder, maxHeadBytes: 1024, connectionGuard: connectionGuard)
         )
         try channel.connect(to: SocketAddress(unixDomainSocketPath: "/tmp/x")).wait()
         return channel

@@ -33,17 +33,21 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var lastWire: (key: HeadKey, body: [UInt8], bytes: ByteBuffer)?
     /// The caller, read when the connection was accepted.
     private let peer: PeerCredentials?
+    /// Told of every complete head (its deadline ends); nil in tests without one.
+    private let connectionGuard: ConnectionGuardHandler?
 
     init(
         immediate: UnixSocketServer.ImmediateResponder? = nil,
         responder: @escaping UnixSocketServer.Responder,
         maxHeadBytes: Int,
-        peer: PeerCredentials? = nil
+        peer: PeerCredentials? = nil,
+        connectionGuard: ConnectionGuardHandler? = nil
     ) {
         self.immediate = immediate
         self.responder = responder
         self.maxHeadBytes = maxHeadBytes
         self.peer = peer
+        self.connectionGuard = connectionGuard
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -68,22 +72,17 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
                 close(context: context)
             } else if case .request = buffer.withUnsafeReadableBytes({ SimpleRequestHead.parse($0, maxHeadBytes: maxHeadBytes) }) {
                 // The next head is complete; it only waits its turn.
-                headReceived(context: context)
+                connectionGuard?.headReceived()
             }
             return
         }
         process(context: context)
     }
 
-    /// Answers go on once the client reads again (``OutputBackpressureHandler`` holds back reads meanwhile).
+    /// Answers go on once the client reads again (``ConnectionGuardHandler`` holds back reads meanwhile).
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable, !waiting, !processing { process(context: context) }
         context.fireChannelWritabilityChanged()
-    }
-
-    /// Tells ``RequestHeadDeadlineHandler`` that a whole head arrived.
-    private func headReceived(context: ChannelHandlerContext) {
-        context.triggerUserOutboundEvent(RequestHeadDeadlineHandler.HeadReceived(), promise: nil)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -111,7 +110,7 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
                 return
             case .request(let head):
                 buffered?.moveReaderIndex(forwardBy: head.length)
-                headReceived(context: context)
+                connectionGuard?.headReceived()
                 wrote = true
                 answer(head, context: context)
             }
@@ -232,7 +231,9 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
                 withOutboundHeaderValidation: false
             )
             let decoder = try context.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-            try context.pipeline.syncOperations.addHandler(HeadReporter(), position: .after(decoder))
+            if let connectionGuard {
+                try context.pipeline.syncOperations.addHandler(HeadReporter(connectionGuard), position: .after(decoder))
+            }
             try context.pipeline.syncOperations.addHandler(
                 APIChannelHandler(responder: responder, maxHeadBytes: maxHeadBytes, peer: peer)
             )

@@ -53,9 +53,9 @@ public final class UnixSocketServer: Sendable {
         public var idleTimeout: TimeAmount = .seconds(10)
         /// Who may hold how many connections (``ConnectionAdmission``).
         public var connections = ConnectionAdmission.Limits()
-        /// A request head must be complete this long after its first byte (``RequestHeadDeadlineHandler``).
+        /// A request head must be complete this long after its first byte (``ConnectionGuardHandler``).
         public var requestHeadTimeout: TimeAmount = .seconds(10)
-        /// Answers waiting to be written to one connection; past this it is closed (``OutputBackpressureHandler``).
+        /// Answers waiting to be written to one connection; past this it is closed (``ConnectionGuardHandler``).
         public var maxPendingOutputBytes = 1 << 20
 
         public init() {}
@@ -260,7 +260,11 @@ public final class UnixSocketServer: Sendable {
         responder: @escaping Responder
     ) -> ServerBootstrap {
         ServerBootstrap(group: eventLoops)
-            .serverChannelOption(.backlog, value: 512)
+            // A caller that reconnects its refused connections in bursts must not fill the accept queue for the
+            // others: room for a burst of max_connections (the kernel caps it at net.core.somaxconn, 4096 by
+            // default), and 16 accepts per wake-up instead of NIO's 4 (BENCHMARKS.md, "Fairness under attack").
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelOption(.allowRemoteHalfClosure, value: false)
             .childChannelInitializer { channel in
                 // Who calls decides whether the connection is taken; a caller nobody can name is not.
@@ -279,13 +283,22 @@ public final class UnixSocketServer: Sendable {
                         try pipeline.addHandler(RefusedConnectionHandler(refusal.response))
                         return
                     }
-                    try pipeline.addHandler(OutputBackpressureHandler(maxPendingBytes: limits.maxPendingOutputBytes))
-                    try pipeline.addHandler(RequestHeadDeadlineHandler(timeout: limits.requestHeadTimeout))
+                    let connectionGuard = ConnectionGuardHandler(
+                        headTimeout: limits.requestHeadTimeout,
+                        maxPendingBytes: limits.maxPendingOutputBytes
+                    )
+                    try pipeline.addHandler(connectionGuard)
                     try pipeline.addHandler(IdleStateHandler(readTimeout: limits.idleTimeout))
                     // Simple requests are answered from their bytes; at the first other byte the connection goes
                     // to SwiftNIO's HTTP/1 pipeline and APIChannelHandler (decision 0006).
                     try pipeline.addHandler(
-                        FastPathHandler(immediate: immediate, responder: responder, maxHeadBytes: limits.maxHeadBytes, peer: peer)
+                        FastPathHandler(
+                            immediate: immediate,
+                            responder: responder,
+                            maxHeadBytes: limits.maxHeadBytes,
+                            peer: peer,
+                            connectionGuard: connectionGuard
+                        )
                     )
                 }
             }
