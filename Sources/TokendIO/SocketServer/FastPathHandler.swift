@@ -230,8 +230,8 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
                 withErrorHandling: true,
                 withOutboundHeaderValidation: false
             )
-            let decoder = try context.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
             if let connectionGuard {
+                let decoder = try context.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
                 try context.pipeline.syncOperations.addHandler(HeadReporter(connectionGuard), position: .after(decoder))
             }
             try context.pipeline.syncOperations.addHandler(

@@ -105,17 +105,18 @@ public final class UnixSocketServer: Sendable {
             self.isAdmin = isAdmin
         }
 
-        /// The limits to serve `peer` with, or the answer that refuses it.
+        /// The limits to serve `peer` with, or the answer that refuses it (made after the lock is given back).
         func admit(_ peer: PeerCredentials) -> Result<(Limits, ConnectionAdmission.Ticket), APIResponseError> {
             let isAdmin = isAdmin(peer)
-            return state.withLockedValue { state in
-                switch state.admission.admit(uid: peer.uid, isAdmin: isAdmin) {
-                case .admit(let ticket):
-                    return .success((state.limits, ticket))
-                case .refuse(let refusal):
-                    let response = RefusedConnectionHandler.response(for: refusal, peer: peer, limits: state.limits.connections)
-                    return .failure(APIResponseError(response: response))
-                }
+            let (decision, limits) = state.withLockedValue { state in
+                (state.admission.admit(uid: peer.uid, isAdmin: isAdmin), state.limits)
+            }
+            switch decision {
+            case .admit(let ticket):
+                return .success((limits, ticket))
+            case .refuse(let refusal):
+                let response = RefusedConnectionHandler.response(for: refusal, peer: peer, limits: limits.connections)
+                return .failure(APIResponseError(response: response))
             }
         }
 
@@ -162,15 +163,6 @@ public final class UnixSocketServer: Sendable {
         responder: @escaping Responder
     ) async throws -> UnixSocketServer {
         try removeStaleSocket(at: path)
-        // The socket's directory, opened without following a symlink in its place: the socket file is changed only
-        // through it, never by a path that someone who can write the directory may have pointed elsewhere.
-        let (directoryPath, name) = split(path)
-        let directory = open(directoryPath, tokend_o_path() | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard directory >= 0 else {
-            let error = errno
-            throw SetupError(path: path, reason: "cannot open its directory: \(String(cString: strerror(error)))", errno: error)
-        }
-        defer { Glibc.close(directory) }
         let gate = Gate(limits: limits, isAdmin: isAdmin)
         let channel: any Channel
         do {
@@ -185,6 +177,15 @@ public final class UnixSocketServer: Sendable {
         }
         seams.afterBind()
         do {
+            // The socket's directory, opened without following a symlink in its place: the socket file is changed
+            // only through it, never by a path that someone who can write the directory may have pointed elsewhere.
+            let (directoryPath, name) = split(path)
+            let directory = open(directoryPath, tokend_o_path() | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard directory >= 0 else {
+                let error = errno
+                throw SetupError(path: path, reason: "cannot open its directory: \(String(cString: strerror(error)))", errno: error)
+            }
+            defer { Glibc.close(directory) }
             try setOwnerAndMode(directory: directory, name: name, group: group, mode: mode)
         } catch let error as SetupError {
             try? await channel.close()
