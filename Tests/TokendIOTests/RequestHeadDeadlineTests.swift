@@ -7,14 +7,20 @@ import TokendCore
 
 /// Issue #18, finding 1: the deadline for a request head, on the embedded loop's clock (no sleeps).
 @Suite(.timeLimit(.minutes(1))) struct RequestHeadDeadlineTests {
-    /// A connection as the socket builds it: the guard (a 1 s head deadline) in front of the fast path.
-    static func channel() throws -> EmbeddedChannel {
+    /// A connection as the socket builds it: the guard (10 s idle timeout, 1 s head deadline) in front of the fast
+    /// path.
+    static func channel(_ fake: FastPathTests.FakeResponder = FastPathTests.FakeResponder()) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         let loop = channel.embeddedEventLoop
-        let connectionGuard = ConnectionGuardHandler(headTimeout: .seconds(1), maxPendingBytes: 1 << 20, now: { loop.now })
+        let connectionGuard = ConnectionGuardHandler(
+            idleTimeout: .seconds(10),
+            headTimeout: .seconds(1),
+            maxPendingBytes: 1 << 20,
+            now: { loop.now }
+        )
         try channel.pipeline.syncOperations.addHandler(connectionGuard)
         try channel.pipeline.syncOperations.addHandler(
-            FastPathHandler(responder: FastPathTests.FakeResponder().responder, maxHeadBytes: 1024, connectionGuard: connectionGuard)
+            FastPathHandler(responder: fake.responder, maxHeadBytes: 1024, connectionGuard: connectionGuard)
         )
         try channel.connect(to: SocketAddress(unixDomainSocketPath: "/tmp/x")).wait()
         return channel
@@ -41,6 +47,30 @@ import TokendCore
         channel.embeddedEventLoop.advanceTime(by: .seconds(5))
         #expect(channel.isActive)
         #expect(FastPathTests.bodies(try FastPathTests.written(channel)).count == 3)
+    }
+
+    /// The same timer closes a connection that sends nothing for the idle timeout (10 s), counted from its last
+    /// read, and leaves one alone while a request of it waits.
+    @Test func nothingReadForTheIdleTimeoutClosesTheConnection() throws {
+        let channel = try Self.channel()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(6))
+        try channel.writeInbound(ByteBuffer(string: "GET /v1/tokens/a HTTP/1.1\r\n\r\n"))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(9))
+        #expect(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(!channel.isActive)
+    }
+
+    @Test func aWaitingRequestKeepsAnIdleConnection() throws {
+        let fake = FastPathTests.FakeResponder()
+        fake.answerLater = ["/v1/tokens/slow"]
+        let channel = try Self.channel(fake)
+        try channel.writeInbound(ByteBuffer(string: "GET /v1/tokens/slow HTTP/1.1\r\n\r\n"))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(25))
+        #expect(channel.isActive)
+        fake.answerDeferred()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(10))
+        #expect(!channel.isActive)
     }
 
     /// The deadline counts from the first byte of each head, not from the connection's first: a head that starts

@@ -1,15 +1,22 @@
 import NIOCore
 import NIOHTTP1
 
-/// The first handler of every admitted connection: a deadline for each request head, and backpressure on output.
+/// The first handler of every admitted connection: the idle timeout, a deadline for each request head, and
+/// backpressure on output.
+///
+/// **Idle timeout.** Nothing read for `idleTimeout`: an `IdleStateHandler.IdleStateEvent.read` goes up the pipeline
+/// (again every `idleTimeout` while nothing is read), as NIO's `IdleStateHandler` sends it; the handlers behind close
+/// the connection when no request of theirs is waiting.
 ///
 /// **Head deadline.** A request head (request line and header fields) must be complete `headTimeout` after its first
 /// byte: a head sent a byte every few seconds (slowloris) keeps the idle timeout from ever firing. The handlers that
 /// parse heads call ``headReceived()`` when one is complete (the fast path for each simple head, ``HeadReporter``
-/// after the connection went to SwiftNIO's HTTP/1 pipeline); the next byte read starts the next deadline. A
-/// keep-alive connection sends many heads, each complete within microseconds, so the timer is not scheduled and
-/// cancelled for each: one timer at a time runs to the deadline of the head that started it, and when it fires it
-/// closes the connection only if a head is still unfinished past its own deadline.
+/// after the connection went to SwiftNIO's HTTP/1 pipeline); the next byte read starts the next deadline.
+///
+/// One timer serves both and is not scheduled per request: it runs to the earlier of the idle and the head deadline
+/// as they were when it was set, and when it fires it acts on the deadlines as they are then and sets itself again.
+/// It is moved earlier only when a head starts whose deadline comes before it (a `request_head_timeout` shorter than
+/// the idle timeout).
 ///
 /// **Backpressure.** A caller that pipelines requests and never reads would otherwise have the daemon read, answer
 /// and buffer without end. While the channel is not writable (more than its high water mark waits to be written) the
@@ -17,23 +24,31 @@ import NIOHTTP1
 /// fast path stops answering the requests it already has in the same way. Answers that arrive on their own (an event
 /// stream, a `min_valid` wait) are not held back: past `maxPendingBytes` waiting the connection is closed.
 ///
-/// One handler for both, so that every read and write passes one more handler, not two.
+/// One handler for all three, so that every read and write passes one handler where NIO's `IdleStateHandler` was.
 final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     typealias OutboundIn = IOData
 
+    private let idleTimeout: TimeAmount
     private let headTimeout: TimeAmount
     private let maxPendingBytes: Int
     /// The event loop's clock (tests pass an `EmbeddedEventLoop`'s).
     private let now: () -> NIODeadline
+    private var lastRead: NIODeadline?
     /// When the first byte of the unfinished head arrived; nil between requests.
     private var headStarted: NIODeadline?
-    private var timer: Scheduled<Void>?
+    private var timer: (task: Scheduled<Void>, deadline: NIODeadline)?
     private var context: ChannelHandlerContext?
     private var readHeldBack = false
 
-    init(headTimeout: TimeAmount, maxPendingBytes: Int, now: @escaping () -> NIODeadline = { NIODeadline.now() }) {
+    init(
+        idleTimeout: TimeAmount,
+        headTimeout: TimeAmount,
+        maxPendingBytes: Int,
+        now: @escaping () -> NIODeadline = { NIODeadline.now() }
+    ) {
+        self.idleTimeout = idleTimeout
         self.headTimeout = headTimeout
         self.maxPendingBytes = maxPendingBytes
         self.now = now
@@ -41,21 +56,51 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        if context.channel.isActive { start(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start(context: context)
+        context.fireChannelActive()
+    }
+
+    private func start(context: ChannelHandlerContext) {
+        guard lastRead == nil else { return }
+        let started = now()
+        lastRead = started
+        schedule(at: started + idleTimeout, context: context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
+        stop()
         self.context = nil
     }
 
-    // MARK: Head deadline
+    func channelInactive(context: ChannelHandlerContext) {
+        stop()
+        context.fireChannelInactive()
+    }
+
+    private func stop() {
+        timer?.task.cancel()
+        timer = nil
+        headStarted = nil
+    }
+
+    // MARK: Idle timeout and head deadline
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let read = now()
+        lastRead = read
         if headStarted == nil {
-            let started = now()
-            headStarted = started
-            if timer == nil { schedule(at: started + headTimeout, context: context) }
+            headStarted = read
+            let deadline = read + headTimeout
+            if let timer, timer.deadline > deadline {
+                timer.task.cancel()
+                schedule(at: deadline, context: context)
+            } else if timer == nil {
+                schedule(at: deadline, context: context)
+            }
         }
         context.fireChannelRead(data)
     }
@@ -67,25 +112,26 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private func schedule(at deadline: NIODeadline, context: ChannelHandlerContext) {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(deadline: deadline) { bound.value.timerFired() }
+        timer = (context.eventLoop.scheduleTask(deadline: deadline) { bound.value.timerFired() }, deadline)
     }
 
     private func timerFired() {
         timer = nil
-        guard let context, let started = headStarted else { return }
-        let deadline = started + headTimeout
-        if now() >= deadline {
+        guard let context, context.channel.isActive else { return }
+        let time = now()
+        if let started = headStarted, time >= started + headTimeout {
             context.close(promise: nil)
-        } else {
-            schedule(at: deadline, context: context)
+            return
         }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
-        headStarted = nil
-        context.fireChannelInactive()
+        var idleDeadline = (lastRead ?? time) + idleTimeout
+        if time >= idleDeadline {
+            // Counted from here for the next one, as IdleStateHandler does.
+            lastRead = time
+            idleDeadline = time + idleTimeout
+            context.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+            guard context.channel.isActive else { return }
+        }
+        schedule(at: min(idleDeadline, headStarted.map { $0 + headTimeout } ?? idleDeadline), context: context)
     }
 
     // MARK: Backpressure

@@ -49,7 +49,7 @@ public final class UnixSocketServer: Sendable {
     public struct Limits: Sendable, Hashable {
         /// Request line and headers together; larger heads get 431.
         public var maxHeadBytes = 16 * 1024
-        /// A connection with no request in progress and nothing read for this long is closed.
+        /// A connection with no request in progress and nothing read for this long is closed (``ConnectionGuardHandler``).
         public var idleTimeout: TimeAmount = .seconds(10)
         /// Who may hold how many connections (``ConnectionAdmission``).
         public var connections = ConnectionAdmission.Limits()
@@ -285,11 +285,11 @@ public final class UnixSocketServer: Sendable {
                         return
                     }
                     let connectionGuard = ConnectionGuardHandler(
+                        idleTimeout: limits.idleTimeout,
                         headTimeout: limits.requestHeadTimeout,
                         maxPendingBytes: limits.maxPendingOutputBytes
                     )
                     try pipeline.addHandler(connectionGuard)
-                    try pipeline.addHandler(IdleStateHandler(readTimeout: limits.idleTimeout))
                     // Simple requests are answered from their bytes; at the first other byte the connection goes
                     // to SwiftNIO's HTTP/1 pipeline and APIChannelHandler (decision 0006).
                     try pipeline.addHandler(
