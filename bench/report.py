@@ -197,6 +197,44 @@ def profile_section():
     return "\n".join(out)
 
 
+def fairness_section(f):
+    """Issue #18: two callers' token requests and the daemon's RSS while one uid holds connections and another
+    pipelines without reading, for each binary of the run (before and after, side by side)."""
+    m = f["machine"]
+    runs = f["runs"]
+    lines = [
+        "## Fairness under attack (issue #18, `scripts/bench fairness`)\n",
+        f"{m['date']}, {m['cores']} cores, load average {m['loadavg_at_start']} at the start; one run of each binary, "
+        f"one after the other. uid 65534 holds {f['attack_connections']} connections (a third idle, a third trickling a "
+        "head a byte every 2 s, a third watch streams; closed ones reopened every second) and uid 65533 pipelines "
+        "token requests on three connections without reading; meanwhile root (an admin) and uid 4242 each ask for "
+        f"the token on a new connection every 20 ms for {f['duration_s']:.0f} s (2 s timeout). Release binaries, "
+        "default settings (`max_connections_per_uid` 64, `request_head_timeout` 10 s).\n",
+        "| | " + " | ".join(f"{r['label']}" for r in runs) + " |",
+        "|---|" + "---|" * len(runs),
+    ]
+    for caller in runs[0]["callers"]:
+        cells = []
+        for r in runs:
+            c = r["callers"][caller]
+            failures = ", ".join(f"{n}× {k}" for k, n in sorted(c.get("failures", {}).items()))
+            cells.append(f"{c['ok']} of {c['requests']} ({c['share'] * 100:.1f} %), p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms"
+                         + (f"; failed: {failures}" if failures else ""))
+        lines.append(f"| {caller}: answered with the token | " + " | ".join(cells) + " |")
+    lines.append("| uid 65534: connections open a second after connecting, not refused (most seen; includes ones not yet "
+                 "accepted) | " + " | ".join(str(r["attacker_connections_held"]) for r in runs) + " |")
+    lines.append("| uid 65534: connections answered 503 | " + " | ".join(str(r.get("attacker_answered_503", "–")) for r in runs) + " |")
+    lines.append("| uid 65533: pipelined bytes the daemon took | "
+                 + " | ".join(f"{(r['pipelined_bytes_taken'] or 0) / 1e6:.1f} MB" for r in runs) + " |")
+    lines.append("| daemon RSS before → peak → 5 s after | "
+                 + " | ".join(f"{r['rss_kib']['before'] / 1024:.0f} → {r['rss_kib']['peak'] / 1024:.0f} → "
+                              f"{r['rss_kib']['after'] / 1024:.0f} MiB" for r in runs) + " |")
+    lines.append("| the daemon | " + " | ".join("still running" if r["daemon_survived"] else
+                                                   f"**died** (exit status {r.get('daemon_exit_status')})" for r in runs) + " |")
+    lines.append("\nBinaries: " + "; ".join(f"{r['label']} `{r['binary']}`" for r in runs) + ".\n")
+    return "\n".join(lines)
+
+
 def replace(text, name, body):
     section = f"<!-- {name}:begin -->\n{body}<!-- {name}:end -->\n"
     pattern = re.compile(rf"<!-- {name}:begin -->.*?<!-- {name}:end -->\n", re.S)
@@ -205,11 +243,12 @@ def replace(text, name, body):
 
 def main():
     text = DOC.read_text() if DOC.exists() else INTRO
-    serving, shell, scale = load("serving"), load("shell"), load("scale")
+    serving, shell, scale, fairness = load("serving"), load("shell"), load("scale"), load("fairness")
     sections = [("targets", targets_section(serving, scale)),
                 ("serving", serving and serving_section(serving)),
                 ("shell", shell and shell_section(shell)),
                 ("scale", scale and scale_section(scale)),
+                ("fairness", fairness and fairness_section(fairness)),
                 ("profile", profile_section())]
     for name, body in sections:
         if body:

@@ -171,8 +171,10 @@ public enum Daemon {
         scheduler.startupSteps.append(steps.lap("cache"))
 
         scheduler.published.admin = scheduler.adminPolicy(scheduler.settings)
+        raiseOpenFileLimit(toHold: scheduler.settings.connections.maxConnections, logger: scheduler.logger)
         let server = try bindSocket(for: scheduler, options: options)
         scheduler.closeServer = { await server.close() }
+        scheduler.updateSocketLimits = { server.update(socketLimits($0)) }
         scheduler.logger.info("listening", metadata: ["socket": "\(options.paths.socketPath)"])
         scheduler.startupSteps.append(steps.lap("socket"))
 
@@ -195,6 +197,9 @@ public enum Daemon {
             frontend.handle(request, respond: respond) { openStream($0) }
         }
         let answerNow: UnixSocketServer.ImmediateResponder = { frontend.answerNow($0) }
+        let published = scheduler.published
+        let isAdmin: @Sendable (PeerCredentials) -> Bool = { peer in published.admin?.allows(peer) ?? (peer.uid == 0) }
+        let limits = socketLimits(settings)
         do {
             var group: UInt32?
             if let name = settings.socketGroup {
@@ -204,12 +209,27 @@ public enum Daemon {
             if let descriptor = SystemdNotifier.listenDescriptors().first {
                 scheduler.logger.info("using the socket systemd passed", metadata: ["fd": "\(descriptor)"])
                 return try blocking {
-                    try await UnixSocketServer.adopt(descriptor: descriptor, path: path, immediate: answerNow, responder: respond)
+                    try await UnixSocketServer.adopt(
+                        descriptor: descriptor,
+                        path: path,
+                        limits: limits,
+                        isAdmin: isAdmin,
+                        immediate: answerNow,
+                        responder: respond
+                    )
                 }
             }
             let (mode, socketGroup) = (settings.socketMode, group)
             return try blocking {
-                try await UnixSocketServer.bind(path: path, mode: mode, group: socketGroup, immediate: answerNow, responder: respond)
+                try await UnixSocketServer.bind(
+                    path: path,
+                    mode: mode,
+                    group: socketGroup,
+                    limits: limits,
+                    isAdmin: isAdmin,
+                    immediate: answerNow,
+                    responder: respond
+                )
             }
         } catch let error as StartError {
             throw error
@@ -218,6 +238,30 @@ public enum Daemon {
         } catch {
             throw StartError(message: "socket \(path): \(error)", errno: EADDRNOTAVAIL)
         }
+    }
+
+    /// Raises the soft limit of open files so that `connections` sockets fit beside the daemon's own files (up to the
+    /// hard limit): systemd's default soft limit, 1024, is below the default `max_connections` plus the rest, and
+    /// past it accepting fails for everyone instead of the connection limits answering.
+    static func raiseOpenFileLimit(toHold connections: Int, logger: Logger) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        let wanted = rlim_t(connections + 256)
+        guard limit.rlim_cur < wanted else { return }
+        let raised = min(wanted, limit.rlim_max)
+        var new = limit
+        new.rlim_cur = raised
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &new) != 0 || raised < wanted {
+            logger.warning(
+                "open-file limit below max_connections",
+                metadata: ["limit": "\(raised)", "max_connections": "\(connections)"]
+            )
+        }
+    }
+
+    /// The socket's limits from `tokend.toml`.
+    static func socketLimits(_ settings: DaemonSettings) -> UnixSocketServer.Limits {
+        UnixSocketServer.Limits(connections: settings.connections, requestHeadTimeout: settings.requestHeadTimeout)
     }
 
     /// Runs async work to completion from synchronous start-up code.

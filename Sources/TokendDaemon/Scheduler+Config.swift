@@ -26,6 +26,7 @@ extension Scheduler {
             limiter.maxConcurrent = newSettings.refresh.maxConcurrent
             limiter.perEndpointConcurrent = newSettings.refresh.perEndpointConcurrent
             published.admin = adminPolicy(newSettings)
+            updateSocketLimits(newSettings)
         }
         let plan = ReloadPlan(running: instances.mapValues(\.resolved.fingerprint), loaded: loaded)
 

@@ -191,6 +191,8 @@ public final class Scheduler: @unchecked Sendable {
     var onStopped: @Sendable (Int32) -> Void = { _ in }
     /// Closes the socket server first when the daemon stops.
     var closeServer: @Sendable () async -> Void = {}
+    /// Hands the socket the connection limits of reloaded settings.
+    var updateSocketLimits: @Sendable (DaemonSettings) -> Void = { _ in }
 
     public init(
         settings: DaemonSettings,

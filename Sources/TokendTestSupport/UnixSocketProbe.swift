@@ -1,3 +1,5 @@
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -32,4 +34,24 @@ public func withUnixAddress<T>(_ path: String, _ body: (UnsafePointer<sockaddr>,
     return withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
     }
+}
+
+/// Writes `text` on a new connection to `path` and returns what comes back until the other side closes (or
+/// `timeout` seconds pass without a byte); writes time out the same way, so a server that stops reading fails a
+/// test instead of hanging it.
+public func exchangeOnUnixSocket(_ path: String, _ text: String, timeout: Int = 5) throws -> String {
+    guard let fd = connectUnixSocket(path) else { throw POSIXError(.ECONNREFUSED) }
+    defer { close(fd) }
+    var deadline = timeval(tv_sec: timeout, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &deadline, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &deadline, socklen_t(MemoryLayout<timeval>.size))
+    _ = Array(text.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    var received: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { break }
+        received += buffer[0..<count]
+    }
+    return String(decoding: received, as: UTF8.self)
 }

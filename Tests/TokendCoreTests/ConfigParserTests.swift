@@ -157,6 +157,38 @@ import Testing
         #expect(settings.requestTimeout == 3)
     }
 
+    @Test func connectionLimitsAndTheHeadDeadlineAreRead() throws {
+        let defaults = try #require(ConfigParser.parseSettings(file: "tokend.toml", text: "").settings)
+        #expect(defaults.connections == ConnectionAdmission.Limits())
+        #expect(defaults.requestHeadTimeout == 10)
+        let text = "max_connections = 256\nmax_connections_per_uid = 8\nrequest_head_timeout = \"1500ms\"\n"
+        let settings = try #require(ConfigParser.parseSettings(file: "tokend.toml", text: text).settings)
+        #expect(settings.connections == ConnectionAdmission.Limits(maxConnections: 256, perCaller: 8, adminReserve: 16))
+        #expect(settings.requestHeadTimeout == 1.5)
+        let reserve = try #require(
+            ConfigParser.parseSettings(file: "tokend.toml", text: "max_connections = 16\nadmin_connections = 4\n").settings
+        )
+        #expect(reserve.connections.adminReserve == 4)
+    }
+
+    @Test func badConnectionLimitsAreRejectedWithLines() {
+        let text = """
+            max_connections = 8
+            max_connections_per_uid = 0
+            admin_connections = 8
+            request_head_timeout = "10ms"
+            """
+        let (settings, errors) = ConfigParser.parseSettings(file: "tokend.toml", text: text)
+        #expect(settings == nil)
+        #expect(
+            errors.map(\.description) == [
+                "tokend.toml:2: max_connections_per_uid: expected a whole number from 1 to 1000000",
+                "tokend.toml:3: admin_connections: must be less than max_connections (8): others need room too",
+                "tokend.toml:4: request_head_timeout: expected at least 100ms",
+            ]
+        )
+    }
+
     @Test func badSettingsAreRejectedWithLines() {
         let text = "log_level = \"loud\"\n[refresh]\nratio = 3\nmin_lead = \"soon\"\n"
         let (settings, errors) = ConfigParser.parseSettings(file: "tokend.toml", text: text)

@@ -280,21 +280,7 @@ final class DaemonHarness: @unchecked Sendable {
 
     /// Writes raw bytes to the socket and returns what comes back until the daemon closes (or 5 s pass).
     func rawExchange(_ text: String) throws -> String {
-        guard let fd = connectUnixSocket(socketPath) else { throw POSIXError(.ECONNREFUSED) }
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        // A daemon that stops reading must fail the test, not hang it.
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        _ = Array(text.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            guard count > 0 else { break }
-            received += buffer[0..<count]
-        }
-        return String(decoding: received, as: UTF8.self)
+        try exchangeOnUnixSocket(socketPath, text)
     }
 
     /// The diagnostics the daemon logged as config errors, in order (unquoted from the log's `error="…"`).

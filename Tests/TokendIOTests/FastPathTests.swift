@@ -299,6 +299,21 @@ import TokendTestSupport
         #expect(fake.seen.count == 1)
     }
 
+    /// Issue #18, finding 2: while the client does not read its answers (the channel is not writable) the fast path
+    /// answers nothing more; once it reads, the requests it already has are answered in order.
+    @Test func noAnswersWhileTheClientDoesNotReadThem() throws {
+        let fake = FakeResponder()
+        let channel = try Self.channel(fake)
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        try channel.writeInbound(ByteBuffer(string: "GET /v1/tokens/a HTTP/1.1\r\n\r\nGET /v1/tokens/b HTTP/1.1\r\n\r\n"))
+        #expect(try Self.written(channel).isEmpty)
+        #expect(fake.seen.isEmpty)
+        channel.isWritable = true
+        channel.pipeline.fireChannelWritabilityChanged()
+        #expect(Self.bodies(try Self.written(channel)) == ["GET /v1/tokens/a", "GET /v1/tokens/b"])
+    }
+
     @Test func connectionCloseIsAnsweredThenClosedAndLaterBytesDropped() throws {
         let fake = FakeResponder()
         let channel = try Self.channel(fake)

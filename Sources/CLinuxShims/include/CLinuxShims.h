@@ -33,6 +33,12 @@ static inline int tokend_syncfs(int fd) { return syncfs(fd); }
    secrets, keys and tokens, and the watchdog and TimeoutAbortSec= send it SIGABRT. */
 static inline int tokend_set_dumpable(int dumpable) { return prctl(PR_SET_DUMPABLE, (unsigned long)dumpable, 0UL, 0UL, 0UL); }
 
+/* O_PATH and AT_EMPTY_PATH, which glibc declares only under _GNU_SOURCE: the socket file's group and mode are set
+   through a descriptor of the file itself, opened without following a symlink. (Values from linux/fcntl.h and
+   asm-generic/fcntl.h, the same on every Linux architecture Swift runs on.) */
+static inline int tokend_o_path(void) { return 010000000; }
+static inline int tokend_at_empty_path(void) { return 0x1000; }
+
 /* malloc_trim(3): after a config load the daemon hands the freed pages back. */
 static inline int tokend_malloc_trim(void) { return malloc_trim(0); }
 

@@ -31,6 +31,7 @@ extension ConfigParser {
             }
         }
         if let timeout = reader.duration("startup_timeout") { settings.startupTimeout = timeout }
+        parseConnectionLimits(&reader, into: &settings)
         let overrides = parseRefreshOverrides(&reader) { refresh in
             if let value = refresh.integer("max_concurrent", range: 1...100_000) {
                 settings.refresh.maxConcurrent = value
@@ -66,5 +67,30 @@ extension ConfigParser {
         diagnostics += reader.finish()
         let errors = diagnostics.filter { $0.severity == .error }
         return errors.isEmpty ? (settings, []) : (nil, errors)
+    }
+
+    /// `max_connections`, `max_connections_per_uid`, `admin_connections` and `request_head_timeout`.
+    static func parseConnectionLimits(_ reader: inout TableReader, into settings: inout DaemonSettings) {
+        var limits = settings.connections
+        if let value = reader.integer("max_connections", range: 2...1_000_000) {
+            limits.maxConnections = value
+            limits.adminReserve = value / 16
+        }
+        if let value = reader.integer("max_connections_per_uid", range: 1...1_000_000) { limits.perCaller = value }
+        if let value = reader.integer("admin_connections", range: 0...1_000_000) {
+            if value < limits.maxConnections {
+                limits.adminReserve = value
+            } else {
+                reader.fail("admin_connections", "must be less than max_connections (\(limits.maxConnections)): others need room too")
+            }
+        }
+        settings.connections = limits
+        if let timeout = reader.duration("request_head_timeout") {
+            if timeout >= 0.1 {
+                settings.requestHeadTimeout = timeout
+            } else {
+                reader.fail("request_head_timeout", "expected at least 100ms")
+            }
+        }
     }
 }

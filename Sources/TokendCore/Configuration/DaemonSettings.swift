@@ -7,6 +7,12 @@ public struct DaemonSettings: Sendable, Hashable {
     public var logLevel: String = "info"
     /// `READY=1` is sent no later than this after start, even if some first fetches are still failing.
     public var startupTimeout: Double = 30
+    /// Who may hold how many socket connections (SPEC §8): `max_connections`, `max_connections_per_uid`,
+    /// `admin_connections`.
+    public var connections = ConnectionAdmission.Limits()
+    /// A request head (request line and header fields) must be complete this many seconds after its first byte
+    /// (`request_head_timeout`); a connection still sending one then is closed.
+    public var requestHeadTimeout: Double = 10
     public var refresh = RefreshSettings()
     public var connectTimeout: Double = 10
     public var requestTimeout: Double = 30

@@ -10,7 +10,7 @@ import TokendCore
 ///
 /// Answers keep the order of the requests: while one waits (a `min_valid` request waiting for a refresh, an event
 /// stream), later bytes are only buffered, up to ``maxBufferedWhileWaiting``.
-final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, ReadsPeerCredentials {
+final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -31,25 +31,23 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
     /// The last answer written whole (head and body) with the body it was made from: an immediate answer shares
     /// its body with every caller in the same second, so the same body storage means the same bytes to write.
     private var lastWire: (key: HeadKey, body: [UInt8], bytes: ByteBuffer)?
-    var peer: PeerCredentials?
+    /// The caller, read when the connection was accepted.
+    private let peer: PeerCredentials?
+    /// Told of every complete head (its deadline ends); nil in tests without one.
+    private let connectionGuard: ConnectionGuardHandler?
 
     init(
         immediate: UnixSocketServer.ImmediateResponder? = nil,
         responder: @escaping UnixSocketServer.Responder,
-        maxHeadBytes: Int
+        maxHeadBytes: Int,
+        peer: PeerCredentials? = nil,
+        connectionGuard: ConnectionGuardHandler? = nil
     ) {
         self.immediate = immediate
         self.responder = responder
         self.maxHeadBytes = maxHeadBytes
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        readPeerCredentials(context: context)
-        context.fireChannelActive()
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        if context.channel.isActive { readPeerCredentials(context: context) }
+        self.peer = peer
+        self.connectionGuard = connectionGuard
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -69,22 +67,35 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
             buffered?.writeBuffer(&bytes)
         }
         if waiting {
-            if let buffer = buffered, buffer.readableBytes > Self.maxBufferedWhileWaiting { close(context: context) }
+            guard let buffer = buffered else { return }
+            if buffer.readableBytes > Self.maxBufferedWhileWaiting {
+                close(context: context)
+            } else if case .request = buffer.withUnsafeReadableBytes({ SimpleRequestHead.parse($0, maxHeadBytes: maxHeadBytes) }) {
+                // The next head is complete; it only waits its turn.
+                connectionGuard?.headReceived()
+            }
             return
         }
         process(context: context)
+    }
+
+    /// Answers go on once the client reads again (``ConnectionGuardHandler`` holds back reads meanwhile).
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, !waiting, !processing { process(context: context) }
+        context.fireChannelWritabilityChanged()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
     }
 
-    /// Answers the complete simple requests in the buffer, in order, until one has to wait.
+    /// Answers the complete simple requests in the buffer, in order, until one has to wait or the answers back up
+    /// (the channel is not writable: the client does not read them).
     private func process(context: ChannelHandlerContext) {
         processing = true
         defer { processing = false }
         var wrote = false
-        while !waiting, !closing, !handedOver, let buffer = buffered, buffer.readableBytes > 0 {
+        while !waiting, !closing, !handedOver, context.channel.isWritable, let buffer = buffered, buffer.readableBytes > 0 {
             let parse = buffer.withUnsafeReadableBytes { SimpleRequestHead.parse($0, maxHeadBytes: maxHeadBytes) }
             switch parse {
             case .incomplete:
@@ -99,6 +110,7 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
                 return
             case .request(let head):
                 buffered?.moveReaderIndex(forwardBy: head.length)
+                connectionGuard?.headReceived()
                 wrote = true
                 answer(head, context: context)
             }
@@ -218,6 +230,10 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler, Rea
                 withErrorHandling: true,
                 withOutboundHeaderValidation: false
             )
+            if let connectionGuard {
+                let decoder = try context.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+                try context.pipeline.syncOperations.addHandler(HeadReporter(connectionGuard), position: .after(decoder))
+            }
             try context.pipeline.syncOperations.addHandler(
                 APIChannelHandler(responder: responder, maxHeadBytes: maxHeadBytes, peer: peer)
             )

@@ -42,23 +42,92 @@ public final class UnixSocketServer: Sendable {
     public let path: String
     /// Whether the socket file is ours to remove on close (not when systemd passed the socket).
     private let ownsPath: Bool
+    /// The open connections by caller and the limits new ones are admitted and served with.
+    private let gate: Gate
 
     /// Limits that keep one client from disturbing the others.
-    public struct Limits: Sendable {
+    public struct Limits: Sendable, Hashable {
         /// Request line and headers together; larger heads get 431.
         public var maxHeadBytes = 16 * 1024
-        /// A connection with no request in progress and nothing read for this long is closed.
+        /// A connection with no request in progress and nothing read for this long is closed (``ConnectionGuardHandler``).
         public var idleTimeout: TimeAmount = .seconds(10)
-        /// Connections beyond this are closed as soon as they are accepted.
-        public var maxConnections = 1024
+        /// Who may hold how many connections (``ConnectionAdmission``).
+        public var connections = ConnectionAdmission.Limits()
+        /// A request head must be complete this long after its first byte (``ConnectionGuardHandler``).
+        public var requestHeadTimeout: TimeAmount = .seconds(10)
+        /// Answers waiting to be written to one connection; past this it is closed (``ConnectionGuardHandler``).
+        public var maxPendingOutputBytes = 1 << 20
 
         public init() {}
+
+        /// The defaults with the limits `tokend.toml` sets (the head deadline in seconds).
+        public init(connections: ConnectionAdmission.Limits, requestHeadTimeout: Double) {
+            self.connections = connections
+            self.requestHeadTimeout = .nanoseconds(Int64(requestHeadTimeout * 1e9))
+        }
     }
 
-    private init(channel: any Channel, path: String, ownsPath: Bool) {
+    /// What tests replace: how the caller's credentials are read, and a moment between `bind` and setting the
+    /// socket file's group and mode.
+    struct Seams: Sendable {
+        var readCredentials: @Sendable (any Channel) -> EventLoopFuture<PeerCredentials> = { UnixSocketServer.peerCredentials(of: $0) }
+        var afterBind: @Sendable () -> Void = {}
+    }
+
+    private init(channel: any Channel, path: String, ownsPath: Bool, gate: Gate) {
         self.channel = channel
         self.path = path
         self.ownsPath = ownsPath
+        self.gate = gate
+    }
+
+    /// The limits for connections from now on (a reload changed them); open ones keep theirs.
+    public func update(_ limits: Limits) {
+        gate.state.withLockedValue { state in
+            state.limits = limits
+            state.admission.limits = limits.connections
+        }
+    }
+
+    /// The connections of every caller, and the limits: one lock for all event loops, taken once when a connection
+    /// is accepted and once when it closes.
+    final class Gate: Sendable {
+        struct State {
+            var limits: Limits
+            var admission: ConnectionAdmission
+        }
+
+        let state: NIOLockedValueBox<State>
+        let isAdmin: @Sendable (PeerCredentials) -> Bool
+
+        init(limits: Limits, isAdmin: @escaping @Sendable (PeerCredentials) -> Bool) {
+            state = NIOLockedValueBox(State(limits: limits, admission: ConnectionAdmission(limits: limits.connections)))
+            self.isAdmin = isAdmin
+        }
+
+        /// The limits to serve `peer` with, or the answer that refuses it (made after the lock is given back).
+        func admit(_ peer: PeerCredentials) -> Result<(Limits, ConnectionAdmission.Ticket), APIResponseError> {
+            let isAdmin = isAdmin(peer)
+            let (decision, limits) = state.withLockedValue { state in
+                (state.admission.admit(uid: peer.uid, isAdmin: isAdmin), state.limits)
+            }
+            switch decision {
+            case .admit(let ticket):
+                return .success((limits, ticket))
+            case .refuse(let refusal):
+                let response = RefusedConnectionHandler.response(for: refusal, peer: peer, limits: limits.connections)
+                return .failure(APIResponseError(response: response))
+            }
+        }
+
+        func release(_ ticket: ConnectionAdmission.Ticket) {
+            state.withLockedValue { $0.admission.release(ticket) }
+        }
+    }
+
+    /// A refusal as an error, to carry it in a `Result`.
+    struct APIResponseError: Error {
+        var response: APIResponse
     }
 
     /// Binds `path` (replacing a stale socket file, refusing one a live process listens on) and starts serving.
@@ -67,32 +136,100 @@ public final class UnixSocketServer: Sendable {
         mode: UInt16,
         group: UInt32? = nil,
         limits: Limits = Limits(),
+        isAdmin: @escaping @Sendable (PeerCredentials) -> Bool = { _ in false },
+        immediate: ImmediateResponder? = nil,
+        responder: @escaping Responder
+    ) async throws -> UnixSocketServer {
+        try await bind(
+            path: path,
+            mode: mode,
+            group: group,
+            limits: limits,
+            isAdmin: isAdmin,
+            seams: Seams(),
+            immediate: immediate,
+            responder: responder
+        )
+    }
+
+    static func bind(
+        path: String,
+        mode: UInt16,
+        group: UInt32? = nil,
+        limits: Limits = Limits(),
+        isAdmin: @escaping @Sendable (PeerCredentials) -> Bool = { _ in false },
+        seams: Seams,
         immediate: ImmediateResponder? = nil,
         responder: @escaping Responder
     ) async throws -> UnixSocketServer {
         try removeStaleSocket(at: path)
-        // Created with no access for others, then opened up to `mode`: never more open than configured.
-        let previous = umask(0o177)
-        defer { umask(previous) }
+        let gate = Gate(limits: limits, isAdmin: isAdmin)
         let channel: any Channel
         do {
-            channel = try await bootstrap(limits: limits, immediate: immediate, responder: responder)
+            // Created with no access for others, then opened up to `mode`: never more open than configured.
+            let previous = umask(0o177)
+            defer { umask(previous) }
+            channel = try await bootstrap(gate: gate, seams: seams, immediate: immediate, responder: responder)
                 .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false).get()
         } catch let error as IOError {
             // systemd gets the errno (ERRNO=), the operator a plain reason.
             throw SetupError(path: path, reason: "bind failed: \(String(cString: strerror(error.errnoCode)))", errno: error.errnoCode)
         }
-        if let group, chown(path, uid_t.max, gid_t(group)) != 0 {
-            let error = errno
+        seams.afterBind()
+        do {
+            // The socket's directory, opened without following a symlink in its place: the socket file is changed
+            // only through it, never by a path that someone who can write the directory may have pointed elsewhere.
+            let (directoryPath, name) = split(path)
+            let directory = open(directoryPath, tokend_o_path() | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard directory >= 0 else {
+                let error = errno
+                throw SetupError(path: path, reason: "cannot open its directory: \(String(cString: strerror(error)))", errno: error)
+            }
+            defer { Glibc.close(directory) }
+            try setOwnerAndMode(directory: directory, name: name, group: group, mode: mode)
+        } catch let error as SetupError {
             try? await channel.close()
-            throw SetupError(path: path, reason: "chown to group \(group) failed: \(String(cString: strerror(error)))", errno: error)
+            throw SetupError(path: path, reason: error.reason, errno: error.errno)
         }
-        guard chmod(path, mode_t(mode)) == 0 else {
+        return UnixSocketServer(channel: channel, path: path, ownsPath: true, gate: gate)
+    }
+
+    /// The directory and the file name of `path`.
+    static func split(_ path: String) -> (directory: String, name: String) {
+        guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+        let directory = String(path[..<slash])
+        return (directory.isEmpty ? "/" : directory, String(path[path.index(after: slash)...]))
+    }
+
+    /// Gives the socket file `name` in `directory` its group and mode through a descriptor of the file itself,
+    /// opened without following a symlink and checked to be a socket: a symlink or another file put in its place
+    /// after `bind` is refused, never changed (`chmod` by path would change whatever the link points to).
+    static func setOwnerAndMode(directory: Int32, name: String, group: UInt32?, mode: UInt16) throws {
+        let file = openat(directory, name, tokend_o_path() | O_NOFOLLOW | O_CLOEXEC)
+        guard file >= 0 else {
             let error = errno
-            try? await channel.close()
-            throw SetupError(path: path, reason: "chmod failed: \(String(cString: strerror(error)))", errno: error)
+            throw SetupError(path: name, reason: "cannot open the bound socket: \(String(cString: strerror(error)))", errno: error)
         }
-        return UnixSocketServer(channel: channel, path: path, ownsPath: true)
+        defer { Glibc.close(file) }
+        var info = stat()
+        guard fstat(file, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK else {
+            throw SetupError(
+                path: name,
+                reason: "is not the socket tokend bound (something was put in its place); not changing it",
+                errno: EEXIST
+            )
+        }
+        if let group, fchownat(file, "", uid_t.max, gid_t(group), tokend_at_empty_path()) != 0 {
+            let error = errno
+            throw SetupError(path: name, reason: "chown to group \(group) failed: \(String(cString: strerror(error)))", errno: error)
+        }
+        // An O_PATH descriptor cannot be fchmod'ed; its /proc link reaches the same inode without a lookup by name
+        // (what glibc's fchmodat(AT_SYMLINK_NOFOLLOW) does).
+        guard info.st_mode & 0o777 != mode_t(mode) else { return }
+        guard chmod("/proc/self/fd/\(file)", mode_t(mode)) == 0 else {
+            let error = errno
+            throw SetupError(path: name, reason: "chmod failed: \(String(cString: strerror(error)))", errno: error)
+        }
     }
 
     /// Serves on a listening socket systemd passed (socket activation, `LISTEN_FDS`); its mode and group are the
@@ -101,11 +238,14 @@ public final class UnixSocketServer: Sendable {
         descriptor: CInt,
         path: String,
         limits: Limits = Limits(),
+        isAdmin: @escaping @Sendable (PeerCredentials) -> Bool = { _ in false },
         immediate: ImmediateResponder? = nil,
         responder: @escaping Responder
     ) async throws -> UnixSocketServer {
-        let channel = try await bootstrap(limits: limits, immediate: immediate, responder: responder).withBoundSocket(descriptor).get()
-        return UnixSocketServer(channel: channel, path: path, ownsPath: false)
+        let gate = Gate(limits: limits, isAdmin: isAdmin)
+        let channel = try await bootstrap(gate: gate, seams: Seams(), immediate: immediate, responder: responder)
+            .withBoundSocket(descriptor).get()
+        return UnixSocketServer(channel: channel, path: path, ownsPath: false, gate: gate)
     }
 
     /// The socket's own event loops: one per CPU the daemon may run on (`taskset`, `CPUAffinity=`), at most four.
@@ -114,27 +254,52 @@ public final class UnixSocketServer: Sendable {
     /// turns, and every answer would pay for a thread switch.
     static let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: min(4, max(1, Int(tokend_allowed_cpus()))))
 
-    private static func bootstrap(limits: Limits, immediate: ImmediateResponder?, responder: @escaping Responder) -> ServerBootstrap {
-        let connections = NIOLockedValueBox(0)
-        return ServerBootstrap(group: eventLoops)
-            .serverChannelOption(.backlog, value: 512)
+    private static func bootstrap(
+        gate: Gate,
+        seams: Seams,
+        immediate: ImmediateResponder?,
+        responder: @escaping Responder
+    ) -> ServerBootstrap {
+        ServerBootstrap(group: eventLoops)
+            // A caller that reconnects its refused connections in bursts must not fill the accept queue for the
+            // others: room for a burst of max_connections (the kernel caps it at net.core.somaxconn, 4096 by
+            // default), and 16 accepts per wake-up instead of NIO's 4 (BENCHMARKS.md, "Fairness under attack").
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelOption(.allowRemoteHalfClosure, value: false)
             .childChannelInitializer { channel in
-                let admitted = connections.withLockedValue { count -> Bool in
-                    guard count < limits.maxConnections else { return false }
-                    count += 1
-                    return true
-                }
-                guard admitted else {
-                    return channel.close()
-                }
-                channel.closeFuture.whenComplete { _ in connections.withLockedValue { $0 -= 1 } }
-                return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: limits.idleTimeout))
+                // Who calls decides whether the connection is taken; a caller nobody can name is not.
+                seams.readCredentials(channel).map(Optional.some).recover { _ in nil }.flatMapThrowing { peer in
+                    let pipeline = channel.pipeline.syncOperations
+                    guard let peer else {
+                        try pipeline.addHandler(RefusedConnectionHandler(RefusedConnectionHandler.unknownCaller))
+                        return
+                    }
+                    let limits: Limits
+                    switch gate.admit(peer) {
+                    case .success(let (admitted, ticket)):
+                        limits = admitted
+                        channel.closeFuture.whenComplete { _ in gate.release(ticket) }
+                    case .failure(let refusal):
+                        try pipeline.addHandler(RefusedConnectionHandler(refusal.response))
+                        return
+                    }
+                    let connectionGuard = ConnectionGuardHandler(
+                        idleTimeout: limits.idleTimeout,
+                        headTimeout: limits.requestHeadTimeout,
+                        maxPendingBytes: limits.maxPendingOutputBytes
+                    )
+                    try pipeline.addHandler(connectionGuard)
                     // Simple requests are answered from their bytes; at the first other byte the connection goes
                     // to SwiftNIO's HTTP/1 pipeline and APIChannelHandler (decision 0006).
-                    try channel.pipeline.syncOperations.addHandler(
-                        FastPathHandler(immediate: immediate, responder: responder, maxHeadBytes: limits.maxHeadBytes)
+                    try pipeline.addHandler(
+                        FastPathHandler(
+                            immediate: immediate,
+                            responder: responder,
+                            maxHeadBytes: limits.maxHeadBytes,
+                            peer: peer,
+                            connectionGuard: connectionGuard
+                        )
                     )
                 }
             }
@@ -238,7 +403,7 @@ public final class EventStream: TokenEventStream, Sendable {
 ///
 /// Keep-alive and pipelining are handled by NIO's `HTTPServerPipelineHandler`; this handler closes the connection when
 /// the client asked for it.
-final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler, ReadsPeerCredentials {
+final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
@@ -252,9 +417,9 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler, R
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var bodyBytes = 0
-    var peer: PeerCredentials?
+    private let peer: PeerCredentials?
 
-    /// `peer`: the caller's credentials when the fast path already read them (a handed-over connection).
+    /// `peer`: the caller's credentials, read when the connection was accepted.
     init(responder: @escaping UnixSocketServer.Responder, maxHeadBytes: Int, peer: PeerCredentials? = nil) {
         self.responder = responder
         self.maxHeadBytes = maxHeadBytes
@@ -269,21 +434,26 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler, R
         context.fireUserInboundEventTriggered(event)
     }
 
-    func channelActive(context: ChannelHandlerContext) {
-        readPeerCredentials(context: context)
-        context.fireChannelActive()
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        if context.channel.isActive { readPeerCredentials(context: context) }
-    }
-
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let requestHead):
             head = requestHead
             body = []
             bodyBytes = 0
+            if requestHead.headers.contains(name: "upgrade") {
+                // The socket speaks HTTP/1.1 only. llhttp parses nothing after an upgrade request's head, so the
+                // request cannot simply be answered with the header ignored (RFC 9110 §7.8) and the connection kept:
+                // a 400 that says why, and the connection ends. (426 would ask the client to upgrade; 501 is a 5xx,
+                // a fault of the server.)
+                head = nil
+                let response = APIRouter().error(
+                    400,
+                    "upgrade_not_supported",
+                    "this socket speaks HTTP/1.1 only; protocol upgrades are refused"
+                )
+                write(response, keepAlive: false, context: context)
+                return
+            }
             let headBytes = requestHead.uri.utf8.count + requestHead.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
             if headBytes > maxHeadBytes {
                 head = nil
@@ -373,24 +543,19 @@ final class APIChannelHandler: ChannelInboundHandler, RemovableChannelHandler, R
     }
 }
 
-/// A connection's handler that knows who the caller is (`SO_PEERCRED`).
-///
-/// `SendableMetatype`: the credentials arrive in a future's callback, which reaches the handler through its type.
-protocol ReadsPeerCredentials: AnyObject, SendableMetatype {
-    var peer: PeerCredentials? { get set }
-}
-
-extension ReadsPeerCredentials {
-    /// `SO_PEERCRED` of the connecting process, and its supplementary groups (``PeerGroups``).
-    func readPeerCredentials(context: ChannelHandlerContext) {
-        guard peer == nil, let provider = context.channel as? any SocketOptionProvider else { return }
+extension UnixSocketServer {
+    /// `SO_PEERCRED` of the connecting process, and its supplementary groups (``PeerGroups``); fails when the
+    /// kernel does not say (then the caller is refused).
+    static func peerCredentials(of channel: any Channel) -> EventLoopFuture<PeerCredentials> {
+        guard let provider = channel as? any SocketOptionProvider else {
+            return channel.eventLoop.makeFailedFuture(IOError(errnoCode: ENOTSOCK, reason: "SO_PEERCRED"))
+        }
         let credentials: EventLoopFuture<tokend_ucred> = provider.unsafeGetSocketOption(
             level: SocketOptionLevel(SOL_SOCKET),
             name: SocketOptionName(SO_PEERCRED)
         )
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        credentials.and(PeerGroups.atConnect(provider)).whenSuccess { credentials, groups in
-            bound.value.peer = PeerCredentials(
+        return credentials.and(PeerGroups.atConnect(provider)).map { credentials, groups in
+            PeerCredentials(
                 uid: credentials.uid,
                 gid: credentials.gid,
                 pid: credentials.pid,
