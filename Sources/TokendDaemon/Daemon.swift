@@ -199,6 +199,9 @@ public enum Daemon {
         let answerNow: UnixSocketServer.ImmediateResponder = { frontend.answerNow($0) }
         let published = scheduler.published
         let isAdmin: @Sendable (PeerCredentials) -> Bool = { peer in published.admin?.allows(peer) ?? (peer.uid == 0) }
+        let onRefused: @Sendable (PeerCredentials, ConnectionAdmission.Refusal) -> Void = { peer, refusal in
+            frontend.refused(peer, target: "connection (\(refusal.rawValue))")
+        }
         let limits = socketLimits(settings)
         do {
             var group: UInt32?
@@ -214,6 +217,7 @@ public enum Daemon {
                         path: path,
                         limits: limits,
                         isAdmin: isAdmin,
+                        onRefused: onRefused,
                         immediate: answerNow,
                         responder: respond
                     )
@@ -227,6 +231,7 @@ public enum Daemon {
                     group: socketGroup,
                     limits: limits,
                     isAdmin: isAdmin,
+                    onRefused: onRefused,
                     immediate: answerNow,
                     responder: respond
                 )

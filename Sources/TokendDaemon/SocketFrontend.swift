@@ -57,9 +57,7 @@ struct SocketFrontend: Sendable {
             respond(response)
         case .refuse(let response):
             if let peer = request.peer {
-                let target = router.route(request).instance ?? String(request.path.prefix(100))
-                let lines = scheduler.refusals.withLock { $0.refused(uid: peer.uid, pid: peer.pid, target: target, now: now) }
-                scheduler.log(refusals: lines)
+                refused(peer, target: router.route(request).instance ?? String(request.path.prefix(100)))
             }
             respond(response)
         case .waitForToken(let name, let minValid, let format):
@@ -75,6 +73,14 @@ struct SocketFrontend: Sendable {
             let body = metrics.render(published.allInstances(), now: now)
             respond(APIResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: body))
         }
+    }
+
+    /// Counts a refusal of `peer` (a request, or a connection over its limits) in the per-caller refusal log, and
+    /// logs what that says to log now.
+    func refused(_ peer: PeerCredentials, target: String) {
+        let now = clock.now()
+        let lines = scheduler.refusals.withLock { $0.refused(uid: peer.uid, pid: peer.pid, target: target, now: now) }
+        scheduler.log(refusals: lines)
     }
 
     private static func endpointLabel(_ route: APIRouter.Route) -> String {

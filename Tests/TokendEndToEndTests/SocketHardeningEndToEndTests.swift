@@ -87,6 +87,13 @@ import Glibc
             #expect(ninth.text.contains(#""error":"too_many_connections""#))
             #expect(ninth.text.contains("Connection: close"))
             #expect(!ninth.text.contains("tok-"))
+            // Logged with the caller, in the summarised refusal log like a refused request.
+            try await eventually("the refused connection is logged") {
+                harness.log.split(separator: "\n").contains {
+                    $0.contains("request refused") && $0.contains("connection (too_many_connections)")
+                        && $0.contains("peer.uid=\(getuid())")
+                }
+            }
 
             held.removeFirst()
             try await eventually("a freed place is taken again") {

@@ -99,10 +99,17 @@ public final class UnixSocketServer: Sendable {
 
         let state: NIOLockedValueBox<State>
         let isAdmin: @Sendable (PeerCredentials) -> Bool
+        /// Told of each refused connection (outside the lock), for the daemon's summarised refusal log.
+        let onRefused: @Sendable (PeerCredentials, ConnectionAdmission.Refusal) -> Void
 
-        init(limits: Limits, isAdmin: @escaping @Sendable (PeerCredentials) -> Bool) {
+        init(
+            limits: Limits,
+            isAdmin: @escaping @Sendable (PeerCredentials) -> Bool,
+            onRefused: @escaping @Sendable (PeerCredentials, ConnectionAdmission.Refusal) -> Void = { _, _ in }
+        ) {
             state = NIOLockedValueBox(State(limits: limits, admission: ConnectionAdmission(limits: limits.connections)))
             self.isAdmin = isAdmin
+            self.onRefused = onRefused
         }
 
         /// The limits to serve `peer` with, or the answer that refuses it (made after the lock is given back).
@@ -115,6 +122,7 @@ public final class UnixSocketServer: Sendable {
             case .admit(let ticket):
                 return .success((limits, ticket))
             case .refuse(let refusal):
+                onRefused(peer, refusal)
                 let response = RefusedConnectionHandler.response(for: refusal, peer: peer, limits: limits.connections)
                 return .failure(APIResponseError(response: response))
             }
@@ -137,6 +145,7 @@ public final class UnixSocketServer: Sendable {
         group: UInt32? = nil,
         limits: Limits = Limits(),
         isAdmin: @escaping @Sendable (PeerCredentials) -> Bool = { _ in false },
+        onRefused: @escaping @Sendable (PeerCredentials, ConnectionAdmission.Refusal) -> Void = { _, _ in },
         immediate: ImmediateResponder? = nil,
         responder: @escaping Responder
     ) async throws -> UnixSocketServer {
@@ -146,6 +155,7 @@ public final class UnixSocketServer: Sendable {
             group: group,
             limits: limits,
             isAdmin: isAdmin,
+            onRefused: onRefused,
             seams: Seams(),
             immediate: immediate,
             responder: responder
@@ -158,12 +168,13 @@ public final class UnixSocketServer: Sendable {
         group: UInt32? = nil,
         limits: Limits = Limits(),
         isAdmin: @escaping @Sendable (PeerCredentials) -> Bool = { _ in false },
+        onRefused: @escaping @Sendable (PeerCredentials, ConnectionAdmission.Refusal) -> Void = { _, _ in },
         seams: Seams,
         immediate: ImmediateResponder? = nil,
         responder: @escaping Responder
     ) async throws -> UnixSocketServer {
         try removeStaleSocket(at: path)
-        let gate = Gate(limits: limits, isAdmin: isAdmin)
+        let gate = Gate(limits: limits, isAdmin: isAdmin, onRefused: onRefused)
         let channel: any Channel
         do {
             // Created with no access for others, then opened up to `mode`: never more open than configured.
@@ -239,10 +250,11 @@ public final class UnixSocketServer: Sendable {
         path: String,
         limits: Limits = Limits(),
         isAdmin: @escaping @Sendable (PeerCredentials) -> Bool = { _ in false },
+        onRefused: @escaping @Sendable (PeerCredentials, ConnectionAdmission.Refusal) -> Void = { _, _ in },
         immediate: ImmediateResponder? = nil,
         responder: @escaping Responder
     ) async throws -> UnixSocketServer {
-        let gate = Gate(limits: limits, isAdmin: isAdmin)
+        let gate = Gate(limits: limits, isAdmin: isAdmin, onRefused: onRefused)
         let channel = try await bootstrap(gate: gate, seams: Seams(), immediate: immediate, responder: responder)
             .withBoundSocket(descriptor).get()
         return UnixSocketServer(channel: channel, path: path, ownsPath: false, gate: gate)
