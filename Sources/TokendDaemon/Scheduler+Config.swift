@@ -198,7 +198,7 @@ extension Scheduler {
             for diagnostic in loaded.errors {
                 logger.error("config error", metadata: ["error": "\(diagnostic)"])
             }
-            rejectedReload = "tokend.toml is invalid (\(loaded.errors.map(\.file).min().map(relativeToConfig) ?? "tokend.toml"))"
+            rejectedReload = "tokend.toml is invalid"
             published.configErrors = ["reload rejected: tokend.toml is invalid"] + loaded.errors.map(\.description)
             logger.error("reload rejected", metadata: ["error": "tokend.toml is invalid; old settings kept"])
         case .success(let loaded):

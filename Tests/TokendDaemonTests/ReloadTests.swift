@@ -74,10 +74,16 @@ import TokendTestSupport
         let before = daemon.endpoint.requests.count
         var files = Self.files
         files["delta"] = instanceFile("delta")
-        daemon.reload(loadConfig(settings: "nonsense = 1\n", instances: files))
+        // A broken instance file beside it: STATUS= blames tokend.toml, not the file that sorts first.
+        var withBrokenInstance = files
+        withBrokenInstance["aardvark"] = "token_url = \n"
+        daemon.reload(loadConfig(settings: "nonsense = 1\n", instances: withBrokenInstance))
         #expect(daemon.machine("delta") == nil)
         #expect(daemon.endpoint.requests.count == before)
-        #expect(daemon.notifier.statuses.last?.hasSuffix("reload rejected: tokend.toml is invalid (tokend.toml)") == true)
+        #expect(
+            daemon.notifier.statuses.last?.hasSuffix("; reload rejected: tokend.toml is invalid") == true,
+            "\(daemon.notifier.statuses)"
+        )
         // A good reload clears it.
         daemon.reload(loadConfig(instances: files))
         daemon.advance(by: 0.2)  // STATUS= is coalesced

@@ -54,7 +54,7 @@ import Glibc
             let ready = try #require(assignments.indices.last { assignments[$0] == "READY=1" })
             #expect(reloading < ready)
             #expect(
-                assignments[ready + 1] == "STATUS=1 instance: 1 valid; reload rejected: tokend.toml is invalid (tokend.toml)",
+                assignments[ready + 1] == "STATUS=1 instance: 1 valid; reload rejected: tokend.toml is invalid",
                 "\(assignments)"
             )
             #expect(try await harness.token("alpha") != nil, "the old config no longer serves")
