@@ -43,12 +43,12 @@ import TokendTestSupport
     /// `min_interval` (1 s); a plain read after each attempt gets a token every time.
     @Test func anInvalidationLoopNeitherStarvesReadersNorHammersTheProvider() async throws {
         try await DaemonHarness.withRunning("alpha") { harness in
-            let start = Date()
+            let start = Stopwatch()
             var accepted = 0
             var refusedReads: [String] = []
             var reads = 0
             // At least 3 s and 20 rounds (a busy machine makes fewer rounds; the bound below uses the time taken).
-            while reads < 20 || Date().timeIntervalSince(start) < 3 {
+            while reads < 20 || start.elapsed < 3 {
                 let listed = try JSONDecoder().decode(
                     API.InstancesBody.self,
                     from: Data(try await harness.curlAsync(["http://localhost/v1/instances"]).body.utf8)
@@ -63,7 +63,7 @@ import TokendTestSupport
                 reads += 1
                 if read.status != 200 { refusedReads.append("\(read.status): \(read.body.prefix(120))") }
             }
-            let elapsed = Date().timeIntervalSince(start)
+            let elapsed = start.elapsed
             #expect(refusedReads.isEmpty, "\(refusedReads.count) of \(reads) reads failed: \(refusedReads.prefix(3))")
             // One accepted per started second (min_interval 1 s), plus the first token.
             #expect(accepted >= 1 && Double(accepted) <= elapsed.rounded(.up) + 1, "\(accepted) accepted in \(elapsed) s")

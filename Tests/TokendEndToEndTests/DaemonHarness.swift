@@ -533,8 +533,8 @@ final class DaemonHarness: @unchecked Sendable {
     func tearDown() async {
         if let process, process.isRunning {
             kill(process.processIdentifier, SIGTERM)
-            let deadline = Date().addingTimeInterval(15)
-            while process.isRunning, Date() < deadline, !Task.isCancelled {
+            let deadline = Deadline(15)
+            while process.isRunning, !deadline.passed, !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(20))
             }
             if process.isRunning {
@@ -547,9 +547,9 @@ final class DaemonHarness: @unchecked Sendable {
         if let pid = detachedPID {
             kill(pid, SIGTERM)
             var status: Int32 = 0
-            let deadline = Date().addingTimeInterval(15)
+            let deadline = Deadline(15)
             while waitpid(pid, &status, WNOHANG) == 0 {
-                if Date() >= deadline {
+                if deadline.passed {
                     kill(pid, SIGKILL)
                     _ = waitpid(pid, &status, 0)
                     break
@@ -595,8 +595,8 @@ func eventually(
     timeout: Double = 10,
     _ condition: @Sendable () async throws -> Bool
 ) async throws {
-    let deadline = Date().addingTimeInterval(timeout)
-    while Date() < deadline {
+    let deadline = Deadline(timeout)
+    while !deadline.passed {
         if try await condition() { return }
         try await Task.sleep(for: .milliseconds(50))
     }
@@ -621,4 +621,31 @@ enum Privileges {
         let gid = isRoot ? gid_t(65534) : getgid()
         return groupName(gid).map { (gid, $0) }
     }
+}
+
+/// A point some seconds ahead on the monotonic clock.
+///
+/// Test deadlines and stopwatches must survive a wall-clock step: a CI machine's clock once jumped forward in the
+/// middle of a test, and a ten-second wait built on `Date()` gave up after two.
+struct Deadline {
+    let instant: ContinuousClock.Instant
+
+    init(_ seconds: Double) { instant = .now + .milliseconds(Int64(seconds * 1000)) }
+
+    var passed: Bool { ContinuousClock.now >= instant }
+
+    /// Seconds left, negative once passed.
+    var left: Double { (instant - .now).seconds }
+}
+
+/// Seconds elapsed on the monotonic clock since it was made.
+struct Stopwatch {
+    let start = ContinuousClock.now
+
+    var elapsed: Double { (ContinuousClock.now - start).seconds }
+}
+
+extension Duration {
+    /// This duration in (fractional) seconds.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -41,7 +41,7 @@ extension SocketLoadEndToEndTests {
             ]
             let good = harness.readContinuously(["alpha", "beta"], expected: expected, clients: 16)
             let path = harness.socketPath
-            let started = Date()
+            let started = Stopwatch()
             async let garbage: Void = Self.onThreads(4) { thread in
                 var random = SeededGenerator(seed: UInt64(thread + 1))
                 for _ in 0..<50 {
@@ -80,7 +80,7 @@ extension SocketLoadEndToEndTests {
                 }
             }
             _ = await (garbage, oversized, slow, floods)
-            let abuseTook = Date().timeIntervalSince(started)
+            let abuseTook = started.elapsed
             let (served, errors) = await DaemonHarness.finish(good)
             #expect(errors.isEmpty, "\(errors.count) errors for good clients, first: \(errors.prefix(3))")
             #expect(served >= 16, "good clients were served only \(served) times in \(abuseTook) s")

@@ -33,10 +33,10 @@ import Glibc
         /// returns whether the daemon closed.
         @discardableResult
         func read(timeout: Double, until condition: (String) -> Bool = { _ in false }) -> Bool {
-            let deadline = Date().addingTimeInterval(timeout)
+            let deadline = Deadline(timeout)
             var buffer = [UInt8](repeating: 0, count: 16 * 1024)
             while !condition(text) {
-                let left = deadline.timeIntervalSinceNow
+                let left = deadline.left
                 guard left > 0 else { return false }
                 var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 guard poll(&descriptor, 1, Int32(left * 1000) + 1) > 0 else { continue }
@@ -113,17 +113,17 @@ import Glibc
         try await DaemonHarness.withRunning("alpha", settings: Self.settings(#"request_head_timeout = "1s""#)) { harness in
             let slow = try RawConnection(harness.socketPath)
             let head = Array("GET /v1/tokens/alpha HTTP/1.1\r\nHost: x\r\nX-Slow: " + String(repeating: "a", count: 200))
-            let started = Date()
+            let started = Stopwatch()
             var closedAfter: Double?
             for byte in head {
                 slow.send(String(byte))
                 if slow.read(timeout: 0.2) {
-                    closedAfter = Date().timeIntervalSince(started)
+                    closedAfter = started.elapsed
                     break
                 }
-                if Date().timeIntervalSince(started) > 8 { break }
+                if started.elapsed > 8 { break }
             }
-            let after = try #require(closedAfter, "still open after \(Date().timeIntervalSince(started)) s of trickling")
+            let after = try #require(closedAfter, "still open after \(started.elapsed) s of trickling")
             #expect(after < 4, "closed only after \(after) s")
             #expect(!slow.text.contains("200 OK"))
             // A whole head, sent at once, is answered as always.
@@ -233,10 +233,10 @@ import Glibc
         /// The first line starting with `prefix`, or nil after `timeout` seconds or at the end of the output.
         func waitForLine(prefix: String, timeout: Double) -> String? {
             let fd = output.fileHandleForReading.fileDescriptor
-            let deadline = Date().addingTimeInterval(timeout)
+            let deadline = Deadline(timeout)
             var text = ""
             var buffer = [UInt8](repeating: 0, count: 4096)
-            while deadline.timeIntervalSinceNow > 0 {
+            while deadline.left > 0 {
                 if let line = text.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) { return String(line) }
                 var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 guard poll(&descriptor, 1, 200) > 0 else { continue }
@@ -250,8 +250,8 @@ import Glibc
         func stop() {
             try? input.fileHandleForWriting.close()
             if process.isRunning {
-                let deadline = Date().addingTimeInterval(5)
-                while process.isRunning, Date() < deadline { usleep(20_000) }
+                let deadline = Deadline(5)
+                while process.isRunning, !deadline.passed { usleep(20_000) }
                 if process.isRunning { process.terminate() }
             }
         }
@@ -285,8 +285,8 @@ import Glibc
                 _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
                 let chunk = Array(String(repeating: "GET /v1/tokens/alpha?format=raw HTTP/1.1\r\nHost: x\r\n\r\n", count: 1000).utf8)
                 var total = 0
-                let deadline = Date().addingTimeInterval(6)
-                while Date() < deadline {
+                let deadline = Deadline(6)
+                while !deadline.passed {
                     // Partial writes go on where they stopped: the stream stays a sequence of whole requests.
                     let offset = total % chunk.count
                     let count = chunk.withUnsafeBytes { send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
