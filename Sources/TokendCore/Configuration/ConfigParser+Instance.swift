@@ -26,6 +26,8 @@ extension ConfigParser {
         let description: String?
         var instanceRefresh = RefreshSettings.Overrides()
         var instanceCAFile: FileReference?
+        // `shared = false`: this instance stays out of the fleet (SPEC §14).
+        let shared = reader.bool("shared") ?? true
         if document.root["connector"] != nil {
             let connectorName = reader.string("connector") ?? ""
             description = reader.string("description")
@@ -175,6 +177,7 @@ extension ConfigParser {
         )
         definition.access = access
         definition.sink = sink
+        definition.shared = shared
         definition.caFile =
             instanceCAFile
             ?? connector.caFile.map { FileReference(path: $0, file: connector.file, line: connector.caFileLine) }
@@ -201,7 +204,7 @@ extension ConfigParser {
         return names
     }
 
-    private static func secretSource(
+    static func secretSource(
         _ table: [String: ConfigDocument.Value],
         key: String,
         reader: inout TableReader

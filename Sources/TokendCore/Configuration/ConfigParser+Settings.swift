@@ -64,6 +64,9 @@ extension ConfigParser {
             }
             diagnostics += httpReader.finish()
         }
+        let (fleet, fleetDiagnostics) = parseFleet(&reader, document: document, minLead: settings.refresh.minLead)
+        settings.fleet = fleet
+        diagnostics += fleetDiagnostics
         diagnostics += reader.finish()
         let errors = diagnostics.filter { $0.severity == .error }
         return errors.isEmpty ? (settings, []) : (nil, errors)

@@ -20,6 +20,8 @@ public struct DaemonSettings: Sendable, Hashable {
     public var proxy: String?
     /// `[http] no_proxy`: hosts reached directly (else `NO_PROXY`).
     public var noProxy: [String]?
+    /// `[fleet]`: share one token per instance with other hosts through PostgreSQL (SPEC §14); nil: on its own.
+    public var fleet: FleetSettings?
 
     public init() {}
 

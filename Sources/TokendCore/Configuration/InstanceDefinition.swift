@@ -212,6 +212,8 @@ public struct InstanceDefinition: Sendable, Hashable {
         public var sink: SinkSpec?
         /// `ca_file`: the instance's own, else its connector's.
         public var caFile: FileReference?
+        /// `shared`: whether the instance takes part in the fleet when `[fleet]` is set (SPEC §14).
+        public var shared = true
     }
 
     @usableFromInline var storage: SharedBox<Fields>

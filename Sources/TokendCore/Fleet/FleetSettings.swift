@@ -8,7 +8,7 @@ public struct FleetSettings: Sendable, Hashable {
     public var password: VariableSource?
     /// 32 bytes, standard base64: the AES-256-GCM key (and HMAC key) the fleet shares.
     public var key: VariableSource
-    /// The CA certificates that verify the server, for `sslmode=verify-ca` and `verify-full`.
+    /// The CA certificates that verify the server, for `sslmode=verify-ca` and `verify-full` (else the system's).
     public var caFile: String?
     /// This host's name in the fleet's rows; nil reads `/etc/machine-id`.
     public var hostID: String?
