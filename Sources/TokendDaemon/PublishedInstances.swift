@@ -11,6 +11,7 @@ final class PublishedInstances: InstanceDirectory {
     private let errors = Mutex<[String]>([])
     private let loaded = Atomic<Bool>(false)
     private let ready = Atomic<Bool>(false)
+    private let fleetSummary = Mutex<String?>(nil)
 
     /// Whether the first config has been published.
     ///
@@ -35,6 +36,12 @@ final class PublishedInstances: InstanceDirectory {
     var configErrors: [String] {
         get { errors.withLock { $0 } }
         set { errors.withLock { $0 = newValue } }
+    }
+
+    /// How this host stands with the fleet (`connected`, `unreachable (…)`, …); nil without `[fleet]`.
+    var fleet: String? {
+        get { fleetSummary.withLock { $0 } }
+        set { fleetSummary.withLock { $0 = newValue } }
     }
 
     var admin: AdminPolicy? {

@@ -22,6 +22,9 @@ extension Scheduler {
         firstBrokenFile = loaded.errors.map(\.file).min().map(relativeToConfig)
         published.configErrors = loaded.errors.map(\.description)
         if let newSettings = loaded.settings {
+            if !starting, newSettings.fleet != settings.fleet {
+                logger.warning("[fleet] changed; the change takes effect when tokend restarts")
+            }
             settings = newSettings
             limiter.maxConcurrent = newSettings.refresh.maxConcurrent
             limiter.perEndpointConcurrent = newSettings.refresh.perEndpointConcurrent
@@ -72,6 +75,7 @@ extension Scheduler {
                 metadata: ["instance": "\(name)", "cached_token": "\(record != nil)"]
             )
         }
+        fleetSync()
         if starting {
             logger.info("instances started", metadata: ["instances": "\(instances.count)", "cached_tokens": "\(startedFromCache)"])
         } else {

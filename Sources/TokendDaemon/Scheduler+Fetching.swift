@@ -62,6 +62,7 @@ extension Scheduler {
         switch parsed {
         case .success(let token):
             metrics.refreshFinished(instance: name, result: "success")
+            fleetFetchFinished(name, token: token)
             actions = running.machine.tokenReceived(token)
             logger.info(
                 "token refreshed",
@@ -73,6 +74,7 @@ extension Scheduler {
             )
         case .failure(let failure):
             metrics.refreshFinished(instance: name, result: failure.kind.rawValue)
+            fleetFetchFinished(name, token: nil)
             actions = running.machine.fetchFailed(failure, now: now, using: &random)
             logger.warning(
                 "token fetch failed",

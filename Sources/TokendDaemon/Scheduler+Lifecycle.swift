@@ -53,7 +53,8 @@ extension Scheduler {
             entries,
             configErrors: configErrorCount,
             firstBrokenFile: firstBrokenFile,
-            rejectedReload: rejectedReload
+            rejectedReload: rejectedReload,
+            fleet: adapters.fleet == nil ? nil : fleetHealth.summary
         )
     }
 

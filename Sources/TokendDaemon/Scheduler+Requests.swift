@@ -77,13 +77,23 @@ extension Scheduler {
         }
         let now = adapters.clock.now()
         let (outcome, actions) = running.machine.tokenInvalidated(fingerprint: fingerprint, now: now)
+        // Shared: the fleet's compare-and-swap decides the answer (this host fetches, or another already did).
+        var deferred = false
+        if outcome == .accepted, fleetShares(name), var member = fleetMember(name) {
+            member.invalidated = fingerprint
+            member.invalidationReplies.append(reply)
+            fleetMembers[name] = member
+            deferred = true
+        }
         perform(actions, for: name)
         switch outcome {
         case .accepted:
             logger.warning("token invalidated by a client", metadata: ["instance": "\(name)", "token": "\(fingerprint)"])
             removeSink(running.resolved.sink)
             scheduleStatusUpdate()
-            reply(router.json(202, API.CommandBody(instance: name, accepted: true, message: "token dropped; refreshing")))
+            if !deferred {
+                reply(router.json(202, API.CommandBody(instance: name, accepted: true, message: "token dropped; refreshing")))
+            }
         case .notCurrent:
             let message = "fingerprint is not the current token's; nothing changed"
             reply(router.json(200, API.CommandBody(instance: name, accepted: false, message: message)))

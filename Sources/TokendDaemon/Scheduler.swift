@@ -17,6 +17,8 @@ public struct SchedulerAdapters: Sendable {
     public var trimMemory: @Sendable () -> Void
     /// A group name or number to its id (`admin_group`).
     public var resolveGroup: @Sendable (String) -> UInt32?
+    /// The fleet's store, key and host name when `[fleet]` is set (SPEC §14).
+    public var fleet: FleetAdapter?
 
     public init(
         endpoint: any TokenEndpoint,
@@ -26,7 +28,8 @@ public struct SchedulerAdapters: Sendable {
         sinks: any TokenSinkWriter,
         config: any ConfigSource,
         trimMemory: @escaping @Sendable () -> Void = {},
-        resolveGroup: @escaping @Sendable (String) -> UInt32? = { UInt32($0) }
+        resolveGroup: @escaping @Sendable (String) -> UInt32? = { UInt32($0) },
+        fleet: FleetAdapter? = nil
     ) {
         self.endpoint = endpoint
         self.cache = cache
@@ -36,6 +39,7 @@ public struct SchedulerAdapters: Sendable {
         self.config = config
         self.trimMemory = trimMemory
         self.resolveGroup = resolveGroup
+        self.fleet = fleet
     }
 }
 
@@ -86,6 +90,8 @@ public final class Scheduler: @unchecked Sendable {
         case waiterTimedOut(name: String, id: Int)
         /// A batch of cache writes is done: its tokens may be served.
         case tokensStored([StoredToken])
+        /// The fleet's store answered, or another host wrote a row.
+        case fleet(FleetEvent)
     }
 
     /// A token whose cache write is done: its instance, the instance's generation when the write was queued and the
@@ -178,6 +184,15 @@ public final class Scheduler: @unchecked Sendable {
     /// Wall-clock and boot-time readings at the last clock check: a difference in their progress is a clock step.
     var lastClockReading: (wall: Date, boot: Double)?
 
+    var fleetHealth = FleetHealth.connecting
+    var fleetMembers: [String: FleetMember] = [:]
+    /// Shared identity to instance name, for the other hosts' notifications.
+    var fleetNames: [[UInt8]: String] = [:]
+    var fleetReconnectTimer: (any DaemonTimer)?
+    /// Store calls not yet answered (tests wait for them to settle).
+    let fleetInFlight = Atomic<Int>(0)
+    let fleetExecutor = DispatchTaskExecutor(label: "tokend.fleet")
+
     var timer: (any DaemonTimer)?
     var statusTimer: (any DaemonTimer)?
     /// The watchdog, the clock watch, the start-up timeout (and, while stopping, the drain's deadline).
@@ -245,6 +260,7 @@ public final class Scheduler: @unchecked Sendable {
             updateStatus()
         case .waiterTimedOut(let name, let id): waiterTimedOut(name, id: id)
         case .tokensStored(let written): tokensStored(written)
+        case .fleet(let event): handleFleet(event)
         }
     }
 
@@ -298,7 +314,7 @@ public final class Scheduler: @unchecked Sendable {
         for action in actions {
             switch action {
             case .fetch:
-                startFetch(name)
+                if fleetShares(name) { fleetFetch(name) } else { startFetch(name) }
             case .scheduleRefresh(let due):
                 add(WakeUpSchedule.Entry(due: due, name: name, generation: running.generation, purpose: .attempt))
             case .store(let token):
@@ -413,6 +429,16 @@ public final class Scheduler: @unchecked Sendable {
         for _ in 0..<2 {
             queue.sync {}
             ioQueue.sync {}
+        }
+        // Fleet store calls run in tasks: wait for their answers, and what those answers start.
+        while fleetInFlight.load(ordering: .relaxed) > 0 {
+            usleep(200)
+            if fleetInFlight.load(ordering: .relaxed) == 0 {
+                for _ in 0..<2 {
+                    queue.sync {}
+                    ioQueue.sync {}
+                }
+            }
         }
     }
 

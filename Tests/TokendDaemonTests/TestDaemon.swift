@@ -67,7 +67,8 @@ final class TestDaemon: @unchecked Sendable {
         endpoint: ManualTokenEndpoint = ManualTokenEndpoint(),
         cache: InMemoryTokenCache = InMemoryTokenCache(),
         clock: ManualClock = ManualClock(),
-        watchdogInterval: Double? = nil
+        watchdogInterval: Double? = nil,
+        fleet: FleetAdapter? = nil
     ) {
         initial = loadConfig(settings: settings, instances: instances)
         self.clock = clock
@@ -84,7 +85,8 @@ final class TestDaemon: @unchecked Sendable {
                 clock: clock,
                 notifier: notifier,
                 sinks: sinks,
-                config: config
+                config: config,
+                fleet: fleet
             ),
             options: Scheduler.Options(watchdogInterval: watchdogInterval, daemonUID: 0, seed: 42, configDirectory: "/cfg"),
             logger: logger
@@ -99,6 +101,12 @@ final class TestDaemon: @unchecked Sendable {
         let cached = Dictionary(uniqueKeysWithValues: initial.instances.keys.map { ($0, cache.load(instance: $0)) })
         scheduler.queue.sync { scheduler.start(with: initial, cached: cached) }
         settle()
+    }
+
+    /// Connects the fleet (as the daemon does before it starts the instances), then starts.
+    func startInFleet() async {
+        await scheduler.connectFleet()
+        start()
     }
 
     /// Waits for everything the scheduler queued (fetch results, cache and sink writes) to be done.

@@ -12,13 +12,14 @@ public enum StatusSummary {
         }
     }
 
-    /// The line for `entries`, the number of config errors of the last load (with the first broken file) and why the
-    /// last reload was rejected.
+    /// The line for `entries`, the number of config errors of the last load (with the first broken file), why the
+    /// last reload was rejected, and how the host stands with its fleet (SPEC §14; nil without `[fleet]`).
     public static func line(
         _ entries: [Entry],
         configErrors: Int = 0,
         firstBrokenFile: String? = nil,
-        rejectedReload: String? = nil
+        rejectedReload: String? = nil,
+        fleet: String? = nil
     ) -> String {
         let order: [InstanceStateMachine.State] = [.valid, .degraded, .pending, .expired, .failing]
         var parts: [String] = []
@@ -37,6 +38,7 @@ public enum StatusSummary {
             if let firstBrokenFile { line += " (\(firstBrokenFile))" }
         }
         if let rejectedReload { line += "; reload rejected: \(rejectedReload)" }
+        if let fleet { line += "; fleet: \(fleet)" }
         return line
     }
 }

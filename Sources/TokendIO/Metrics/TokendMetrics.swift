@@ -43,7 +43,27 @@ public final class TokendMetrics: Sendable {
     /// dictionary lookup per served token.
     private let tokensServed: Counter
 
+    private let fleetTokensFetched: Counter
+    private let fleetTokensShared: Counter
+    private let fleetErrors: Counter
+    private let fleetRowsRefused: Counter
+    private let fleetUp: Gauge
+
     public init() {
+        fleetTokensFetched = registry.makeCounter(
+            name: "tokend_fleet_tokens_fetched_total",
+            help: "Tokens this host fetched under the fleet's lease and shared."
+        )
+        fleetTokensShared = registry.makeCounter(
+            name: "tokend_fleet_tokens_shared_total",
+            help: "Tokens taken from the fleet instead of the provider: provider requests saved."
+        )
+        fleetErrors = registry.makeCounter(name: "tokend_fleet_errors_total", help: "Fleet database calls that failed.")
+        fleetRowsRefused = registry.makeCounter(
+            name: "tokend_fleet_rows_refused_total",
+            help: "Fleet rows that did not open with this host's key."
+        )
+        fleetUp = registry.makeGauge(name: "tokend_fleet_up", help: "1 while the fleet's database is reachable and the key matches.")
         tokensServed = registry.makeCounter(
             descriptor: Self.socketRequests,
             labels: [("endpoint", "token"), ("status", "200")]
@@ -79,6 +99,31 @@ public final class TokendMetrics: Sendable {
             return made
         }
         counter.increment()
+    }
+
+    /// A token this host fetched under the fleet's lease and wrote for the others.
+    public func fleetFetched(instance: String) {
+        fleetTokensFetched.increment()
+    }
+
+    /// A token taken from the fleet's row: a provider request this host did not make.
+    public func fleetShared(instance: String) {
+        fleetTokensShared.increment()
+    }
+
+    /// A fleet store call failed.
+    public func fleetError() {
+        fleetErrors.increment()
+    }
+
+    /// A fleet row did not open with this host's key (or was not for this request).
+    public func fleetRowRefused() {
+        fleetRowsRefused.increment()
+    }
+
+    /// Whether the fleet's database is reachable and the key matches.
+    public func fleetHealth(_ connected: Bool) {
+        fleetUp.set(Double(connected ? 1 : 0))
     }
 
     /// The instance is gone: its series are dropped.

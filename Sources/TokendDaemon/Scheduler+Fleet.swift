@@ -1,0 +1,470 @@
+import Foundation
+import Logging
+import Synchronization
+import TokendCore
+import TokendIO
+
+/// The fleet's parts the scheduler is given: the store, the key's codec and this host's name.
+public struct FleetAdapter: Sendable {
+    public var store: any FleetStore
+    public var codec: FleetCodec
+    public var hostID: String
+
+    public init(store: any FleetStore, codec: FleetCodec, hostID: String) {
+        self.store = store
+        self.codec = codec
+        self.hostID = hostID
+    }
+}
+
+/// How this host stands with the fleet's database.
+public enum FleetHealth: Sendable, Hashable {
+    /// Not opened yet.
+    case connecting
+    /// Sharing.
+    case connected
+    /// The database cannot be reached (the error): every instance refreshes on its own until it can.
+    case unreachable(String)
+    /// This host's fleet key is not the fleet's: it runs on its own and never uses a row.
+    case keyMismatch
+    /// A newer tokend changed the table: this one runs on its own.
+    case schemaTooNew
+
+    /// As `STATUS=`, `/v1/instances` and `tokend status` show it.
+    public var summary: String {
+        switch self {
+        case .connecting: return "connecting"
+        case .connected: return "connected"
+        case .unreachable(let error): return "unreachable (\(error))"
+        case .keyMismatch: return "key mismatch"
+        case .schemaTooNew: return "schema too new"
+        }
+    }
+}
+
+/// One shared instance's part in the fleet, kept by the scheduler.
+struct FleetMember {
+    /// Where the member is in getting a token.
+    enum Phase: Equatable {
+        /// Nothing in progress.
+        case idle
+        /// Reading the row, or asking for its lease.
+        case deciding
+        /// Another host holds the lease: waiting for its write.
+        case waiting
+        /// This host holds the lease on the row at this generation and is fetching.
+        case leased(Int64)
+        /// Fetching without the fleet (the database failed, or waiting would let the token lapse).
+        case alone
+    }
+
+    var identity: [UInt8]
+    var fingerprint: String
+    /// The generation of the row the served token came from; nil for a token fetched alone or read from the cache.
+    var generation: Int64?
+    var phase = Phase.idle
+    /// Bumped with each new step: an answer for an older one is dropped.
+    var ticket = 0
+    /// The fingerprint of the token a client invalidated, while its replacement is being found.
+    var invalidated: String?
+    /// Invalidations answered once the fleet decided: 202 when this host fetches the replacement, the answer for a
+    /// stale fingerprint when another host already did.
+    var invalidationReplies: [Scheduler.Reply] = []
+    var waitTimer: (any DaemonTimer)?
+}
+
+/// What the fleet's store answered, back on the scheduler queue.
+public enum FleetEvent: Sendable {
+    case read(name: String, ticket: Int, result: Result<FleetRow?, FleetStoreError>, notified: Bool)
+    case leased(name: String, ticket: Int, expected: Int64, result: Result<FleetLease, FleetStoreError>)
+    case published(name: String, ticket: Int, result: Result<Int64?, FleetStoreError>)
+    case waitOver(name: String, ticket: Int)
+    case changed([UInt8])
+    case lost(FleetStoreError)
+    case reconnectDue
+    case opened(Result<FleetOpening, FleetStoreError>)
+}
+
+/// A store failure, as text (never a secret: the store's errors name the database, not its password).
+public struct FleetStoreError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+
+    init(_ error: any Error) {
+        description = (error as? FleetStoreError)?.description ?? String(describing: error)
+    }
+}
+
+extension Scheduler {
+    /// Whether `name` shares its token through the fleet now.
+    func fleetShares(_ name: String) -> Bool {
+        guard adapters.fleet != nil, fleetHealth == .connected, let running = instances[name] else { return false }
+        return running.resolved.definition.shared
+    }
+
+    /// The member for `name`, made (or remade, after its request changed) from the running instance.
+    func fleetMember(_ name: String) -> FleetMember? {
+        guard let fleet = adapters.fleet, let running = instances[name], running.resolved.definition.shared else { return nil }
+        let fingerprint = running.resolved.fingerprint
+        if let member = fleetMembers[name], member.fingerprint == fingerprint { return member }
+        if let old = fleetMembers[name] { fleetNames[old.identity] = nil }
+        let member = FleetMember(identity: fleet.codec.identity(instance: name, fingerprint: fingerprint), fingerprint: fingerprint)
+        fleetMembers[name] = member
+        fleetNames[member.identity] = name
+        return member
+    }
+
+    /// After a load: every shared instance has its member (a notification names a row, not an instance), and the
+    /// members of removed instances go.
+    func fleetSync() {
+        guard adapters.fleet != nil else { return }
+        for name in fleetMembers.keys where instances[name]?.resolved.definition.shared != true {
+            if let member = fleetMembers.removeValue(forKey: name) {
+                fleetNames[member.identity] = nil
+                member.waitTimer?.cancel()
+            }
+        }
+        for name in instances.keys { _ = fleetMember(name) }
+    }
+
+    /// The instance needs a token: read its row, then adopt the row's token or take the lease and fetch.
+    func fleetFetch(_ name: String) {
+        guard var member = fleetMember(name) else { return startFetch(name) }
+        member.ticket += 1
+        member.phase = .deciding
+        member.waitTimer?.cancel()
+        member.waitTimer = nil
+        fleetMembers[name] = member
+        fleetRead(name, member: member, notified: false)
+    }
+
+    private func fleetRead(_ name: String, member: FleetMember, notified: Bool) {
+        guard let fleet = adapters.fleet else { return }
+        let (identity, ticket) = (member.identity, member.ticket)
+        fleetOperation {
+            let result: Result<FleetRow?, FleetStoreError>
+            do {
+                result = .success(try await fleet.store.read([identity]).first)
+            } catch {
+                result = .failure(FleetStoreError(error))
+            }
+            return .read(name: name, ticket: ticket, result: result, notified: notified)
+        }
+    }
+
+    /// Runs a store call off the queue and hands its answer back as an event.
+    func fleetOperation(_ body: @escaping @Sendable () async -> FleetEvent) {
+        fleetInFlight.add(1, ordering: .relaxed)
+        Task(executorPreference: fleetExecutor) {
+            let event = await body()
+            self.send(.fleet(event))
+            self.fleetInFlight.subtract(1, ordering: .relaxed)
+        }
+    }
+
+    func handleFleet(_ event: FleetEvent) {
+        guard !isStopping else { return }
+        switch event {
+        case .read(let name, let ticket, let result, let notified):
+            guard var member = fleetMembers[name], member.ticket == ticket else { return }
+            switch result {
+            case .failure(let error):
+                fleetFailed(error, alone: member.phase == .deciding || member.phase == .waiting ? name : nil)
+            case .success(let row):
+                if notified && member.phase == .idle {
+                    adoptNotified(name, row: row)
+                } else if member.phase == .deciding || member.phase == .waiting {
+                    member.phase = .deciding
+                    fleetMembers[name] = member
+                    decide(name, row: row.map { view(of: $0, member: member) })
+                }
+            }
+        case .leased(let name, let ticket, let expected, let result):
+            guard let member = fleetMembers[name], member.ticket == ticket, member.phase == .deciding else { return }
+            switch result {
+            case .failure(let error): fleetFailed(error, alone: name)
+            case .success(.granted(let generation)): leaseGranted(name, generation: generation)
+            case .success(.refused(let row)): leaseRefused(name, row: row, expected: expected)
+            }
+        case .published(let name, let ticket, let result):
+            guard var member = fleetMembers[name], member.ticket == ticket else { return }
+            switch result {
+            case .failure(let error): fleetFailed(error, alone: nil)
+            case .success(let generation?):
+                member.generation = generation
+                fleetMembers[name] = member
+            case .success(nil):
+                logger.warning("fleet lease lost before the token was written; served here only", metadata: ["instance": "\(name)"])
+            }
+        case .waitOver(let name, let ticket):
+            guard let member = fleetMembers[name], member.ticket == ticket, member.phase == .waiting else { return }
+            fleetFetch(name)
+        case .changed(let identity):
+            guard let name = fleetNames[identity], let member = fleetMembers[name] else { return }
+            switch member.phase {
+            case .idle: fleetRead(name, member: member, notified: true)
+            case .waiting: fleetFetch(name)
+            case .deciding, .leased, .alone: break
+            }
+        case .lost(let error):
+            fleetFailed(error, alone: nil)
+        case .reconnectDue:
+            fleetReconnectTimer = nil
+            openFleet()
+        case .opened(let result):
+            fleetOpened(result)
+        }
+    }
+
+    /// The row as this host sees it: the token only if it opens with this host's key for this request.
+    private func view(of row: FleetRow, member: FleetMember) -> FleetDecision.RowView {
+        guard let fleet = adapters.fleet, let sealed = row.sealed else { return .init(generation: row.generation, token: nil) }
+        let token = fleet.codec.open(sealed, identity: member.identity, fingerprint: member.fingerprint)
+        if token == nil {
+            metrics.fleetRowRefused()
+            logger.error(
+                "fleet row does not open with this host's key; not used",
+                metadata: ["instance": "\(fleetNames[member.identity] ?? "")", "generation": "\(row.generation)"]
+            )
+        }
+        return .init(generation: row.generation, token: token)
+    }
+
+    private func decide(_ name: String, row: FleetDecision.RowView?) {
+        guard let fleet = adapters.fleet, let member = fleetMembers[name], let running = instances[name] else { return }
+        let now = adapters.clock.now()
+        let step = FleetDecision.step(
+            row: row,
+            current: running.machine.servableToken(at: now),
+            invalidated: member.invalidated,
+            policy: running.machine.policy,
+            now: now
+        )
+        switch step {
+        case .adopt(let token, let generation):
+            adopt(name, token: token, generation: generation)
+        case .lease(let expected):
+            let (identity, ticket, holder, seconds) = (member.identity, member.ticket, fleet.hostID, settings.fleet?.lease ?? 20)
+            fleetOperation {
+                let result: Result<FleetLease, FleetStoreError>
+                do {
+                    result = .success(try await fleet.store.lease(identity, holder: holder, expecting: expected, for: seconds))
+                } catch {
+                    result = .failure(FleetStoreError(error))
+                }
+                return .leased(name: name, ticket: ticket, expected: expected, result: result)
+            }
+        }
+    }
+
+    private func leaseGranted(_ name: String, generation: Int64) {
+        guard var member = fleetMembers[name] else { return }
+        member.phase = .leased(generation)
+        answerInvalidations(&member, replaced: false)
+        fleetMembers[name] = member
+        logger.debug("fleet lease taken", metadata: ["instance": "\(name)", "generation": "\(generation)"])
+        startFetch(name)
+    }
+
+    private func leaseRefused(_ name: String, row: FleetRow, expected: Int64) {
+        guard var member = fleetMembers[name], let running = instances[name] else { return }
+        let now = adapters.clock.now()
+        let outcome = FleetDecision.afterRefusal(
+            row: view(of: row, member: member),
+            expected: expected,
+            leaseLeft: row.leaseLeft,
+            current: running.machine.servableToken(at: now),
+            now: now
+        )
+        switch outcome {
+        case .decideAgain(let moved):
+            decide(name, row: moved)
+        case .wait(let until):
+            member.phase = .waiting
+            let ticket = member.ticket
+            member.waitTimer = adapters.clock.after(until.timeIntervalSince(now), on: queue) { [unowned self] in
+                self.handle(.fleet(.waitOver(name: name, ticket: ticket)))
+            }
+            fleetMembers[name] = member
+            logger.debug("fleet lease held elsewhere; waiting", metadata: ["instance": "\(name)", "holder": "\(row.leaseHolder ?? "")"])
+        case .fetchAlone:
+            member.phase = .alone
+            answerInvalidations(&member, replaced: false)
+            fleetMembers[name] = member
+            startFetch(name)
+        }
+    }
+
+    /// Takes another host's token: stored, then served, like one fetched here.
+    private func adopt(_ name: String, token: IssuedToken, generation: Int64) {
+        guard var member = fleetMembers[name], let running = instances[name] else { return }
+        member.phase = .idle
+        member.generation = generation
+        member.invalidated = nil
+        answerInvalidations(&member, replaced: true)
+        fleetMembers[name] = member
+        metrics.fleetShared(instance: name)
+        logger.info(
+            "token taken from the fleet",
+            metadata: ["instance": "\(name)", "token": "\(token.fingerprint)", "generation": "\(generation)"]
+        )
+        perform(running.machine.tokenReceived(token), for: name)
+    }
+
+    /// Another host wrote the row: its token replaces this host's if it is a later generation.
+    private func adoptNotified(_ name: String, row: FleetRow?) {
+        guard let row, let member = fleetMembers[name], let running = instances[name] else { return }
+        let now = adapters.clock.now()
+        let current = running.machine.token ?? running.machine.pendingToken
+        if let token = FleetDecision.adoptsNotified(
+            row: view(of: row, member: member),
+            localGeneration: member.generation,
+            current: current,
+            now: now
+        ) {
+            adopt(name, token: token, generation: row.generation)
+        }
+    }
+
+    private func answerInvalidations(_ member: inout FleetMember, replaced: Bool) {
+        let replies = member.invalidationReplies
+        member.invalidationReplies = []
+        if !replaced { member.invalidated = nil }
+        guard !replies.isEmpty, let name = fleetNames[member.identity] else { return }
+        let response =
+            replaced
+            ? router.json(200, API.CommandBody(instance: name, accepted: false, message: "another host already replaced this token"))
+            : router.json(202, API.CommandBody(instance: name, accepted: true, message: "token dropped; refreshing"))
+        for reply in replies { reply(response) }
+    }
+
+    /// A fetch this host made ended: a token fetched under the lease is written to the row for the others.
+    func fleetFetchFinished(_ name: String, token: IssuedToken?) {
+        guard let fleet = adapters.fleet, var member = fleetMembers[name] else { return }
+        let phase = member.phase
+        member.phase = .idle
+        member.invalidated = nil
+        answerInvalidations(&member, replaced: false)
+        guard case .leased(let generation) = phase else {
+            if token != nil { member.generation = nil }
+            fleetMembers[name] = member
+            return
+        }
+        fleetMembers[name] = member
+        let (identity, ticket, holder) = (member.identity, member.ticket, fleet.hostID)
+        guard let token else {
+            fleetOperation {
+                do {
+                    try await fleet.store.release(identity, holder: holder)
+                    return .published(name: name, ticket: -1, result: .success(nil))
+                } catch {
+                    return .published(name: name, ticket: ticket, result: .failure(FleetStoreError(error)))
+                }
+            }
+            return
+        }
+        let sealed = fleet.codec.seal(token, identity: identity, fingerprint: member.fingerprint)
+        metrics.fleetFetched(instance: name)
+        fleetOperation {
+            let result: Result<Int64?, FleetStoreError>
+            do {
+                result = .success(
+                    try await fleet.store.publish(
+                        identity,
+                        holder: holder,
+                        generation: generation,
+                        sealed: sealed,
+                        obtainedAt: token.obtainedAt,
+                        expiresAt: token.expiresAt
+                    )
+                )
+            } catch {
+                result = .failure(FleetStoreError(error))
+            }
+            return .published(name: name, ticket: ticket, result: result)
+        }
+    }
+
+    /// A store call failed: the fleet is unreachable until it opens again; `alone` (an instance waiting on the
+    /// fleet) fetches on its own now.
+    private func fleetFailed(_ error: FleetStoreError, alone name: String?) {
+        metrics.fleetError()
+        if fleetHealth == .connected || fleetHealth == .connecting {
+            logger.error("fleet database unreachable; refreshing on our own", metadata: ["error": "\(error)"])
+        }
+        setFleetHealth(.unreachable(error.description))
+        // Every member waiting on the fleet goes on alone.
+        for (member, var state) in fleetMembers where state.phase == .deciding || state.phase == .waiting || member == name {
+            state.ticket += 1
+            state.waitTimer?.cancel()
+            state.waitTimer = nil
+            state.phase = .alone
+            answerInvalidations(&state, replaced: false)
+            fleetMembers[member] = state
+            startFetch(member)
+        }
+        scheduleFleetReconnect()
+    }
+
+    private func scheduleFleetReconnect() {
+        guard fleetReconnectTimer == nil, !isStopping else { return }
+        fleetReconnectTimer = adapters.clock.after(10, on: queue) { [unowned self] in self.handle(.fleet(.reconnectDue)) }
+    }
+
+    func setFleetHealth(_ health: FleetHealth) {
+        guard fleetHealth != health else { return }
+        fleetHealth = health
+        published.fleet = health.summary
+        metrics.fleetHealth(health == .connected)
+        scheduleStatusUpdate()
+    }
+
+    /// Opens the store and listens for the other hosts' writes (every 10 s while unreachable).
+    func openFleet() {
+        guard let fleet = adapters.fleet else { return }
+        fleetOperation { [weak self] in await Self.open(fleet, reportingTo: self) }
+    }
+
+    /// At start, before the instances: opens the store (bounded by the store's own timeout), so that an instance
+    /// that starts without a token takes the fleet's instead of asking the provider.
+    public func connectFleet() async {
+        guard let fleet = adapters.fleet else { return }
+        let event = await Self.open(fleet, reportingTo: self)
+        queue.sync { handleFleet(event) }
+    }
+
+    private static func open(_ fleet: FleetAdapter, reportingTo scheduler: Scheduler?) async -> FleetEvent {
+        do {
+            let opening = try await fleet.store.open(keyCheck: fleet.codec.keyCheck)
+            if opening == .ready {
+                try await fleet.store.listen(
+                    changed: { [weak scheduler] identity in scheduler?.send(.fleet(.changed(identity))) },
+                    lost: { [weak scheduler] error in scheduler?.send(.fleet(.lost(FleetStoreError(error)))) }
+                )
+            }
+            return .opened(.success(opening))
+        } catch {
+            return .opened(.failure(FleetStoreError(error)))
+        }
+    }
+
+    private func fleetOpened(_ result: Result<FleetOpening, FleetStoreError>) {
+        switch result {
+        case .success(.ready):
+            if fleetHealth != .connected {
+                logger.info("fleet database connected; sharing tokens", metadata: ["host_id": "\(adapters.fleet?.hostID ?? "")"])
+            }
+            setFleetHealth(.connected)
+        case .success(.keyMismatch):
+            logger.error("fleet key mismatch: this host's key is not the fleet's; refreshing on our own")
+            setFleetHealth(.keyMismatch)
+        case .success(.schemaTooNew(let found, let known)):
+            logger.error(
+                "fleet table is newer than this tokend; refreshing on our own",
+                metadata: ["found": "\(found)", "known": "\(known)"]
+            )
+            setFleetHealth(.schemaTooNew)
+        case .failure(let error):
+            fleetFailed(error, alone: nil)
+        }
+    }
+}
