@@ -11,7 +11,8 @@ final class PublishedInstances: InstanceDirectory {
     private let errors = Mutex<[String]>([])
     private let loaded = Atomic<Bool>(false)
     private let ready = Atomic<Bool>(false)
-    private let fleetSummary = Mutex<String?>(nil)
+    private let fleetState = Mutex<API.FleetBody?>(nil)
+    private let fleetRoles = Mutex<[String: String]>([:])
 
     /// Whether the first config has been published.
     ///
@@ -38,10 +39,19 @@ final class PublishedInstances: InstanceDirectory {
         set { errors.withLock { $0 = newValue } }
     }
 
-    /// How this host stands with the fleet (`connected`, `unreachable (…)`, …); nil without `[fleet]`.
-    var fleet: String? {
-        get { fleetSummary.withLock { $0 } }
-        set { fleetSummary.withLock { $0 = newValue } }
+    /// How this host stands with the fleet; nil without `[fleet]`.
+    var fleet: API.FleetBody? {
+        get { fleetState.withLock { $0 } }
+        set { fleetState.withLock { $0 = newValue } }
+    }
+
+    func fleetRole(named name: String) -> String? {
+        fleetRoles.withLock { $0[name] }
+    }
+
+    /// Where `name`'s token came from in the fleet (nil: forget it).
+    func publishFleetRole(_ name: String, _ role: String?) {
+        fleetRoles.withLock { $0[name] = role }
     }
 
     var admin: AdminPolicy? {

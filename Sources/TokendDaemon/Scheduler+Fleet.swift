@@ -30,7 +30,24 @@ public enum FleetHealth: Sendable, Hashable {
     /// A newer tokend changed the table: this one runs on its own.
     case schemaTooNew
 
-    /// As `STATUS=`, `/v1/instances` and `tokend status` show it.
+    /// The state alone, as `/v1/instances` shows it beside the error.
+    public var state: String {
+        switch self {
+        case .connecting: return "connecting"
+        case .connected: return "connected"
+        case .unreachable: return "unreachable"
+        case .keyMismatch: return "key mismatch"
+        case .schemaTooNew: return "schema too new"
+        }
+    }
+
+    /// The error behind an unreachable database.
+    public var error: String? {
+        if case .unreachable(let error) = self { return error }
+        return nil
+    }
+
+    /// As `STATUS=` shows it.
     public var summary: String {
         switch self {
         case .connecting: return "connecting"
@@ -121,9 +138,16 @@ extension Scheduler {
             if let member = fleetMembers.removeValue(forKey: name) {
                 fleetNames[member.identity] = nil
                 member.waitTimer?.cancel()
+                published.publishFleetRole(name, nil)
             }
         }
-        for name in instances.keys { _ = fleetMember(name) }
+        for (name, running) in instances {
+            if running.resolved.definition.shared {
+                _ = fleetMember(name)
+            } else {
+                published.publishFleetRole(name, "not shared")
+            }
+        }
     }
 
     /// The instance needs a token: read its row, then adopt the row's token or take the lease and fetch.
@@ -192,6 +216,7 @@ extension Scheduler {
             case .success(let generation?):
                 member.generation = generation
                 fleetMembers[name] = member
+                published.publishFleetRole(name, "fetched here")
             case .success(nil):
                 logger.warning("fleet lease lost before the token was written; served here only", metadata: ["instance": "\(name)"])
             }
@@ -217,7 +242,9 @@ extension Scheduler {
 
     /// The row as this host sees it: the token only if it opens with this host's key for this request.
     private func view(of row: FleetRow, member: FleetMember) -> FleetDecision.RowView {
-        guard let fleet = adapters.fleet, let sealed = row.sealed else { return .init(generation: row.generation, token: nil) }
+        guard let fleet = adapters.fleet, let sealed = row.sealed else {
+            return .init(generation: row.generation, token: nil, fetchedBy: row.fetchedBy)
+        }
         let token = fleet.codec.open(sealed, identity: member.identity, fingerprint: member.fingerprint)
         if token == nil {
             metrics.fleetRowRefused()
@@ -226,7 +253,7 @@ extension Scheduler {
                 metadata: ["instance": "\(fleetNames[member.identity] ?? "")", "generation": "\(row.generation)"]
             )
         }
-        return .init(generation: row.generation, token: token)
+        return .init(generation: row.generation, token: token, fetchedBy: row.fetchedBy)
     }
 
     private func decide(_ name: String, row: FleetDecision.RowView?) {
@@ -241,7 +268,7 @@ extension Scheduler {
         )
         switch step {
         case .adopt(let token, let generation):
-            adopt(name, token: token, generation: generation)
+            adopt(name, token: token, generation: generation, from: row?.fetchedBy)
         case .lease(let expected):
             let (identity, ticket, holder, seconds) = (member.identity, member.ticket, fleet.hostID, settings.fleet?.lease ?? 20)
             fleetOperation {
@@ -295,7 +322,7 @@ extension Scheduler {
     }
 
     /// Takes another host's token: stored, then served, like one fetched here.
-    private func adopt(_ name: String, token: IssuedToken, generation: Int64) {
+    private func adopt(_ name: String, token: IssuedToken, generation: Int64, from host: String?) {
         guard var member = fleetMembers[name], let running = instances[name] else { return }
         member.phase = .idle
         member.generation = generation
@@ -303,6 +330,7 @@ extension Scheduler {
         answerInvalidations(&member, replaced: true)
         fleetMembers[name] = member
         metrics.fleetShared(instance: name)
+        published.publishFleetRole(name, "from \(host ?? "another host")")
         logger.info(
             "token taken from the fleet",
             metadata: ["instance": "\(name)", "token": "\(token.fingerprint)", "generation": "\(generation)"]
@@ -321,7 +349,7 @@ extension Scheduler {
             current: current,
             now: now
         ) {
-            adopt(name, token: token, generation: row.generation)
+            adopt(name, token: token, generation: row.generation, from: row.fetchedBy)
         }
     }
 
@@ -345,7 +373,10 @@ extension Scheduler {
         member.invalidated = nil
         answerInvalidations(&member, replaced: false)
         guard case .leased(let generation) = phase else {
-            if token != nil { member.generation = nil }
+            if token != nil {
+                member.generation = nil
+                published.publishFleetRole(name, "alone")
+            }
             fleetMembers[name] = member
             return
         }
@@ -413,7 +444,7 @@ extension Scheduler {
     func setFleetHealth(_ health: FleetHealth) {
         guard fleetHealth != health else { return }
         fleetHealth = health
-        published.fleet = health.summary
+        published.fleet = API.FleetBody(state: health.state, error: health.error, host_id: adapters.fleet?.hostID ?? "")
         metrics.fleetHealth(health == .connected)
         scheduleStatusUpdate()
     }

@@ -33,6 +33,9 @@ struct Status: ParsableCommand {
         }
         let body = try JSONDecoder().decode(API.InstancesBody.self, from: Data(response.body))
         print(Self.table(body.instances, now: Date()))
+        if let fleet = body.fleet {
+            print("\nfleet: \(fleet.state)\(fleet.error.map { " (\($0))" } ?? "") as host \(fleet.host_id)")
+        }
         if let errors = body.config_errors, !errors.isEmpty {
             print("\nconfig errors (these files are not applied; instances they defined keep their last good definition):")
             for error in errors { print("  \(error)") }
@@ -44,13 +47,17 @@ struct Status: ParsableCommand {
             guard let epoch else { return "-" }
             return "\(epoch - Int(now.timeIntervalSince1970))s"
         }
-        var rows = [["INSTANCE", "STATE", "EXPIRES IN", "NEXT REFRESH", "OUTAGE BUDGET", "FAILURES", "LAST ERROR"]]
+        let fleet = instances.contains { $0.fleet != nil }
+        var rows = [
+            ["INSTANCE", "STATE", "EXPIRES IN", "NEXT REFRESH", "OUTAGE BUDGET", "FAILURES"] + (fleet ? ["FLEET"] : []) + ["LAST ERROR"]
+        ]
         for status in instances {
-            rows.append([
-                status.name, status.state, inSeconds(status.expires_at), inSeconds(status.next_refresh),
-                "\(status.outage_budget_seconds)s", "\(status.consecutive_failures)",
-                status.last_error.map { "\($0.code): \($0.message)" } ?? "-",
-            ])
+            rows.append(
+                [
+                    status.name, status.state, inSeconds(status.expires_at), inSeconds(status.next_refresh),
+                    "\(status.outage_budget_seconds)s", "\(status.consecutive_failures)",
+                ] + (fleet ? [status.fleet ?? "-"] : []) + [status.last_error.map { "\($0.code): \($0.message)" } ?? "-"]
+            )
         }
         let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
         return rows.map { row in

@@ -125,6 +125,10 @@ import TokendTestSupport
         }
         #expect(fleet.requests == names.count * 6)
         #expect(fleet.store.allRows.count == names.count)
+        // `/v1/instances` says where each token came from.
+        let roles = fleet.hosts.map { $0.scheduler.published.fleetRole(named: "i1") ?? "-" }
+        #expect(roles.count { $0 == "fetched here" } == 1, "\(roles)")
+        #expect(roles.count { $0.hasPrefix("from ") } == 2, "\(roles)")
     }
 
     @Test func oneHostsInvalidationMakesOneRequestAndEveryHostServesTheReplacement() async throws {
@@ -201,6 +205,12 @@ import TokendTestSupport
         for host in fleet.hosts { for name in names { #expect(host.servedToken(name) != nil) } }
         let status = fleet.hosts[0].notifier.statuses.last ?? ""
         #expect(status.contains("fleet: unreachable"), "\(status)")
+        let published = fleet.hosts[0].scheduler.published.fleet
+        #expect(
+            published?.state == "unreachable" && published?.error?.contains("connection refused") == true,
+            "\(String(describing: published))"
+        )
+        #expect(fleet.hosts[0].scheduler.published.fleetRole(named: "alpha") == "alone")
         // Back: within the 10 s reconnect, and the next refresh is shared again.
         fleet.store.isReachable = true
         fleet.advance(by: 10.5)

@@ -73,10 +73,16 @@ public protocol InstanceDirectory: Sendable {
     func access(named name: String) -> AccessPolicy?
     /// The errors of the last config load and of a rejected reload, for `tokend status`.
     var configErrors: [String] { get }
+    /// The fleet's state; nil without `[fleet]`.
+    var fleet: API.FleetBody? { get }
+    /// Where the instance's served token came from in the fleet; nil without `[fleet]`.
+    func fleetRole(named name: String) -> String?
 }
 
 extension InstanceDirectory {
     public func access(named name: String) -> AccessPolicy? { nil }
     public var configErrors: [String] { [] }
+    public var fleet: API.FleetBody? { nil }
+    public func fleetRole(named name: String) -> String? { nil }
     public func contains(_ name: String) -> Bool { instance(named: name) != nil }
 }

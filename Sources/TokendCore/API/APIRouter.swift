@@ -166,8 +166,13 @@ public struct APIRouter: Sendable {
             let sorted = visible.sorted { $0.name < $1.name }
             let errors = isAdmin(request.peer) ? instances.configErrors : []
             let body = API.InstancesBody(
-                instances: sorted.map { status(name: $0.name, machine: $0.machine, now: now) },
-                config_errors: errors.isEmpty ? nil : errors
+                instances: sorted.map { entry in
+                    var status = status(name: entry.name, machine: entry.machine, now: now)
+                    status.fleet = instances.fleetRole(named: entry.name)
+                    return status
+                },
+                config_errors: errors.isEmpty ? nil : errors,
+                fleet: instances.fleet
             )
             return .answer(json(200, body))
         case .health:

@@ -61,6 +61,9 @@ public enum API {
         public var outage_budget_seconds: Int
         public var consecutive_failures: Int
         public var last_error: LastError?
+        /// With `[fleet]`: where the served token came from: `fetched here`, `from <host>`, `alone` (fetched without
+        /// the fleet) or `not shared`.
+        public var fleet: String?
 
         public init(
             name: String,
@@ -70,7 +73,8 @@ public enum API {
             next_refresh: Int?,
             outage_budget_seconds: Int,
             consecutive_failures: Int,
-            last_error: LastError?
+            last_error: LastError?,
+            fleet: String? = nil
         ) {
             self.name = name
             self.state = state
@@ -80,6 +84,20 @@ public enum API {
             self.outage_budget_seconds = outage_budget_seconds
             self.consecutive_failures = consecutive_failures
             self.last_error = last_error
+            self.fleet = fleet
+        }
+    }
+
+    /// How the host stands with its fleet (SPEC §14): `connected`, `unreachable`, `key mismatch`, …, and the error.
+    public struct FleetBody: Codable, Sendable, Hashable {
+        public var state: String
+        public var error: String?
+        public var host_id: String
+
+        public init(state: String, error: String?, host_id: String) {
+            self.state = state
+            self.error = error
+            self.host_id = host_id
         }
     }
 
@@ -88,10 +106,13 @@ public enum API {
         /// The errors of the last config load (and a rejected reload), each `file:line: key: message`; shown to
         /// admins only, absent when there are none.
         public var config_errors: [String]?
+        /// With `[fleet]`: the fleet's state.
+        public var fleet: FleetBody?
 
-        public init(instances: [InstanceStatus], config_errors: [String]? = nil) {
+        public init(instances: [InstanceStatus], config_errors: [String]? = nil, fleet: FleetBody? = nil) {
             self.instances = instances
             self.config_errors = config_errors
+            self.fleet = fleet
         }
     }
 

@@ -8,10 +8,13 @@ public enum FleetDecision {
     public struct RowView: Sendable, Hashable {
         public var generation: Int64
         public var token: IssuedToken?
+        /// The host that fetched the token.
+        public var fetchedBy: String?
 
-        public init(generation: Int64, token: IssuedToken?) {
+        public init(generation: Int64, token: IssuedToken?, fetchedBy: String? = nil) {
             self.generation = generation
             self.token = token
+            self.fetchedBy = fetchedBy
         }
     }
 
