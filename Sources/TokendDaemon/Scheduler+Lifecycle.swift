@@ -143,10 +143,12 @@ extension Scheduler {
                 self.finishStopping()
             }
         ]
-        let (closeServer, endpoint, cacheWriter) = (closeServer, adapters.endpoint, cacheWriter)
+        let (closeServer, endpoint, cacheWriter, fleet) = (closeServer, adapters.endpoint, cacheWriter, adapters.fleet)
+        fleetReconnectTimer?.cancel()
         Task {
             await closeServer()
             await endpoint.shutdown()
+            await fleet?.store.shutdown()
             cacheWriter.flush()
             self.queue.async { self.finishStopping() }
         }
