@@ -214,6 +214,7 @@ public final class PostgresCluster: Sendable {
     // MARK: - Setting up
 
     private func initialize() async throws {
+        try startWatchdog()
         let passwordFile = directory + "/superuser-password"
         try superuserPassword.write(toFile: passwordFile, atomically: false, encoding: .utf8)
         try FileManager.default.createDirectory(atPath: socketDirectory, withIntermediateDirectories: false)
@@ -331,6 +332,27 @@ public final class PostgresCluster: Sendable {
         let result = posix_spawn(&pid, "/bin/sh", &actions, nil, argv, envp)
         guard result == 0 else { throw Failure(description: "cannot start \(command[0]): errno \(result)") }
         return pid
+    }
+
+    /// Starts a shell that outlives this process: when the process ends without ``destroy()`` (killed by a
+    /// time limit, crashed), it stops the server and removes the directory; when the directory is gone, it exits.
+    private func startWatchdog() throws {
+        let stop = command(binDirectory + "/pg_ctl", ["stop", "-m", "immediate", "-D", dataDirectory], asServer: true)
+            .map { "'\($0)'" }.joined(separator: " ")
+        let pidFile = "'\(dataDirectory)/postmaster.pid'"
+        let script = """
+            while kill -0 \(getpid()) 2>/dev/null && [ -d '\(directory)' ]; do sleep 0.5; done
+            [ -d '\(directory)' ] || exit 0
+            if [ -f \(pidFile) ]; then
+                pid=$(head -n 1 \(pidFile)); kill -CONT "$pid" 2>/dev/null; pkill -CONT -P "$pid" 2>/dev/null
+                \(stop) >/dev/null 2>&1
+            fi
+            rm -rf '\(directory)'
+            """
+        // Run in the background of a shell that exits at once, so the watchdog is not this process's child.
+        var status: Int32 = 0
+        let launcher = try spawn(["/bin/sh", "-c", "setsid /bin/sh -c \"$0\" >/dev/null 2>&1 &", script], output: "/dev/null")
+        waitpid(launcher, &status, 0)
     }
 
     /// `deinit` cannot await: stops the server with a blocking `pg_ctl stop -m immediate` and removes the directory.

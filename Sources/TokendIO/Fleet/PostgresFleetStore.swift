@@ -86,7 +86,8 @@ public final class PostgresFleetStore: FleetStore {
                 database: database.name
             )
         }
-        configuration.options.connectTimeout = .milliseconds(Int64(timeout * 1000))
+        // Longer than the call's deadline, which ends the connecting first with a consistent "no answer" error.
+        configuration.options.connectTimeout = .milliseconds(Int64(timeout * 2000))
         self.configuration = configuration
     }
 
