@@ -27,10 +27,16 @@ struct PostgresFleetStoreTests {
             self.cluster = cluster
         }
 
-        func make(timeout: Double = 2, password: String? = PostgresFleetStoreTests.password) throws -> PostgresFleetStore {
+        func make(
+            timeout: Double = 2,
+            password: String? = PostgresFleetStoreTests.password,
+            tls: FleetDatabase.TLSMode = .disable,
+            caFile: String? = nil
+        ) throws -> PostgresFleetStore {
             let store = try PostgresFleetStore(
-                database: cluster.fleetDatabase("fleet", user: "tokend"),
+                database: cluster.fleetDatabase("fleet", user: "tokend", tls: tls),
                 password: password,
+                caFile: caFile,
                 logger: Logger(label: "test.fleet"),
                 timeout: timeout
             )
@@ -435,6 +441,40 @@ struct PostgresFleetStoreTests {
             try await eventually("the server sees no tokend session") { try await stores.cluster.sql(count) == "0" }
             await #expect(throws: PostgresFleetError.self) { try await store.read([Self.identity(1)]) }
             #expect(heard.lost.withLock { $0 }.isEmpty)
+        }
+    }
+
+    @Test func tlsChecksTheServerAsTheModeSays() async throws {
+        let pki = try TestPKI.make()
+        defer { pki.remove() }
+        try await withFleet { stores in
+            try stores.cluster.enableTLS(certificateFile: pki.serverCertificate, keyFile: pki.serverKey)
+            try await stores.cluster.restart()
+            let full = try stores.make(tls: .verifyFull, caFile: pki.caCertificate)
+            #expect(try await full.open(keyCheck: Self.keyCheck) == .ready)
+            let encrypted = try await stores.cluster.sql(
+                "SELECT bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE usename = 'tokend'"
+            )
+            #expect(encrypted == "t")
+            #expect(try await stores.make(tls: .verifyCA, caFile: pki.caCertificate).open(keyCheck: Self.keyCheck) == .ready)
+            #expect(try await stores.make(tls: .require).open(keyCheck: Self.keyCheck) == .ready)
+            try await expectTLSRefused(stores.make(tls: .verifyFull, caFile: pki.otherCACertificate))
+            try await expectTLSRefused(stores.make(tls: .verifyCA, caFile: pki.otherCACertificate))
+            // A certificate from the right CA for another name: verify-ca takes it, verify-full does not.
+            try stores.cluster.enableTLS(certificateFile: pki.wrongHostCertificate, keyFile: pki.wrongHostKey)
+            try await stores.cluster.restart()
+            #expect(try await stores.make(tls: .verifyCA, caFile: pki.caCertificate).open(keyCheck: Self.keyCheck) == .ready)
+            try await expectTLSRefused(stores.make(tls: .verifyFull, caFile: pki.caCertificate))
+        }
+    }
+
+    func expectTLSRefused(_ store: PostgresFleetStore) async throws {
+        do {
+            _ = try await store.open(keyCheck: Self.keyCheck)
+            Issue.record("a server that should fail verification was accepted")
+        } catch {
+            #expect("\(error)".contains("open failed: "), "\(error)")
+            #expect("\(error)".contains("TLS") || "\(error)".contains("certificate"), "\(error)")
         }
     }
 

@@ -43,6 +43,13 @@ public struct PostgresFleetError: Error, CustomStringConvertible, Sendable, Hash
         case is CancellationError:
             return "cancelled"
         case let error as NIOSSLError:
+            // BoringSSL's "…:CERTIFICATE_VERIFY_FAILED at …/handshake.cc:320" says no more than this.
+            if "\(error)".contains("CERTIFICATE_VERIFY_FAILED") { return "TLS: the server's certificate did not verify (ca_file)" }
+            return "TLS: \(error)"
+        case let error as NIOSSLExtraError:
+            if "\(error)".contains("failedToValidateHostname") {
+                return "TLS: the server's certificate does not name the host (verify-full)"
+            }
             return "TLS: \(error)"
         case let error as NIOConnectionError:
             if let lookup = error.dnsAError ?? error.dnsAAAAError { return "cannot resolve \(error.host): \(lookup)" }
