@@ -218,6 +218,11 @@ public final class PostgresCluster: Sendable {
         let passwordFile = directory + "/superuser-password"
         try superuserPassword.write(toFile: passwordFile, atomically: false, encoding: .utf8)
         try FileManager.default.createDirectory(atPath: socketDirectory, withIntermediateDirectories: false)
+        // Modes set outright: the umask is process-wide, and another test may narrow it for a moment (a socket bound
+        // under umask 0177 would leave the server's user unable to enter a 0600 directory).
+        for path in [directory, socketDirectory] {
+            guard chmod(path, 0o700) == 0 else { throw Failure(description: "chmod \(path) failed: errno \(errno)") }
+        }
         if getuid() == 0 {
             for path in [directory, socketDirectory, passwordFile] {
                 guard chown(path, Self.serverUID, gid_t(Self.serverUID)) == 0 else {
