@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // PURE: configuration, templating, OAuth 2 request/response, refresh policy. No I/O, clocks or env.
@@ -40,7 +41,8 @@ let package = Package(
         // glibc calls and structs that Swift cannot see without _GNU_SOURCE (SO_PEERCRED, SO_PEERGROUPS, syncfs,
         // malloc_trim, sched_getaffinity).
         .target(name: "CLinuxShims"),
-        // ADAPTERS: token endpoint (AsyncHTTPClient), file cache, config directory, socket server (NIO), systemd.
+        // ADAPTERS: token endpoint (AsyncHTTPClient), file cache, config directory, socket server (NIO), systemd,
+        // the fleet's shared rows (PostgresNIO).
         .target(
             name: "TokendIO",
             dependencies: [
@@ -55,6 +57,7 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
         // WIRING: the Dispatch scheduler queue, reload, signals, startup and shutdown order.
