@@ -88,9 +88,18 @@ public enum Daemon {
         var logger = Logger(label: "tokend")
         logger.logLevel = level
 
+        var adapters = realAdapters(settings: settings, directory: directory, notifier: notifier, paths: options.paths, logger: logger)
+        if let fleetSettings = settings.fleet {
+            do {
+                adapters.fleet = try fleetAdapter(fleetSettings, paths: options.paths, logger: logger)
+            } catch {
+                fail(error, logger: logger, notifier: notifier)
+                return nil
+            }
+        }
         let scheduler = Scheduler(
             settings: settings,
-            adapters: realAdapters(settings: settings, directory: directory, notifier: notifier, paths: options.paths, logger: logger),
+            adapters: adapters,
             options: Scheduler.Options(
                 watchdogInterval: SystemdNotifier.watchdogPingInterval(),
                 daemonUID: getuid(),
@@ -151,6 +160,30 @@ public enum Daemon {
         )
     }
 
+    /// The fleet's store, key and host id (SPEC §14); what cannot be read stops the start, naming the file.
+    private static func fleetAdapter(_ settings: FleetSettings, paths: DaemonPaths, logger: Logger) throws(StartError) -> FleetAdapter {
+        let secrets: FleetSecrets
+        switch FleetSecrets.read(settings, credentialsDirectory: paths.credentialsDirectory) {
+        case .success(let read): secrets = read
+        case .failure(let problem): throw StartError(message: problem.description, errno: EINVAL)
+        }
+        do {
+            let store = try PostgresFleetStore(
+                database: settings.database,
+                password: secrets.password,
+                caFile: settings.caFile,
+                logger: logger
+            )
+            logger.info(
+                "fleet",
+                metadata: ["database": "\(settings.database.displayName)", "host_id": "\(secrets.hostID)", "lease_s": "\(settings.lease)"]
+            )
+            return FleetAdapter(store: store, codec: secrets.codec, hostID: secrets.hostID)
+        } catch {
+            throw StartError(message: "fleet: \(error)", errno: EINVAL)
+        }
+    }
+
     private static func fail(_ error: StartError, logger: Logger, notifier: any ServiceNotifier) {
         logger.critical("cannot start", metadata: ["error": "\(error.message)"])
         notifier.notify(.status("cannot start: \(error.message)"), .errno(error.errno))
@@ -178,6 +211,12 @@ public enum Daemon {
         scheduler.logger.info("listening", metadata: ["socket": "\(options.paths.socketPath)"])
         scheduler.startupSteps.append(steps.lap("socket"))
 
+        if scheduler.adapters.fleet != nil {
+            // Before the instances: one that starts without a token takes the fleet's. Bounded by the store's call
+            // timeout; an unreachable database means starting on our own.
+            try blocking { await scheduler.connectFleet() }
+            scheduler.startupSteps.append(steps.lap("fleet"))
+        }
         scheduler.queue.sync {
             // Signals that arrive from here on are handled once the instances have started.
             let signals = SignalSources(scheduler: scheduler)
