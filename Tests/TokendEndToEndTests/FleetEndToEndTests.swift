@@ -185,8 +185,9 @@ import Glibc
         }
     }
 
-    /// A host with a wrong fleet key says so and fetches on its own; it never serves the fleet's token. A host with
-    /// another client secret for the same instance name does not share the row.
+    /// A host with a wrong fleet key says so, fetches on its own and never serves the fleet's token.
+    ///
+    /// A host with another client secret for the same instance name does not share the row.
     @Test func aWrongKeyOrAnotherSecretDoesNotShare() async throws {
         let wrongKey = Data((0..<32).map { UInt8(255 - $0) }).base64EncodedString()
         try await Self.withFleet(
