@@ -178,8 +178,11 @@ extension Scheduler {
     /// Runs a store call off the queue and hands its answer back as an event.
     func fleetOperation(_ body: @escaping @Sendable () async -> FleetEvent) {
         fleetInFlight.add(1, ordering: .relaxed)
+        let (clock, metrics) = (adapters.clock, metrics)
         Task(executorPreference: fleetExecutor) {
+            let started = clock.monotonicMicroseconds()
             let event = await body()
+            metrics.fleetCall(seconds: Double(clock.monotonicMicroseconds() - started) / 1_000_000)
             self.send(.fleet(event))
             self.fleetInFlight.subtract(1, ordering: .relaxed)
         }
@@ -312,6 +315,7 @@ extension Scheduler {
                 self.handle(.fleet(.waitOver(name: name, ticket: ticket)))
             }
             fleetMembers[name] = member
+            published.publishFleetRole(name, "waiting for \(row.leaseHolder ?? "another host")")
             logger.debug("fleet lease held elsewhere; waiting", metadata: ["instance": "\(name)", "holder": "\(row.leaseHolder ?? "")"])
         case .fetchAlone:
             member.phase = .alone

@@ -43,8 +43,15 @@ struct Check: ParsableCommand {
         for diagnostic in loaded.diagnostics {
             printError(diagnostic.description)
         }
-        let errors = loaded.errors.count
+        var errors = loaded.errors.count
         let warnings = loaded.diagnostics.count - errors
+        // [fleet]'s key and password are read as the daemon would at start (never printed).
+        if let fleet = loaded.settings?.fleet, !(skipCredentials && Self.usesCredentials(fleet)) {
+            if case .failure(let problem) = FleetSecrets.read(fleet, credentialsDirectory: resolved.credentialsDirectory) {
+                printError("\(resolved.configDirectory)/tokend.toml: [fleet]: \(problem)")
+                errors += 1
+            }
+        }
         print("\(resolved.configDirectory): \(loaded.instances.count) instance(s) valid, \(errors) error(s), \(warnings) warning(s)")
         if let name = showInstance {
             guard let resolved = loaded.instances[name] else {
@@ -55,6 +62,11 @@ struct Check: ParsableCommand {
             print(TokenRequestBuilder.describe(resolved))
         }
         if errors > 0 { throw ExitCode(1) }
+    }
+
+    /// Whether the fleet's key or password is a systemd credential (not readable outside the unit).
+    static func usesCredentials(_ fleet: FleetSettings) -> Bool {
+        [fleet.key, fleet.password].contains { if case .credential? = $0 { true } else { false } }
     }
 
 }

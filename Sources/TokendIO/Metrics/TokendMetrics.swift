@@ -48,6 +48,8 @@ public final class TokendMetrics: Sendable {
     private let fleetErrors: Counter
     private let fleetRowsRefused: Counter
     private let fleetUp: Gauge
+    private let fleetCalls: Counter
+    private let fleetCallSeconds: Counter
 
     public init() {
         fleetTokensFetched = registry.makeCounter(
@@ -62,6 +64,11 @@ public final class TokendMetrics: Sendable {
         fleetRowsRefused = registry.makeCounter(
             name: "tokend_fleet_rows_refused_total",
             help: "Fleet rows that did not open with this host's key."
+        )
+        fleetCalls = registry.makeCounter(name: "tokend_fleet_calls_total", help: "Fleet database calls made.")
+        fleetCallSeconds = registry.makeCounter(
+            name: "tokend_fleet_call_seconds_total",
+            help: "Time spent in fleet database calls, in seconds (divided by tokend_fleet_calls_total: the mean latency)."
         )
         fleetUp = registry.makeGauge(name: "tokend_fleet_up", help: "1 while the fleet's database is reachable and the key matches.")
         tokensServed = registry.makeCounter(
@@ -109,6 +116,12 @@ public final class TokendMetrics: Sendable {
     /// A token taken from the fleet's row: a provider request this host did not make.
     public func fleetShared(instance: String) {
         fleetTokensShared.increment()
+    }
+
+    /// A fleet store call (or the calls of one step, such as open and listen) took `seconds`.
+    public func fleetCall(seconds: Double) {
+        fleetCalls.increment()
+        fleetCallSeconds.increment(by: seconds)
     }
 
     /// A fleet store call failed.
