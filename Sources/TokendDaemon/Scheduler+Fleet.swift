@@ -88,6 +88,10 @@ struct FleetMember {
     /// stale fingerprint when another host already did.
     var invalidationReplies: [Scheduler.Reply] = []
     var waitTimer: (any DaemonTimer)?
+    /// Counts the times this host needed a token; the patience timer of an earlier need is ignored.
+    var need = 0
+    /// Fires when waiting any longer on the fleet could let the token lapse (``FleetDecision/patience(current:now:)``).
+    var patienceTimer: (any DaemonTimer)?
 }
 
 /// What the fleet's store answered, back on the scheduler queue.
@@ -96,10 +100,12 @@ public enum FleetEvent: Sendable {
     case leased(name: String, ticket: Int, expected: Int64, result: Result<FleetLease, FleetStoreError>)
     case published(name: String, ticket: Int, result: Result<Int64?, FleetStoreError>)
     case waitOver(name: String, ticket: Int)
+    case patienceOver(name: String, need: Int)
     case changed([UInt8])
     case lost(FleetStoreError)
     case reconnectDue
-    case opened(Result<FleetOpening, FleetStoreError>)
+    /// The store was opened; `listening` when this opening also started listening.
+    case opened(Result<FleetOpening, FleetStoreError>, listening: Bool)
 }
 
 /// A store failure, as text (never a secret: the store's errors name the database, not its password).
@@ -153,6 +159,19 @@ extension Scheduler {
     /// The instance needs a token: read its row, then adopt the row's token or take the lease and fetch.
     func fleetFetch(_ name: String) {
         guard var member = fleetMember(name) else { return startFetch(name) }
+        if member.phase != .deciding && member.phase != .waiting, let running = instances[name] {
+            // A new need: the fleet has until the patience runs out, then this host fetches alone.
+            member.need += 1
+            member.patienceTimer?.cancel()
+            member.patienceTimer = nil
+            let now = adapters.clock.now()
+            if let until = FleetDecision.patience(current: running.machine.servableToken(at: now), now: now) {
+                let need = member.need
+                member.patienceTimer = adapters.clock.after(until.timeIntervalSince(now), on: queue) { [unowned self] in
+                    self.handle(.fleet(.patienceOver(name: name, need: need)))
+                }
+            }
+        }
         member.ticket += 1
         member.phase = .deciding
         member.waitTimer?.cancel()
@@ -190,6 +209,13 @@ extension Scheduler {
 
     func handleFleet(_ event: FleetEvent) {
         guard !isStopping else { return }
+        // A failure says the database is unreachable even when its answer came too late to matter to the step.
+        switch event {
+        case .read(let name, let ticket, .failure(let error), _), .published(let name, let ticket, .failure(let error)),
+            .leased(let name, let ticket, _, .failure(let error)):
+            if fleetMembers[name]?.ticket != ticket { return fleetFailed(error, alone: nil) }
+        default: break
+        }
         switch event {
         case .read(let name, let ticket, let result, let notified):
             guard var member = fleetMembers[name], member.ticket == ticket else { return }
@@ -223,6 +249,18 @@ extension Scheduler {
             case .success(nil):
                 logger.warning("fleet lease lost before the token was written; served here only", metadata: ["instance": "\(name)"])
             }
+        case .patienceOver(let name, let need):
+            guard var member = fleetMembers[name], member.need == need, member.phase == .deciding || member.phase == .waiting
+            else { return }
+            logger.warning("the fleet did not answer in time; fetching alone", metadata: ["instance": "\(name)"])
+            member.ticket += 1
+            member.waitTimer?.cancel()
+            member.waitTimer = nil
+            member.patienceTimer = nil
+            member.phase = .alone
+            answerInvalidations(&member, replaced: false)
+            fleetMembers[name] = member
+            startFetch(name)
         case .waitOver(let name, let ticket):
             guard let member = fleetMembers[name], member.ticket == ticket, member.phase == .waiting else { return }
             fleetFetch(name)
@@ -234,11 +272,13 @@ extension Scheduler {
             case .deciding, .leased, .alone: break
             }
         case .lost(let error):
+            fleetListening = false
             fleetFailed(error, alone: nil)
         case .reconnectDue:
             fleetReconnectTimer = nil
             openFleet()
-        case .opened(let result):
+        case .opened(let result, let listening):
+            if listening { fleetListening = true }
             fleetOpened(result)
         }
     }
@@ -456,29 +496,31 @@ extension Scheduler {
     /// Opens the store and listens for the other hosts' writes (every 10 s while unreachable).
     func openFleet() {
         guard let fleet = adapters.fleet else { return }
-        fleetOperation { [weak self] in await Self.open(fleet, reportingTo: self) }
+        // A listener that outlived a slow database still listens: one per host, not one more per outage.
+        let listen = !fleetListening
+        fleetOperation { [weak self] in await Self.open(fleet, listen: listen, reportingTo: self) }
     }
 
     /// At start, before the instances: opens the store (bounded by the store's own timeout), so that an instance
     /// that starts without a token takes the fleet's instead of asking the provider.
     public func connectFleet() async {
         guard let fleet = adapters.fleet else { return }
-        let event = await Self.open(fleet, reportingTo: self)
+        let event = await Self.open(fleet, listen: true, reportingTo: self)
         queue.sync { handleFleet(event) }
     }
 
-    private static func open(_ fleet: FleetAdapter, reportingTo scheduler: Scheduler?) async -> FleetEvent {
+    private static func open(_ fleet: FleetAdapter, listen: Bool, reportingTo scheduler: Scheduler?) async -> FleetEvent {
         do {
             let opening = try await fleet.store.open(keyCheck: fleet.codec.keyCheck)
-            if opening == .ready {
+            if opening == .ready, listen {
                 try await fleet.store.listen(
                     changed: { [weak scheduler] identity in scheduler?.send(.fleet(.changed(identity))) },
                     lost: { [weak scheduler] error in scheduler?.send(.fleet(.lost(FleetStoreError(error)))) }
                 )
             }
-            return .opened(.success(opening))
+            return .opened(.success(opening), listening: opening == .ready && listen)
         } catch {
-            return .opened(.failure(FleetStoreError(error)))
+            return .opened(.failure(FleetStoreError(error)), listening: false)
         }
     }
 

@@ -189,6 +189,8 @@ public final class Scheduler: @unchecked Sendable {
     /// Shared identity to instance name, for the other hosts' notifications.
     var fleetNames: [[UInt8]: String] = [:]
     var fleetReconnectTimer: (any DaemonTimer)?
+    /// Whether this host's listener for the other hosts' writes is running.
+    var fleetListening = false
     /// Store calls not yet answered (tests wait for them to settle).
     let fleetInFlight = Atomic<Int>(0)
     let fleetExecutor = DispatchTaskExecutor(label: "tokend.fleet")

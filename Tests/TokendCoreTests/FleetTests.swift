@@ -182,6 +182,14 @@ import Testing
         )
     }
 
+    @Test func patienceIsHalfTheServingTimeLeft() {
+        let mine = token(lifetime: 100)
+        // Served until 95 s (5 s margin): at 55 s, 40 s are left, so the fleet gets 20 s.
+        #expect(FleetDecision.patience(current: mine, now: epoch.addingTimeInterval(55)) == epoch.addingTimeInterval(75))
+        #expect(FleetDecision.patience(current: mine, now: epoch.addingTimeInterval(96)) == nil)
+        #expect(FleetDecision.patience(current: nil, now: epoch) == nil)
+    }
+
     @Test func aNotifiedRowReplacesOnlyAnOlderGeneration() {
         let now = epoch.addingTimeInterval(100)
         let mine = token(lifetime: 3600, value: "mine")

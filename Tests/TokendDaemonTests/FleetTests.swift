@@ -223,6 +223,22 @@ import TokendTestSupport
         }
     }
 
+    /// A database too slow for one call (the listener still up): the host runs alone until the reconnect, which
+    /// does not add a second listener.
+    @Test func aSlowCallFallsBackAndTheReconnectKeepsOneListener() async throws {
+        let fleet = try Fleet(hosts: ["a", "b"], instances: ["alpha"])
+        await fleet.start()
+        #expect(fleet.store.listenerCount == 2)
+        fleet.store.failCalls(1)
+        fleet.advance(by: 50.5)
+        let health = fleet.hosts.map { host in host.scheduler.queue.sync { host.scheduler.fleetHealth } }
+        #expect(health.contains { if case .unreachable = $0 { true } else { false } }, "\(health)")
+        fleet.advance(by: 10.5)
+        for host in fleet.hosts { #expect(host.scheduler.queue.sync { host.scheduler.fleetHealth } == .connected) }
+        #expect(fleet.store.listenerCount == 2)
+        for host in fleet.hosts { #expect(host.servedToken("alpha") != nil) }
+    }
+
     @Test func aHostWithAnotherKeyRunsAloneAndNeverServesARowItCannotOpen() async throws {
         let fleet = try Fleet(hosts: ["a", "b"], instances: ["alpha"], keys: ["b": Self.otherKey])
         await fleet.start()

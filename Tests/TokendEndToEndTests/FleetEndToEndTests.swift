@@ -293,4 +293,44 @@ import Glibc
             #expect(perCycle <= 1.1 * Double(names.count) + 0.5, "\(perCycle) requests per cycle after the database came back")
         }
     }
+
+    /// A database that stops answering (SIGSTOP: connections hang, nothing errors) is as good as gone: calls time
+    /// out, every host fetches alone before its tokens run out and never serves an expired one, and shares again
+    /// once the database answers.
+    @Test func aFrozenDatabaseNeverStallsServing() async throws {
+        try await Self.withFleet(hosts: 2, instances: ["alpha"], lifetime: 4, minLead: "2s", lease: "1s") { fleet in
+            fleet.cluster.freeze()
+            let frozen = Stopwatch()
+            var problems: [String] = []
+            var states: Set<String> = []
+            while frozen.elapsed < 9 {
+                if frozen.elapsed > 5 {
+                    states.insert(try await fleet.hosts[0].get("/v1/instances").json(API.InstancesBody.self).fleet?.state ?? "-")
+                }
+                for (index, host) in fleet.hosts.enumerated() {
+                    let asked = Stopwatch()
+                    let token = try await host.token("alpha")
+                    if asked.elapsed > 1 { problems.append("host-\(index) took \(asked.elapsed) s to answer") }
+                    guard let token else {
+                        problems.append("host-\(index) had no token at \(frozen.elapsed) s")
+                        continue
+                    }
+                    if let expiry = fleet.provider.trueExpiry(of: token), expiry <= Date() {
+                        problems.append("host-\(index) served an expired token")
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            fleet.cluster.thaw()
+            #expect(problems.isEmpty, "\(problems.prefix(10))")
+            #expect(states == ["unreachable"], "\(states)")
+            try await eventually("every host shares again", timeout: 30) {
+                for host in fleet.hosts {
+                    let body = try await host.get("/v1/instances").json(API.InstancesBody.self)
+                    if body.fleet?.state != "connected" { return false }
+                }
+                return true
+            }
+        }
+    }
 }

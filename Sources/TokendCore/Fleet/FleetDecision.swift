@@ -49,6 +49,15 @@ public enum FleetDecision {
         return .lease(expecting: row.generation)
     }
 
+    /// How long this host may wait on the fleet (reads, a lease, another host's fetch) before it fetches alone: half
+    /// the time its token has left to be served; nil when it has none to lose (it waits for the store's answer).
+    ///
+    /// A slow database thereby costs a provider request, never a lapsed token.
+    public static func patience(current: IssuedToken?, now: Date) -> Date? {
+        guard let current, current.isServable(at: now) else { return nil }
+        return now.addingTimeInterval(current.serveUntil.timeIntervalSince(now) / 2)
+    }
+
     /// What to do after the lease was refused.
     public enum AfterRefusal: Sendable, Hashable {
         /// The row moved on (another host wrote it): decide again with the row as it is now.

@@ -24,6 +24,7 @@ public final class InMemoryFleetStore: @unchecked Sendable {
     private var listeners: [(id: Int, changed: @Sendable ([UInt8]) -> Void, lost: @Sendable (any Error) -> Void)] = []
     private var lastListener = 0
     private var reachable = true
+    private var failing = 0
     private var callCounts: [String: Int] = [:]
 
     /// A store whose leases run by `clock`, in seconds (a manual clock's boot time, say).
@@ -43,6 +44,14 @@ public final class InMemoryFleetStore: @unchecked Sendable {
             for call in lost { call(Unreachable()) }
         }
     }
+
+    /// Makes the next `count` calls throw while listeners stay, as a database too slow to answer in time.
+    public func failCalls(_ count: Int) {
+        lock.withLock { failing += count }
+    }
+
+    /// Listeners now registered, all hosts together.
+    public var listenerCount: Int { lock.withLock { listeners.count } }
 
     /// Every row (the reserved one aside), as the table holds it.
     public var allRows: [FleetRow] { lock.withLock { rows.values.map(\.row) } }
@@ -151,6 +160,10 @@ public final class InMemoryFleetStore: @unchecked Sendable {
         try lock.withLock {
             callCounts[method, default: 0] += 1
             guard reachable else { throw Unreachable() }
+            if failing > 0 {
+                failing -= 1
+                throw Unreachable()
+            }
             return try body()
         }
     }
