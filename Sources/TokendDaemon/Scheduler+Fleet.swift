@@ -1,3 +1,4 @@
+import DequeModule
 import Foundation
 import Logging
 import Synchronization
@@ -90,6 +91,8 @@ struct FleetMember {
     var waitTimer: (any DaemonTimer)?
     /// Counts the times this host needed a token; the patience timer of an earlier need is ignored.
     var need = 0
+    /// Publishes of this host not yet heard back as notifications (its own listener hears them too).
+    var ownWrites = 0
     /// Fires when waiting any longer on the fleet could let the token lapse (``FleetDecision/patience(current:now:)``).
     var patienceTimer: (any DaemonTimer)?
 }
@@ -97,6 +100,9 @@ struct FleetMember {
 /// What the fleet's store answered, back on the scheduler queue.
 public enum FleetEvent: Sendable {
     case read(name: String, ticket: Int, result: Result<FleetRow?, FleetStoreError>, notified: Bool)
+    case readMany([FleetReadRequest], Result<[FleetRow], FleetStoreError>)
+    /// A store call ended (its slot is free); its answer inside.
+    indirect case operationEnded(FleetEvent)
     case leased(name: String, ticket: Int, expected: Int64, result: Result<FleetLease, FleetStoreError>)
     case published(name: String, ticket: Int, result: Result<Int64?, FleetStoreError>)
     case waitOver(name: String, ticket: Int)
@@ -106,6 +112,14 @@ public enum FleetEvent: Sendable {
     case reconnectDue
     /// The store was opened; `listening` when this opening also started listening.
     case opened(Result<FleetOpening, FleetStoreError>, listening: Bool)
+}
+
+/// One member's row to read, and for which step.
+public struct FleetReadRequest: Sendable {
+    var name: String
+    var ticket: Int
+    var notified: Bool
+    var identity: [UInt8]
 }
 
 /// A store failure, as text (never a secret: the store's errors name the database, not its password).
@@ -180,35 +194,74 @@ extension Scheduler {
         fleetRead(name, member: member, notified: false)
     }
 
+    /// Queues a read of the member's row: the reads asked for while handling one event (a start-up's thousand
+    /// instances, a reload's new ones) go to the store together, a few hundred rows per query.
     private func fleetRead(_ name: String, member: FleetMember, notified: Bool) {
-        guard let fleet = adapters.fleet else { return }
-        let (identity, ticket) = (member.identity, member.ticket)
-        fleetOperation {
-            let result: Result<FleetRow?, FleetStoreError>
-            do {
-                result = .success(try await fleet.store.read([identity]).first)
-            } catch {
-                result = .failure(FleetStoreError(error))
+        fleetReads.append(FleetReadRequest(name: name, ticket: member.ticket, notified: notified, identity: member.identity))
+        guard fleetReads.count == 1 else { return }
+        queue.async { [self] in flushFleetReads() }
+    }
+
+    private func flushFleetReads() {
+        guard let fleet = adapters.fleet, !fleetReads.isEmpty else { return }
+        let requests = fleetReads
+        fleetReads = []
+        var start = 0
+        while start < requests.count {
+            let batch = Array(requests[start..<min(start + Self.fleetReadBatch, requests.count)])
+            start += batch.count
+            fleetOperation {
+                do {
+                    return .readMany(batch, .success(try await fleet.store.read(batch.map(\.identity))))
+                } catch {
+                    return .readMany(batch, .failure(FleetStoreError(error)))
+                }
             }
-            return .read(name: name, ticket: ticket, result: result, notified: notified)
         }
     }
 
-    /// Runs a store call off the queue and hands its answer back as an event.
+    /// Rows read with one query.
+    static let fleetReadBatch = 250
+    /// Store calls in flight at once (the store's pool has 4 connections); the others wait their turn here, so a
+    /// start-up's thousands of calls never wait out their timeouts in the store's queue.
+    static let fleetConcurrency = 8
+
+    /// Runs a store call off the queue and hands its answer back as an event, at most ``fleetConcurrency`` at once.
     func fleetOperation(_ body: @escaping @Sendable () async -> FleetEvent) {
+        guard fleetActive < Self.fleetConcurrency else {
+            fleetWaiting.append(body)
+            return
+        }
+        fleetActive += 1
         fleetInFlight.add(1, ordering: .relaxed)
+        fleetStarted.add(1, ordering: .releasing)
         let (clock, metrics) = (adapters.clock, metrics)
         Task(executorPreference: fleetExecutor) {
             let started = clock.monotonicMicroseconds()
             let event = await body()
             metrics.fleetCall(seconds: Double(clock.monotonicMicroseconds() - started) / 1_000_000)
-            self.send(.fleet(event))
-            self.fleetInFlight.subtract(1, ordering: .relaxed)
+            self.send(.fleet(.operationEnded(event)))
+            self.fleetInFlight.subtract(1, ordering: .releasing)
         }
     }
 
+    /// A store call ended: the next waiting one starts, then its answer is handled.
+    private func fleetOperationEnded(_ event: FleetEvent) {
+        fleetActive -= 1
+        if let next = fleetWaiting.popFirst() { fleetOperation(next) }
+        handleFleet(event)
+    }
+
     func handleFleet(_ event: FleetEvent) {
+        if case .operationEnded(let inner) = event { return fleetOperationEnded(inner) }
         guard !isStopping else { return }
+        if case .readMany(let requests, let result) = event {
+            for request in requests {
+                let row = result.map { rows in rows.first { $0.identity == request.identity } }
+                handleFleet(.read(name: request.name, ticket: request.ticket, result: row, notified: request.notified))
+            }
+            return
+        }
         // A failure says the database is unreachable even when its answer came too late to matter to the step.
         switch event {
         case .read(let name, let ticket, .failure(let error), _), .published(let name, let ticket, .failure(let error)),
@@ -240,6 +293,8 @@ extension Scheduler {
             }
         case .published(let name, let ticket, let result):
             guard var member = fleetMembers[name], member.ticket == ticket else { return }
+            if case .success(.some) = result {} else { member.ownWrites = max(0, member.ownWrites - 1) }
+            fleetMembers[name] = member
             switch result {
             case .failure(let error): fleetFailed(error, alone: nil)
             case .success(let generation?):
@@ -265,7 +320,13 @@ extension Scheduler {
             guard let member = fleetMembers[name], member.ticket == ticket, member.phase == .waiting else { return }
             fleetFetch(name)
         case .changed(let identity):
-            guard let name = fleetNames[identity], let member = fleetMembers[name] else { return }
+            guard let name = fleetNames[identity], var member = fleetMembers[name] else { return }
+            if member.ownWrites > 0 {
+                // This host's own write, heard back from the database: nothing new.
+                member.ownWrites -= 1
+                fleetMembers[name] = member
+                return
+            }
             switch member.phase {
             case .idle: fleetRead(name, member: member, notified: true)
             case .waiting: fleetFetch(name)
@@ -280,6 +341,8 @@ extension Scheduler {
         case .opened(let result, let listening):
             if listening { fleetListening = true }
             fleetOpened(result)
+        case .readMany, .operationEnded:
+            break  // Handled above.
         }
     }
 
@@ -438,6 +501,8 @@ extension Scheduler {
             return
         }
         let sealed = fleet.codec.seal(token, identity: identity, fingerprint: member.fingerprint)
+        member.ownWrites += 1
+        fleetMembers[name] = member
         metrics.fleetFetched(instance: name)
         fleetOperation {
             let result: Result<Int64?, FleetStoreError>

@@ -1,3 +1,4 @@
+import DequeModule
 import Dispatch
 import Foundation
 import Logging
@@ -191,8 +192,15 @@ public final class Scheduler: @unchecked Sendable {
     var fleetReconnectTimer: (any DaemonTimer)?
     /// Whether this host's listener for the other hosts' writes is running.
     var fleetListening = false
+    /// Store calls running, and those waiting for one of the places (``fleetConcurrency``).
+    var fleetActive = 0
+    var fleetWaiting = Deque<@Sendable () async -> FleetEvent>()
+    /// Row reads asked for while handling the current event, sent together.
+    var fleetReads: [FleetReadRequest] = []
     /// Store calls not yet answered (tests wait for them to settle).
     let fleetInFlight = Atomic<Int>(0)
+    /// Store calls started so far (tests see whether handling an answer started another).
+    let fleetStarted = Atomic<Int>(0)
     let fleetExecutor = DispatchTaskExecutor(label: "tokend.fleet")
 
     var timer: (any DaemonTimer)?
@@ -432,15 +440,16 @@ public final class Scheduler: @unchecked Sendable {
             queue.sync {}
             ioQueue.sync {}
         }
-        // Fleet store calls run in tasks: wait for their answers, and what those answers start.
-        while fleetInFlight.load(ordering: .relaxed) > 0 {
-            usleep(200)
-            if fleetInFlight.load(ordering: .relaxed) == 0 {
-                for _ in 0..<2 {
-                    queue.sync {}
-                    ioQueue.sync {}
-                }
-            }
+        // Fleet store calls run in tasks: wait for their answers, and what those answers start. A call's answer is
+        // queued before it stops counting; done when none counts and handling the queue started no other.
+        while true {
+            let started = fleetStarted.load(ordering: .acquiring)
+            let busy = fleetInFlight.load(ordering: .acquiring) > 0
+            if busy { usleep(200) }
+            queue.sync {}
+            ioQueue.sync {}
+            queue.sync {}
+            if !busy && fleetInFlight.load(ordering: .acquiring) == 0 && fleetStarted.load(ordering: .acquiring) == started { break }
         }
     }
 

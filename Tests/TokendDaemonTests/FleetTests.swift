@@ -131,6 +131,29 @@ import TokendTestSupport
         #expect(roles.count { $0.hasPrefix("from ") } == 2, "\(roles)")
     }
 
+    /// A start-up reads the rows of all its instances with a few queries, and a host's own writes, heard back from
+    /// the database, cost no read.
+    @Test func aStartReadsRowsTogetherAndOwnWritesCostNoRead() async throws {
+        let names = (1...600).map { "i\($0)" }
+        let fleet = try Fleet(hosts: ["a"], instances: names)
+        await fleet.start()
+        #expect(fleet.requests == names.count)
+        #expect(fleet.store.calls("read") == 3, "600 rows in batches of 250")
+        #expect(fleet.store.calls("lease") == names.count)
+        #expect(fleet.store.calls("publish") == names.count)
+        let second = TestDaemon(
+            settings: Self.settings(host: "b"),
+            instances: Dictionary(uniqueKeysWithValues: names.map { ($0, instanceFile($0)) }),
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 100)),
+            clock: fleet.clock,
+            fleet: FleetAdapter(store: fleet.store.host(), codec: try FleetCodec.parse(key: Self.key).get(), hostID: "b")
+        )
+        await second.startInFleet()
+        #expect(second.endpoint.requests.isEmpty, "a host joining took every token from the fleet")
+        #expect(fleet.store.calls("read") == 6)
+        #expect(names.allSatisfy { second.servedToken($0) == fleet.hosts[0].servedToken($0) })
+    }
+
     @Test func oneHostsInvalidationMakesOneRequestAndEveryHostServesTheReplacement() async throws {
         let fleet = try Fleet(hosts: ["a", "b", "c"], instances: ["alpha"])
         await fleet.start()

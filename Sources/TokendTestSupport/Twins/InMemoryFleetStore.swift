@@ -3,7 +3,7 @@ import TokendCore
 import TokendIO
 
 /// A ``FleetStore`` twin: the table's rules (leases by the store's clock, compare-and-swap on the generation,
-/// notifications to every listener but the writer's own) kept in memory, shared by the daemons of one test.
+/// notifications to every listener) kept in memory, shared by the daemons of one test.
 ///
 /// `isReachable = false` makes every call throw and ends every listener, as a database that went away.
 public final class InMemoryFleetStore: @unchecked Sendable {
@@ -59,7 +59,7 @@ public final class InMemoryFleetStore: @unchecked Sendable {
     /// Calls made, by method name (`read`, `lease`, `publish`, `release`, `open`).
     public func calls(_ method: String) -> Int { lock.withLock { callCounts[method, default: 0] } }
 
-    /// A handle on this store for one host: its listener is its own, so its writes are not notified back to it.
+    /// A handle on this store for one host.
     public func host() -> Host { Host(store: self) }
 
     /// One host's connection to the shared store.
@@ -128,7 +128,7 @@ public final class InMemoryFleetStore: @unchecked Sendable {
                 store.rows[identity] = stored
                 return stored.row.generation
             }
-            if written != nil { store.notify(identity, except: listenerID.withLock { ids }) }
+            if written != nil { store.notify(identity) }
             return written
         }
 
@@ -182,8 +182,9 @@ public final class InMemoryFleetStore: @unchecked Sendable {
         return row
     }
 
-    private func notify(_ identity: [UInt8], except writer: [Int]) {
-        let targets = lock.withLock { listeners.filter { !writer.contains($0.id) }.map(\.changed) }
+    /// Like PostgreSQL's NOTIFY: every listener hears it, the writer's own too (it listens on a connection of its own).
+    private func notify(_ identity: [UInt8]) {
+        let targets = lock.withLock { listeners.map(\.changed) }
         for changed in targets { changed(identity) }
     }
 }
