@@ -342,7 +342,7 @@ class Bench:
         self.wait(all_ready, 900, f"READY=1 from {n} hosts ({mode})")
         t_ready = max(r[0] for r in ready)
         ready_s = [round(r[0] - launched[i], 3) for i, r in enumerate(ready)]
-        statuses = sorted({r[1] for r in ready})
+        statuses = [r[1] for r in ready]
         time.sleep(SETTLE)
         requests = self.provider_requests() - r0
         host_cpu = [round(cpu_s(p.pid), 3) for p in self.procs]
@@ -351,6 +351,8 @@ class Bench:
                   "ready_s": ready_s, "ready_median_s": round(statistics.median(ready_s), 3),
                   "ready_max_s": max(ready_s), "all_ready_s": round(t_ready - t0, 3), "provider_requests": requests,
                   "host_cpu_s": host_cpu, "cached_files": cached, "status": statuses,
+                  "unreachable_at_ready": sum("unreachable" in st for st in statuses),
+                  "fleet_log": [fleet_lines(os.path.join(d, f"{mode}.log")) for d in dirs] if fleet else [],
                   "startup_steps_ms": [startup_steps(os.path.join(d, f"{mode}.log")) for d in dirs]}
         if fleet:
             result["connections"] = self.cluster.backends()
@@ -390,6 +392,16 @@ class Bench:
         else:
             self.stop_hosts()
         return result
+
+
+def fleet_lines(path, most=3):
+    """The host's first log lines about the fleet above info (what made it run on its own), shortened."""
+    try:
+        lines = open(path, errors="replace").read().splitlines()
+    except OSError:
+        return []
+    picked = [l for l in lines if "fleet" in l.lower() and ("warning" in l or "error" in l)]
+    return [l[:300] for l in picked[:most]] + ([f"… {len(picked) - most} more"] if len(picked) > most else [])
 
 
 def startup_steps(path):
@@ -432,7 +444,8 @@ def main():
             for mode in modes:
                 result = bench.run(mode, n)
                 log(json.dumps({k: v for k, v in result.items() if k not in ("startup_statements", "ready_s",
-                                                                              "host_cpu_s", "startup_steps_ms")}))
+                                                                              "host_cpu_s", "startup_steps_ms",
+                                                                              "status", "fleet_log")}))
                 runs.append(result)
     finally:
         bench.stop_hosts()

@@ -277,10 +277,38 @@ def fleet_section(f):
         if warm:
             row += f" {w['provider_requests']:,}, {secs(w)}, {db(w)} |" if w else " – |"
         out.append(row)
+    said = []
+    for n in hosts:
+        s, fl = by.get(("standalone", n)), by.get(("fleet", n))
+        if not (s and fl):
+            continue
+        slower = fl["ready_median_s"] / s["ready_median_s"] if s["ready_median_s"] else 0
+        line = (f"{n} host{'s' if n > 1 else ''} asked the provider {fl['provider_requests']:,} times in fleet mode vs "
+                f"{s['provider_requests']:,} standalone (the ideal is {f['instances']:,})")
+        line += (f", and a host took {slower:.1f}× as long to READY=1 ({fl['ready_median_s']:.2f} s vs "
+                 f"{s['ready_median_s']:.2f} s median, {fl['ready_max_s']:.2f} s vs {s['ready_max_s']:.2f} s max)"
+                 if slower >= 1.2 else f", READY=1 {fl['ready_median_s']:.2f} s vs {s['ready_median_s']:.2f} s median")
+        logged = [lines[0] for lines in fl.get("fleet_log", []) if lines and "unreachable" in lines[0]]
+        if logged:
+            reasons = sorted({x.rsplit(": ", 1)[-1].rstrip('"') for x in logged})
+            line += (f"; {len(logged)} of the {n} hosts logged `fleet database unreachable; refreshing on our own` "
+                     f"during the start-up ({', '.join(f'`{r}`' for r in reasons)}; "
+                     f"{fl.get('unreachable_at_ready', 0)} still said so at READY=1)")
+        w = by.get(("fleet-warm", n))
+        if w:
+            line += (f"; joining a table that held {w['rows_before']:,} of the {f['instances']:,} tokens, the warm hosts "
+                     f"asked {w['provider_requests']:,} times, READY=1 {w['ready_median_s']:.2f} s median")
+        said.append(line + ".")
+    if said:
+        out.append("\n" + " ".join(said) + " Each store call's 2 s limit (`PostgresFleetStore.defaultTimeout`) "
+                   "starts before the call waits for one of the host's 4 pooled connections, so a host that starts "
+                   "1,000 instances at once queues 1,000 calls behind 4 connections; on a busy machine the queue "
+                   "outlasts the limit, the host marks the fleet unreachable and refreshes on its own (SPEC §14's "
+                   "fallback), which is what the requests above count.")
     out.append("\n**Where the time goes** (fleet runs): the hosts' CPU until the settle (sum over the hosts), the "
-               "PostgreSQL backends' CPU, the transactions in all, the connections open, and the statements run most "
+               "CPU of the PostgreSQL backends still open then, the transactions in all, the connections open, and the statements run most "
                "during start-up (`pg_stat_statements`, calls across all hosts).\n")
-    out.append("| run | hosts' CPU: standalone / fleet | PostgreSQL backends' CPU | transactions (start-up / idle) | "
+    out.append("| run | hosts' CPU: standalone / fleet | backends' CPU | transactions (start-up / idle) | "
                "connections | busiest statements (calls) |\n|---|---|---|---|---|---|")
     for n in hosts:
         s = by.get(("standalone", n))
