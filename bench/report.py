@@ -235,6 +235,97 @@ def fairness_section(f):
     return "\n".join(lines)
 
 
+def fleet_section(f):
+    """Issue #19: N hosts × M instances, standalone vs fleet (cold table) vs fleet-warm (table kept), one run."""
+    m = f["machine"]
+    by = {(r["mode"], r["hosts"]): r for r in f["runs"]}
+    hosts = sorted({r["hosts"] for r in f["runs"]})
+    warm = any(r["mode"] == "fleet-warm" for r in f["runs"])
+    loads = ", ".join(f"{r['loadavg_at_start']}" for r in f["runs"])
+    out = [f"## Fleet mode: N hosts sharing one PostgreSQL table (issue #19, `scripts/bench fleet`)\n\n"
+           f"{machine_line(m)} PostgreSQL {m.get('postgresql', '?')}, a private cluster on loopback "
+           f"({f['postgres_settings']}: a benchmark, not a database to keep). Every host is a tokend of its own "
+           f"(config dir, empty state dir, socket, `NOTIFY_SOCKET`) with the same {f['instances']} instances against the "
+           f"scale part's nginx token endpoint (tokens live 1 h, so each host's first round is all there is), "
+           f"`max_concurrent` and `per_endpoint_concurrent` {f['concurrency']}, `lease` {f['lease']}, `min_lead` "
+           f"{f['min_lead']}; the N hosts are launched at the same moment, all on the same {m['cores']} cores. "
+           "*standalone*: no `[fleet]`; *fleet*: `[fleet]` with the table dropped first; *fleet, warm*: the table as the "
+           "fleet run left it, state dirs empty (hosts joining a fleet that has the tokens). READY=1 is timed per host "
+           "from its launch; provider requests are nginx's access-log lines until every host is ready and "
+           f"{f['settle_s']:g} s more. Database transactions are `xact_commit + xact_rollback` of the tokend database "
+           "(`pg_stat_database`) per second per host: start-up from the launch to the last READY=1 (read "
+           f"{f['stats_flush_s']} s later, once the backends have reported), idle over the next {f['idle_s']:g} s and until the "
+           "hosts have exited; they include autovacuum's, so the statements tokend ran while idle "
+           "(`pg_stat_statements`, all hosts) are given with them. "
+           f"Load average at each run's start: {loads}. The whole run took {f['duration_s'] / 60:.1f} min.\n",
+           "| hosts | provider requests: standalone / fleet | **fleet/standalone** | READY=1 per host, median / max: "
+           "standalone | … fleet | **fleet/standalone** (median) | DB transactions/s per host, fleet: start-up / idle "
+           "(tokend's statements while idle) "
+           + ("| fleet, warm: requests, READY=1 median / max, transactions/s per host start-up / idle " if warm else "")
+           + "|\n|---|---|---|---|---|---|---|" + ("---|" if warm else "")]
+    secs = lambda r: f"{r['ready_median_s']:.2f} / {r['ready_max_s']:.2f} s"
+    db = lambda r: (f"{r['startup_xacts_per_s_per_host']:,.0f} / {r['idle_xacts_per_s_per_host']:.2f} "
+                    f"({r.get('idle_statements', '?')} statements)")
+    for n in hosts:
+        s, fl, w = by.get(("standalone", n)), by.get(("fleet", n)), by.get(("fleet-warm", n))
+        if not (s and fl):
+            continue
+        row = (f"| {n} × {f['instances']} | {s['provider_requests']:,} / {fl['provider_requests']:,} | "
+               f"**{ratio(fl['provider_requests'], s['provider_requests'])}** | {secs(s)} | {secs(fl)} | "
+               f"**{ratio(fl['ready_median_s'], s['ready_median_s'])}** | "
+               f"{db(fl)} |")
+        if warm:
+            row += f" {w['provider_requests']:,}, {secs(w)}, {db(w)} |" if w else " – |"
+        out.append(row)
+    said = []
+    for n in hosts:
+        s, fl = by.get(("standalone", n)), by.get(("fleet", n))
+        if not (s and fl):
+            continue
+        slower = fl["ready_median_s"] / s["ready_median_s"] if s["ready_median_s"] else 0
+        line = (f"{n} host{'s' if n > 1 else ''} asked the provider {fl['provider_requests']:,} times in fleet mode vs "
+                f"{s['provider_requests']:,} standalone (the ideal is {f['instances']:,})")
+        line += (f", and a host took {slower:.1f}× as long to READY=1 ({fl['ready_median_s']:.2f} s vs "
+                 f"{s['ready_median_s']:.2f} s median, {fl['ready_max_s']:.2f} s vs {s['ready_max_s']:.2f} s max)"
+                 if slower >= 1.2 else f", READY=1 {fl['ready_median_s']:.2f} s vs {s['ready_median_s']:.2f} s median")
+        logged = [lines[0] for lines in fl.get("fleet_log", []) if lines and "unreachable" in lines[0]]
+        if logged:
+            reasons = sorted({x.rsplit(": ", 1)[-1].rstrip('"') for x in logged})
+            line += (f"; {len(logged)} of the {n} hosts logged `fleet database unreachable; refreshing on our own` "
+                     f"during the start-up ({', '.join(f'`{r}`' for r in reasons)}; "
+                     f"{fl.get('unreachable_at_ready', 0)} still said so at READY=1)")
+        w = by.get(("fleet-warm", n))
+        if w:
+            line += (f"; joining a table that held {w['rows_before']:,} of the {f['instances']:,} tokens, the warm hosts "
+                     f"asked {w['provider_requests']:,} times, READY=1 {w['ready_median_s']:.2f} s median")
+        said.append(line + ".")
+    if said:
+        out.append("\n" + " ".join(said) + " Each store call's 2 s limit (`PostgresFleetStore.defaultTimeout`) "
+                   "starts before the call waits for one of the host's 4 pooled connections, so a host that starts "
+                   "1,000 instances at once queues 1,000 calls behind 4 connections; on a busy machine the queue "
+                   "outlasts the limit, the host marks the fleet unreachable and refreshes on its own (SPEC §14's "
+                   "fallback), which is what the requests above count.")
+    out.append("\n**Where the time goes** (fleet runs): the hosts' CPU until the settle (sum over the hosts), the "
+               "CPU of the PostgreSQL backends still open then, the transactions in all, the connections open, and the statements run most "
+               "during start-up (`pg_stat_statements`, calls across all hosts).\n")
+    out.append("| run | hosts' CPU: standalone / fleet | backends' CPU | transactions (start-up / idle) | "
+               "connections | busiest statements (calls) |\n|---|---|---|---|---|---|")
+    for n in hosts:
+        s = by.get(("standalone", n))
+        for mode in ("fleet", "fleet-warm"):
+            r = by.get((mode, n))
+            if not r:
+                continue
+            top = "; ".join(f"`{q[:60]}…` ({c:,})" if len(q) > 60 else f"`{q}` ({c:,})"
+                            for c, _, q in r["startup_statements"][:3])
+            out.append(f"| {mode}, {n} hosts | {sum(s['host_cpu_s']) if s else 0:.1f} / {sum(r['host_cpu_s']):.1f} s | "
+                       f"{r['postgres_cpu_s']:.1f} s | {r['startup_xacts']:,} / {r['idle_xacts']:,} | "
+                       f"{r['connections']} | {top} |")
+    if f.get("note"):
+        out.append("\n" + f["note"])
+    return "\n".join(out) + "\n"
+
+
 def replace(text, name, body):
     section = f"<!-- {name}:begin -->\n{body}<!-- {name}:end -->\n"
     pattern = re.compile(rf"<!-- {name}:begin -->.*?<!-- {name}:end -->\n", re.S)
@@ -244,11 +335,13 @@ def replace(text, name, body):
 def main():
     text = DOC.read_text() if DOC.exists() else INTRO
     serving, shell, scale, fairness = load("serving"), load("shell"), load("scale"), load("fairness")
+    fleet = load("fleet")
     sections = [("targets", targets_section(serving, scale)),
                 ("serving", serving and serving_section(serving)),
                 ("shell", shell and shell_section(shell)),
                 ("scale", scale and scale_section(scale)),
                 ("fairness", fairness and fairness_section(fairness)),
+                ("fleet", fleet and fleet_section(fleet)),
                 ("profile", profile_section())]
     for name, body in sections:
         if body:
