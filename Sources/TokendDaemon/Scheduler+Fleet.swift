@@ -93,6 +93,8 @@ struct FleetMember {
     var need = 0
     /// Publishes of this host not yet heard back as notifications (its own listener hears them too).
     var ownWrites = 0
+    /// Another host wrote the row while this host was reading it or asking for its lease.
+    var heardWrite = false
     /// Fires when waiting any longer on the fleet could let the token lapse (``FleetDecision/patience(current:now:)``).
     var patienceTimer: (any DaemonTimer)?
 }
@@ -187,6 +189,7 @@ extension Scheduler {
             }
         }
         member.ticket += 1
+        member.heardWrite = false
         member.phase = .deciding
         member.waitTimer?.cancel()
         member.waitTimer = nil
@@ -330,7 +333,11 @@ extension Scheduler {
             switch member.phase {
             case .idle: fleetRead(name, member: member, notified: true)
             case .waiting: fleetFetch(name)
-            case .deciding, .leased, .alone: break
+            case .deciding:
+                // The answer on its way may predate this write: a refused lease then reads again at once.
+                member.heardWrite = true
+                fleetMembers[name] = member
+            case .leased, .alone: break
             }
         case .lost(let error):
             fleetListening = false
@@ -411,6 +418,9 @@ extension Scheduler {
         switch outcome {
         case .decideAgain(let moved):
             decide(name, row: moved)
+        case .wait where member.heardWrite:
+            // The holder wrote while this host was asking: read the row again instead of waiting out the lease.
+            fleetFetch(name)
         case .wait(let until):
             member.phase = .waiting
             let ticket = member.ticket
