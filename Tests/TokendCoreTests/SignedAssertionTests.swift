@@ -170,6 +170,13 @@ import _CryptoExtras
         #expect(decoded.headerString("kid") == "k-2026")
     }
 
+    @Test func aClaimGivenEmptyRemovesItsDefault() throws {
+        let text = instance(assertion: "alg = \"ES256\"\n[assertion.claims]\nsub = \"\"")
+        let decoded = try clientAssertion(try resolve(text, key: Self.ec.pemRepresentation))
+        #expect(decoded.claims["sub"] == nil)
+        #expect(decoded.string("iss") == "client-42")
+    }
+
     @Test func x5tS256AndX5tAreTheThumbprintsOfTheCertificateDER() throws {
         let text = instance(
             assertion: "alg = \"PS256\"\nx5t_s256 = true\nx5t = true",

@@ -118,13 +118,16 @@ public struct ClientAssertion: Sendable, Hashable, CustomStringConvertible {
         case integer(Int)
         case boolean(Bool)
         case strings([String])
+        /// Rendered empty: the claim is left out, its default too (`sub = ""` for a service account).
+        case absent
 
-        var json: Any {
+        var json: Any? {
             switch self {
             case .string(let text): text
             case .integer(let number): number
             case .boolean(let flag): flag
             case .strings(let texts): texts
+            case .absent: nil
             }
         }
     }
@@ -207,7 +210,7 @@ public struct ClientAssertion: Sendable, Hashable, CustomStringConvertible {
         for (name, value) in headerFields { header[name] = value }
         let issuedAt = Int(now.timeIntervalSince1970.rounded(.down))
         var claims: [String: Any] = ["iss": clientID, "sub": clientID, "aud": audience]
-        for (name, value) in self.claims { claims[name] = value.json }
+        for (name, value) in self.claims { claims[name] = value.json }  // nil removes the default
         claims["jti"] = jti
         claims["iat"] = issuedAt
         claims["nbf"] = issuedAt

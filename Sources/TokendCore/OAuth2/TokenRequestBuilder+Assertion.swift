@@ -52,14 +52,15 @@ extension TokenRequestBuilder {
         }
         var claims: [String: ClientAssertion.ClaimValue] = [:]
         for claim in spec.claims {
-            // A claim that renders empty (an unset scope, say) is left out, as an empty body field is.
+            // A claim that renders empty (an unset scope, say) is left out, as an empty body field is; its default
+            // too, so that `sub = ""` removes `sub`.
             switch claim.value {
             case .text(let template):
                 let value = Template.render(template, value: text)
-                if !value.isEmpty { claims[claim.name] = .string(value) }
+                claims[claim.name] = value.isEmpty ? .absent : .string(value)
             case .texts(let templates):
                 let values = templates.map { Template.render($0, value: text) }.filter { !$0.isEmpty }
-                if !values.isEmpty { claims[claim.name] = .strings(values) }
+                claims[claim.name] = values.isEmpty ? .absent : .strings(values)
             case .integer(let number): claims[claim.name] = .integer(number)
             case .boolean(let flag): claims[claim.name] = .boolean(flag)
             }
