@@ -15,6 +15,13 @@ import TokendTestSupport
         var all: [String] { lock.withLock { jwts } }
     }
 
+    /// The RFC 7523 §2.1 grant as a connector's `[body]`: the signed assertion is the grant.
+    static let jwtBearerBody = """
+        [body]
+        grant_type = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+        assertion  = "{{assertion}}"
+        """
+
     /// Runs `body` with a harness whose endpoint issues 3-second tokens (refreshed about 2 s after each fetch).
     func withShortTokens(_ body: (DaemonHarness, TestPKI) async throws -> Void) async throws {
         try await DaemonHarness.with(lifetime: 3) { harness in
@@ -120,9 +127,7 @@ import TokendTestSupport
                 scope = "{{scope}}"
                 sub   = "{{subject}}"
 
-                [body]
-                grant_type = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-                assertion  = "{{assertion}}"
+                \(SignedAssertionEndToEndTests.jwtBearerBody)
                 """
             )
             let key = try harness.writeSecret("sa.key", try pki.read(pki.rsaKey))
