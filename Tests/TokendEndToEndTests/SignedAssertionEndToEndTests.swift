@@ -156,6 +156,19 @@ import TokendTestSupport
         }
     }
 
+    @Test(arguments: ["google-service-account", "entra-certificate"])
+    func theExamplesPassCheck(_ example: String) throws {
+        var root = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { root.deleteLastPathComponent() }
+        let directory = root.appendingPathComponent("examples/\(example)").path
+        let result = try runCommand([
+            "/usr/bin/env", "CREDENTIALS_DIRECTORY=\(directory)/credentials", try DaemonHarness.binaryPath(), "check", "--config-dir",
+            directory,
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("1 instance(s) valid, 0 error(s)"), "\(result.stdout)")
+    }
+
     /// Every accepted assertion has its own jti and signature, and none of them or the key reached the log.
     func distinctAndNeverInTheLog(_ jwts: [String], _ harness: DaemonHarness, key: String) async throws {
         let decoded = try jwts.map { try DecodedAssertion($0) }
