@@ -44,7 +44,8 @@ public struct DecodedAssertion: Sendable {
         return nil
     }
 
-    /// Whether the signature verifies with this PEM public key (RSA → RS256, EC P-256 → ES256).
+    /// Whether the signature verifies with this PEM public key (RSA → RS256 or PS256, EC P-256 → ES256,
+    /// Ed25519 → EdDSA), by the algorithm the header names.
     public func verifies(publicKeyPEM pem: String) -> Bool {
         let input = Data(signingInput.utf8)
         if algorithm == "ES256", let key = try? P256.Signing.PublicKey(pemRepresentation: pem),
@@ -52,10 +53,30 @@ public struct DecodedAssertion: Sendable {
         {
             return key.isValidSignature(ecdsa, for: input)
         }
-        if algorithm == "RS256", let key = try? _RSA.Signing.PublicKey(pemRepresentation: pem) {
-            return key.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: signature), for: input, padding: .insecurePKCS1v1_5)
+        if algorithm == "RS256" || algorithm == "PS256", let key = try? _RSA.Signing.PublicKey(pemRepresentation: pem) {
+            let padding: _RSA.Signing.Padding = algorithm == "PS256" ? .PSS : .insecurePKCS1v1_5
+            return key.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: signature), for: input, padding: padding)
+        }
+        if algorithm == "EdDSA", let key = try? Curve25519.Signing.PublicKey(pemRepresentation: pem) {
+            return key.isValidSignature(signature, for: input)
         }
         return false
+    }
+
+    /// A header field as text.
+    public func headerString(_ field: String) -> String? {
+        if case .string(let text)? = header[field] { return text }
+        return nil
+    }
+
+    /// What the `x5t#S256` header must be for a certificate: base64url (no padding) of the SHA-256 of its DER.
+    public static func thumbprintSHA256(der: Data) -> String {
+        WireDecoding.base64URLEncoded(Data(SHA256.hash(data: der)))
+    }
+
+    /// What the `x5t` header must be: base64url of the SHA-1 of the DER.
+    public static func thumbprintSHA1(der: Data) -> String {
+        WireDecoding.base64URLEncoded(Data(Insecure.SHA1.hash(data: der)))
     }
 
     /// Whether an HS256 signature verifies with this secret.

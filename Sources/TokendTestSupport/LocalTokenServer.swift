@@ -111,6 +111,7 @@ public final class LocalTokenServer: Sendable {
         var connectedAt: [Date] = []
         var documents: [String: String] = [:]
         var assertionCheck: (@Sendable (String) -> String?)?
+        var grantAssertionCheck: (@Sendable (String) -> String?)?
     }
 
     private let state: NIOLockedValueBox<State>
@@ -143,6 +144,12 @@ public final class LocalTokenServer: Sendable {
     /// A refused or missing assertion gets 401 `invalid_client`.
     public func requireClientAssertion(_ check: @escaping @Sendable (String) -> String?) {
         state.withLockedValue { $0.assertionCheck = check }
+    }
+
+    /// Requires the RFC 7523 §2.1 JWT-bearer grant: `grant_type` urn:ietf:params:oauth:grant-type:jwt-bearer and an
+    /// `assertion` that `check` accepts (nil) or refuses (why); a refused or missing one gets 400 `invalid_grant`.
+    public func requireJWTBearerGrant(_ check: @escaping @Sendable (String) -> String?) {
+        state.withLockedValue { $0.grantAssertionCheck = check }
     }
 
     /// Serves HTTPS from now on: this certificate and key, and, with `clientCA`, a client certificate signed by it is
@@ -297,18 +304,29 @@ public final class LocalTokenServer: Sendable {
             let behavior = state.script.isEmpty ? state.fallback : state.script.removeFirst()
             return (behavior, state.expectedClients, state.requests.count, state.assertionCheck)
         }
-        if let assertionCheck {
+        let grantCheck = state.withLockedValue { $0.grantAssertionCheck }
+        let checks:
+            [(check: (@Sendable (String) -> String?)?, kind: (field: String, value: String), jwtField: String, status: Int, error: String)] =
+                [
+                    (grantCheck, ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), "assertion", 400, "invalid_grant"),
+                    (
+                        assertionCheck, ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                        "client_assertion", 401, "invalid_client"
+                    ),
+                ]
+        for entry in checks {
+            guard let check = entry.check else { continue }
             let fields = request.formFields
             let refusal: String? =
-                if fields["client_assertion_type"] != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
-                    "client_assertion_type missing or wrong"
-                } else if let jwt = fields["client_assertion"] {
-                    assertionCheck(jwt)
+                if fields[entry.kind.field] != entry.kind.value {
+                    "\(entry.kind.field) missing or wrong"
+                } else if let jwt = fields[entry.jwtField] {
+                    check(jwt)
                 } else {
-                    "client_assertion missing"
+                    "\(entry.jwtField) missing"
                 }
             if let refusal {
-                return Answer(status: 401, headers: [], body: #"{"error":"invalid_client","error_description":"\#(refusal)"}"#)
+                return Answer(status: entry.status, headers: [], body: #"{"error":"\#(entry.error)","error_description":"\#(refusal)"}"#)
             }
         }
         if !expected.isEmpty {

@@ -5,8 +5,8 @@ import Glibc
 #endif
 
 /// A throwaway PKI made with the openssl CLI in a temporary directory: a CA, a server certificate for 127.0.0.1 and
-/// localhost, one for another name, a client certificate (for RFC 8705), and RSA and EC P-256 signing keys with their
-/// public keys; and another CA with a server certificate of its own.
+/// localhost, one for another name, a client certificate (for RFC 8705, and in DER), and RSA, EC P-256 and Ed25519
+/// signing keys with their public keys; and another CA with a server certificate of its own.
 public struct TestPKI: Sendable {
     public let directory: String
 
@@ -28,6 +28,10 @@ public struct TestPKI: Sendable {
     public var rsaPublicKey: String { directory + "/rsa.pub" }
     public var ecKey: String { directory + "/ec.key" }
     public var ecPublicKey: String { directory + "/ec.pub" }
+    public var edKey: String { directory + "/ed.key" }
+    public var edPublicKey: String { directory + "/ed.pub" }
+    /// ``clientCertificate`` in DER, converted by openssl (for certificate thumbprints).
+    public var clientCertificateDER: String { directory + "/client.der" }
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
@@ -78,6 +82,9 @@ public struct TestPKI: Sendable {
         try openssl(["pkey", "-in", "rsa.key", "-pubout", "-out", "rsa.pub"])
         try openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ec.key"])
         try openssl(["pkey", "-in", "ec.key", "-pubout", "-out", "ec.pub"])
+        try openssl(["genpkey", "-algorithm", "ED25519", "-out", "ed.key"])
+        try openssl(["pkey", "-in", "ed.key", "-pubout", "-out", "ed.pub"])
+        try openssl(["x509", "-in", "client.pem", "-outform", "DER", "-out", "client.der"])
     }
 
     private func issue(_ name: String, subject: String, extensions: String, by ca: String = "ca") throws {

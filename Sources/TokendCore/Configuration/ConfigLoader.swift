@@ -407,7 +407,9 @@ public enum ConfigLoader {
                 return .failure(ConfigDiagnostic(file: caFile.file, line: caFile.line, key: "ca_file", message: error.message))
             }
         }
-        if let certificate = values["client_certificate"]?.revealed, !certificate.isEmpty {
+        // A certificate named only for an assertion's thumbprint (no client_key) is not presented on the connection.
+        let forThumbprintOnly = definition.connector.assertion?.usesCertificate == true && (values["client_key"]?.revealed ?? "").isEmpty
+        if let certificate = values["client_certificate"]?.revealed, !certificate.isEmpty, !forThumbprintOnly {
             tls.clientCertificatePEM = certificate
         }
         if let key = values["client_key"], !key.revealed.isEmpty {

@@ -127,6 +127,7 @@ extension ConfigParser {
         }
         connector.body = templateFields("body", &reader)
         connector.refresh = parseRefreshOverrides(&reader)
+        readAssertion(&reader, into: &connector)
         return connector
     }
 
@@ -150,8 +151,9 @@ extension ConfigParser {
     }
 
     static func undeclaredPlaceholders(_ connector: ConnectorDefinition, file: String) -> [ConfigDiagnostic] {
-        let undeclared = connector.placeholders.filter { connector.variables[$0.name] == nil }
-        guard !undeclared.isEmpty else { return [] }
+        let assertionProblems = assertionPlaceholderProblems(connector, file: file)
+        let undeclared = connector.placeholders.filter { connector.variables[$0.name] == nil && $0.name != "assertion" }
+        guard !undeclared.isEmpty else { return assertionProblems }
         let known = Set(connector.variables.keys)
         return undeclared.map { placeholder in
             var message = "{{\(placeholder.name)}} names no variable"
@@ -161,7 +163,7 @@ extension ConfigParser {
                 message += " (declare it as [variables.\(placeholder.name)])"
             }
             return ConfigDiagnostic(file: file, line: connector.line(ofTemplate: placeholder.key), key: placeholder.key, message: message)
-        }
+        } + assertionProblems
     }
 
     private static func enumValue<Value: RawRepresentable & CaseIterable>(

@@ -112,6 +112,8 @@ public struct ConnectorDefinition: Sendable, Hashable {
     /// Replaces the RFC 6749 §4.4 default body when present.
     public var body: [TemplateField]?
     public var refresh = RefreshSettings.Overrides()
+    /// `[assertion]`: the JWT signed for each request (SPEC §12).
+    public var assertion: AssertionSpec?
 
     public init(name: String, file: String, isInline: Bool, tokenURL: String, variables: [String: VariableSpec]) {
         self.name = name
@@ -166,7 +168,7 @@ public struct ConnectorDefinition: Sendable, Hashable {
                 for name in Template.placeholders(in: field.template) { found.append((name, "\(table).\(field.name)")) }
             }
         }
-        return found
+        return found + (assertion?.placeholders ?? [])
     }
 
     /// The line of the template at `key` as ``placeholders`` names it (`token_url`, `headers.Accept`, …).
@@ -175,6 +177,7 @@ public struct ConnectorDefinition: Sendable, Hashable {
         case "token_url": return tokenURLLine
         case "issuer": return issuerLine
         case "assertion_audience": return assertionAudienceLine
+        case _ where key.hasPrefix("assertion."): return assertion?.line(ofTemplate: key)
         default:
             for (table, fields) in [("query", query), ("headers", headers), ("body", body ?? [])] {
                 if let field = fields.first(where: { "\(table).\($0.name)" == key }) { return field.line }

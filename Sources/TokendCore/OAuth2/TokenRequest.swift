@@ -45,7 +45,8 @@ public struct TokenRequest: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "\(method) \(redactedURL) (headers and body redacted)" }
 
     /// The request to send at `now`: with a client assertion, a freshly signed one (RFC 7523 §2.2) in
-    /// `client_assertion_type` and `client_assertion`; without, the request itself.
+    /// `client_assertion_type` and `client_assertion`, and in place of `{{assertion}}` in the body (RFC 7523 §2.1);
+    /// without, the request itself.
     public func signingAssertion(now: Date, jti: String) -> Result<TokenRequest, AssertionError> {
         guard let assertion else { return .success(self) }
         let jwt: String
@@ -53,8 +54,11 @@ public struct TokenRequest: Sendable, Hashable, CustomStringConvertible {
         case .success(let signed): jwt = signed
         case .failure(let error): return .failure(error)
         }
-        let fields = [("client_assertion_type", ClientAssertion.assertionType), ("client_assertion", jwt)]
         var copy = self
+        copy.body = Self.replacingAssertionMarker(in: body, with: jwt)
+        guard assertion.isClientAuthentication else { return .success(copy) }
+        let body = copy.body
+        let fields = [("client_assertion_type", ClientAssertion.assertionType), ("client_assertion", jwt)]
         switch contentType {
         case .form:
             let encoded = FormURLEncoding.encode(fields: fields)
@@ -66,5 +70,25 @@ public struct TokenRequest: Sendable, Hashable, CustomStringConvertible {
             copy.body = Array(data)
         }
         return .success(copy)
+    }
+
+    /// The body with each ``ClientAssertion/bodyMarker`` replaced by the JWT (whose base64url and dots need no
+    /// escaping in a form or JSON body).
+    static func replacingAssertionMarker(in body: [UInt8], with jwt: String) -> [UInt8] {
+        let marker = Array(ClientAssertion.bodyMarker.utf8)
+        guard body.count >= marker.count else { return body }
+        var output: [UInt8] = []
+        output.reserveCapacity(body.count + jwt.utf8.count)
+        var index = 0
+        while index < body.count {
+            if body[index] == marker[0], index + marker.count <= body.count, body[index..<index + marker.count].elementsEqual(marker) {
+                output.append(contentsOf: jwt.utf8)
+                index += marker.count
+            } else {
+                output.append(body[index])
+                index += 1
+            }
+        }
+        return output
     }
 }

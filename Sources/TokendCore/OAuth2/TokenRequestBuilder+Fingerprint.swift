@@ -34,7 +34,7 @@ extension TokenRequestBuilder {
             for field in [
                 "assertion", assertion.algorithm.rawValue, assertion.clientID, assertion.audience, assertion.keyID ?? "-",
                 sha256Hex(assertion.keyMaterial.revealed),
-            ] { add(field) }
+            ] + assertionFingerprintFields(assertion) { add(field) }
         }
         if !request.tls.isDefault {
             for field in [

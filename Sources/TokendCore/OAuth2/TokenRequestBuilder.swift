@@ -75,6 +75,9 @@ public enum TokenRequestBuilder {
             if let value = spec.defaultValue { variables[name] = Secret(value) }
         }
         for (name, value) in values { variables[name] = value }
+        if definition.connector.assertion != nil {
+            variables["assertion"] = Secret(ClientAssertion.bodyMarker)
+        }
         return variables
     }
 
@@ -86,6 +89,9 @@ public enum TokenRequestBuilder {
         tokenURL: String
     ) -> Result<ClientAssertion?, ConfigDiagnostic> {
         let connector = definition.connector
+        if let spec = connector.assertion {
+            return configuredAssertion(definition, spec, variables: text, tokenURL: tokenURL)
+        }
         guard connector.clientAuth.usesAssertion else { return .success(nil) }
         let keyVariable = connector.clientAuth == .privateKeyJWT ? "private_key" : "client_secret"
         let material = text(keyVariable) ?? ""
@@ -141,11 +147,15 @@ public enum TokenRequestBuilder {
             }
         }
         lines.append("")
-        lines.append(String(decoding: request.body, as: UTF8.self))
-        if let assertion = resolved.request.assertion {
+        let signedEachTime = resolved.request.assertion.map { "\($0.algorithm.rawValue) JWT signed for each request" } ?? ""
+        lines.append(
+            String(decoding: request.body, as: UTF8.self).replacingOccurrences(of: ClientAssertion.bodyMarker, with: "<\(signedEachTime)>")
+        )
+        if let assertion = resolved.request.assertion, assertion.isClientAuthentication {
             lines.append(
                 "(+ client_assertion_type=\(ClientAssertion.assertionType), client_assertion=<\(assertion.algorithm.rawValue) JWT "
                     + "signed for each request: iss=sub=\(assertion.clientID), aud=\(assertion.audience)"
+                    + (assertion.isConfigured ? " unless [assertion.claims] says otherwise" : "")
                     + (assertion.keyID.map { ", kid=\($0)" } ?? "") + ">)"
             )
         }
