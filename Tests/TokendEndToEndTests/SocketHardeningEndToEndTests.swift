@@ -161,9 +161,9 @@ import Glibc
 
     /// A Python process as uid 65534 that holds `connections` connections to `socket` until its stdin closes.
     ///
-    /// A third each are idle, trickle a head and watch. It prints `held N refused M` once all are open (N: still
-    /// open after a moment, M: answered 503 or closed).
-    static func startAttacker(socket: String, connections: Int) throws -> Helper {
+    /// A third each are idle, trickle a head and watch. It prints `held N refused M` once all are open and no more
+    /// than `settled` are undecided, or after 15 s (N: still open, M: answered 503 or closed).
+    static func startAttacker(socket: String, connections: Int, settled: Int = 64) throws -> Helper {
         let script = #"""
             import os, resource, select, socket, sys, time
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -184,23 +184,32 @@ import Glibc
                     pass
                 s.setblocking(False)
                 conns.append((kind, s))
-            time.sleep(1.0)
-            open_ = []
+            # Until no more than `settled` are left undecided, or 15 s: on a busy machine the daemon may take a while
+            # to accept (and refuse) a backlog of 1,100; a connection still open then counts as held.
+            settled = int(sys.argv[3])
+            deadline = time.time() + 15
+            open_ = conns
             refused = 0
-            for kind, s in conns:
-                try:
-                    data = s.recv(4096)
-                    if data == b"" or data.startswith(b"HTTP/1.1 503"):
+            while True:
+                still = []
+                for kind, s in open_:
+                    try:
+                        data = s.recv(4096)
+                        if data == b"" or data.startswith(b"HTTP/1.1 503"):
+                            refused += 1
+                            s.close()
+                            continue
+                    except BlockingIOError:
+                        pass
+                    except OSError:
                         refused += 1
                         s.close()
                         continue
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    refused += 1
-                    s.close()
-                    continue
-                open_.append((kind, s))
+                    still.append((kind, s))
+                open_ = still
+                if len(open_) <= settled or time.time() > deadline:
+                    break
+                time.sleep(0.2)
             print("held %d refused %d" % (len(open_), refused), flush=True)
             while True:
                 r, _, _ = select.select([sys.stdin], [], [], 0.5)
@@ -213,6 +222,7 @@ import Glibc
             """#
         return try Helper([
             "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script, socket, String(connections),
+            String(settled),
         ])
     }
 
