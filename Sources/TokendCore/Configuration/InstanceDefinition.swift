@@ -112,6 +112,10 @@ public struct ConnectorDefinition: Sendable, Hashable {
     /// Replaces the RFC 6749 §4.4 default body when present.
     public var body: [TemplateField]?
     public var refresh = RefreshSettings.Overrides()
+    /// `method`: POST (a body) or GET (the `[query]` only, for metadata endpoints).
+    public var method: TokenMethod = .post
+    /// `[apply]`: how programs use the token on API requests (SPEC §13); nil for the default.
+    public var apply: ApplySpec?
 
     public init(name: String, file: String, isInline: Bool, tokenURL: String, variables: [String: VariableSpec]) {
         self.name = name
