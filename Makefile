@@ -78,6 +78,9 @@ bench-scale: deps
 
 check-examples: build
 	CREDENTIALS_DIRECTORY=$(CURDIR)/examples/credentials .build/debug/tokend check --config-dir examples
+	for recipe in examples/recipes/*/; do \
+		CREDENTIALS_DIRECTORY=$(CURDIR)/$${recipe}credentials .build/debug/tokend check --config-dir $$recipe || exit 1; \
+	done
 
 release: deps
 	scripts/release-build tokend
