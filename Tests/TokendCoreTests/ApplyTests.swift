@@ -101,7 +101,7 @@ import Testing
         ]
         for (old, new, key) in cases {
             let loaded = load(Self.shopify.replacingOccurrences(of: old, with: new))
-            #expect(loaded.errors.map(\.key) == [key], "\(new)")
+            #expect(loaded.errors.filter { $0.file.hasSuffix("shopify.toml") }.map(\.key) == [key], "\(new)")
         }
     }
 
@@ -162,7 +162,7 @@ import Testing
         #expect(String(decoding: applied.body, as: UTF8.self) == "tok-1")
     }
 
-    @Test func formatApplyIsParsed() {
+    @Test func formatApplyIsParsed() throws {
         let request = APIRequest(method: "GET", target: "/v1/tokens/shop?format=apply")
         #expect(try TokenQuery.parse(request).get().format == .apply)
     }
