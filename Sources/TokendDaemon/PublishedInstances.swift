@@ -7,6 +7,8 @@ import TokendCore
 final class PublishedInstances: InstanceDirectory {
     private let machines = Mutex<[String: PublishedMachine]>([:])
     private let policies = Mutex<[String: AccessPolicy]>([:])
+    /// `[apply]` of the instances that have one (the others apply the token the default way).
+    private let applications = Mutex<[String: TokenApplication]>([:])
     private let adminPolicy = Mutex<AdminPolicy?>(nil)
     private let errors = Mutex<[String]>([])
     private let loaded = Atomic<Bool>(false)
@@ -63,6 +65,14 @@ final class PublishedInstances: InstanceDirectory {
         policies.withLock { $0[name] = policy }
     }
 
+    func application(named name: String) -> TokenApplication? {
+        applications.withLock { $0[name] }
+    }
+
+    func publishApplication(_ name: String, _ application: TokenApplication) {
+        applications.withLock { $0[name] = application == .standard ? nil : application }
+    }
+
     func instance(named name: String) -> InstanceStateMachine? {
         machines.withLock { $0[name]?.machine }
     }
@@ -87,6 +97,7 @@ final class PublishedInstances: InstanceDirectory {
     func remove(_ name: String) {
         machines.withLock { _ = $0.removeValue(forKey: name) }
         policies.withLock { _ = $0.removeValue(forKey: name) }
+        applications.withLock { _ = $0.removeValue(forKey: name) }
     }
 }
 
@@ -101,8 +112,16 @@ final class PublishedMachine: Sendable {
         self.machine = machine
     }
 
-    /// The 200 answer in `format` carrying `token` (this state's servable token) at `now`.
-    func tokenAnswer(name: String, token: IssuedToken, format: TokenFormat, now: Date, router: APIRouter) -> APIResponse {
-        answers.withLock { $0.answer(name: name, token: token, format: format, now: now, router: router) }
+    /// The 200 answer in `format` carrying `token` (this state's servable token) at `now`, applied as `application`
+    /// says (nil: the default).
+    func tokenAnswer(
+        name: String,
+        token: IssuedToken,
+        format: TokenFormat,
+        now: Date,
+        router: APIRouter,
+        application: TokenApplication? = nil
+    ) -> APIResponse {
+        answers.withLock { $0.answer(name: name, token: token, format: format, now: now, router: router, application: application) }
     }
 }

@@ -40,6 +40,8 @@ extension Scheduler {
         for name in plan.unchanged {
             guard let resolved = loaded.instances[name], let running = instances[name] else { continue }
             published.publishAccess(name, resolved.access)
+            published.publishApplication(name, resolved.application)
+            published.publishApplication(name, resolved.application)
             if running.resolved.sink != resolved.sink {
                 if running.resolved.sink?.path != resolved.sink?.path { removeSink(running.resolved.sink) }
                 if let token = running.machine.servableToken(at: now) { writeSink(name, token: token, to: resolved.sink) }
@@ -98,6 +100,7 @@ extension Scheduler {
         )
         instances[name] = running
         published.publishAccess(name, resolved.access)
+        published.publishApplication(name, resolved.application)
         let actions = running.machine.started(cached: cached, now: now, using: &random)
         readiness.started(name, settled: running.machine.hasSettled)
         perform(actions, for: name)

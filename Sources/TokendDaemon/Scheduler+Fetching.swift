@@ -55,6 +55,7 @@ extension Scheduler {
                 shape: .init(resolved.definition.connector),
                 requestedScope: resolved.variable("scope")?.revealed,
                 secrets: resolved.sensitiveValues,
+                contentType: response.contentType,
                 now: now
             )
         }.mapError { $0.redacting(resolved.sensitiveValues) }

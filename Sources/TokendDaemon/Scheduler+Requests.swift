@@ -16,7 +16,7 @@ extension Scheduler {
         let (answer, actions) = running.machine.tokenRequested(minValid: minValid, now: now)
         switch answer {
         case .serve(let token):
-            reply(router.tokenResponse(name: name, token: token, format: format, now: now))
+            reply(router.tokenResponse(name: name, token: token, format: format, now: now, application: application(of: name)))
         case .reject(let reason, let retryAt):
             let retryAfter = retryAt.map { Int($0.timeIntervalSince(now).rounded(.up)) } ?? 1
             reply(router.unavailable(name: name, message: reason, lastError: running.machine.lastFailure?.code, retryAfter: retryAfter))
@@ -48,12 +48,24 @@ extension Scheduler {
         let validFor = token.serveUntil.timeIntervalSince(now)
         for waiter in waiters.take(name) {
             if validFor >= waiter.minValid {
-                reply(waiter, router.tokenResponse(name: name, token: token, format: waiter.format, now: now))
+                let response = router.tokenResponse(
+                    name: name,
+                    token: token,
+                    format: waiter.format,
+                    now: now,
+                    application: application(of: name)
+                )
+                reply(waiter, response)
             } else {
                 let message = "the new token is valid for only \(Int(validFor)) s, less than min_valid"
                 reply(waiter, router.unavailable(name: name, message: message, lastError: nil, retryAfter: 1))
             }
         }
+    }
+
+    /// How `name`'s token is applied (`[apply]`), as the socket's snapshot has it.
+    func application(of name: String) -> TokenApplication {
+        published.application(named: name) ?? .standard
     }
 
     /// `POST /v1/instances/{name}/refresh`: refresh now, joining a refresh in flight.

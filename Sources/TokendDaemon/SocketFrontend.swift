@@ -27,7 +27,15 @@ struct SocketFrontend: Sendable {
         if let peer = request.peer, let policy = published.access(named: name), !policy.allows(peer) { return nil }
         let now = clock.now()
         guard let token = entry.machine.servableToken(at: now) else { return nil }
-        let response = entry.tokenAnswer(name: name, token: token, format: query.format, now: now, router: scheduler.router)
+        let application = query.format.usesApplication ? published.application(named: name) : nil
+        let response = entry.tokenAnswer(
+            name: name,
+            token: token,
+            format: query.format,
+            now: now,
+            router: scheduler.router,
+            application: application
+        )
         metrics.requestAnswered(endpoint: "token", status: response.status.code)
         return response
     }

@@ -38,6 +38,13 @@ public final class LocalTokenServer: Sendable {
 
         public var bodyText: String { String(decoding: body, as: UTF8.self) }
 
+        /// The query parameters of the URI, decoded by Foundation's `URLComponents` (form `+` is not a space there,
+        /// and tokend writes spaces as `%20`).
+        public var queryFields: [String: String] {
+            let items = URLComponents(string: uri)?.queryItems ?? []
+            return Dictionary(items.map { ($0.name, $0.value ?? "") }, uniquingKeysWith: { first, _ in first })
+        }
+
         /// The form fields of the body, decoded (``WireDecoding/formDictionary(_:)``).
         public var formFields: [String: String] {
             WireDecoding.formDictionary(bodyText)
@@ -77,6 +84,12 @@ public final class LocalTokenServer: Sendable {
         /// `error_description` of an OAuth error when `oauth`, else as a plain-text body; after `padding` filler
         /// characters, so that a secret can be made to straddle where tokend clips messages.
         case echoRequest(status: Int, oauth: Bool, padding: Int)
+        /// Issue a new token as a `text/plain` body (and a trailing newline): an unsigned JWT whose `exp` lies this
+        /// many seconds ahead, or an opaque token when nil.
+        case issuePlainText(jwtExpiresIn: Int?)
+        /// Issue a new token in JSON at these dotted paths (`data.jwt`, `data.ttl`), with this `token_type` at
+        /// `tokenTypePath`.
+        case issueAt(tokenPath: String, expiresInPath: String, tokenTypePath: String, tokenType: String, lifetime: Int)
     }
 
     /// How one answer goes on the wire.
@@ -112,6 +125,7 @@ public final class LocalTokenServer: Sendable {
         var documents: [String: String] = [:]
         var assertionCheck: (@Sendable (String) -> String?)?
         var grantAssertionCheck: (@Sendable (String) -> String?)?
+        var requiredGET: [String: String]?
     }
 
     private let state: NIOLockedValueBox<State>
@@ -137,6 +151,12 @@ public final class LocalTokenServer: Sendable {
     /// under `/.well-known/` get 404.
     public func serveDocument(path: String, json: String) {
         state.withLockedValue { $0.documents[path] = json }
+    }
+
+    /// Requires what a metadata endpoint (Azure IMDS) requires: a GET, no body, these query parameters and headers;
+    /// otherwise 400 `invalid_request` saying what was wrong.
+    public func requireGET(query: [String: String], headers: [String: String] = [:]) {
+        state.withLockedValue { $0.requiredGET = query.merging(headers.map { ("header:" + $0.key.lowercased(), $0.value) }) { $1 } }
     }
 
     /// Requires a client assertion (RFC 7523): `check` gets the JWT and returns why it is refused, or nil to accept.
@@ -299,10 +319,13 @@ public final class LocalTokenServer: Sendable {
             return document.map { Answer(status: 200, headers: [], body: $0) }
                 ?? Answer(status: 404, headers: [], body: #"{"error":"not_found"}"#)
         }
-        let (behavior, expected, number, assertionCheck) = state.withLockedValue { state in
+        let (behavior, expected, number, assertionCheck, requiredGET) = state.withLockedValue { state in
             state.requests.append(request)
             let behavior = state.script.isEmpty ? state.fallback : state.script.removeFirst()
-            return (behavior, state.expectedClients, state.requests.count, state.assertionCheck)
+            return (behavior, state.expectedClients, state.requests.count, state.assertionCheck, state.requiredGET)
+        }
+        if let requiredGET, let refusal = Self.refusal(of: request, requiring: requiredGET) {
+            return Answer(status: 400, headers: [], body: #"{"error":"invalid_request","error_description":"\#(refusal)"}"#)
         }
         let grantCheck = state.withLockedValue { $0.grantAssertionCheck }
         let checks:
@@ -365,11 +388,53 @@ public final class LocalTokenServer: Sendable {
             onIssue?(token, lifetime)
             let body = #"{"access_token":"\#(token)","token_type":"Bearer","expires_in":\#(lifetime)}"#
             return Answer(status: 200, headers: [], body: body)
+        case .issuePlainText(let jwtExpiresIn):
+            let token = issue(number: number, expiresIn: nil, jwtExpiresIn: jwtExpiresIn)
+            return Answer(status: 200, headers: [.init("Content-Type", "text/plain; charset=utf-8")], body: token + "\n")
+        case .issueAt(let tokenPath, let expiresInPath, let tokenTypePath, let tokenType, let lifetime):
+            let token = issue(number: number, expiresIn: String(lifetime), jwtExpiresIn: nil)
+            var object: [String: Any] = [:]
+            let fields: [(String, Any)] = [(tokenPath, token), (expiresInPath, lifetime), (tokenTypePath, tokenType)]
+            for (path, value) in fields {
+                Self.set(value, at: path.split(separator: ".").map(String.init), in: &object)
+            }
+            let body = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map {
+                String(decoding: $0, as: UTF8.self)
+            }
+            return Answer(status: 200, headers: [], body: body ?? "{}")
         case .issueToken(let expiresIn, let jwtExpiresIn):
             let token = issue(number: number, expiresIn: expiresIn, jwtExpiresIn: jwtExpiresIn)
             let lifetime = expiresIn.map { #","expires_in":\#($0)"# } ?? ""
             return Answer(status: 200, headers: [], body: #"{"access_token":"\#(token)","token_type":"Bearer"\#(lifetime)}"#)
         }
+    }
+
+    /// Why `request` is not the GET a metadata endpoint wants (``requireGET(query:headers:)``), or nil.
+    static func refusal(of request: RecordedRequest, requiring required: [String: String]) -> String? {
+        guard request.method == "GET" else { return "expected GET, got \(request.method)" }
+        guard request.body.isEmpty else { return "a GET with a \(request.body.count)-byte body" }
+        let query = request.queryFields
+        for (name, value) in required.sorted(by: { $0.key < $1.key }) {
+            if name.hasPrefix("header:") {
+                let header = String(name.dropFirst("header:".count))
+                if request.header(header) != value { return "header \(header) is not \(value)" }
+            } else if query[name] != value {
+                return "query parameter \(name) is not \(value)"
+            }
+        }
+        return nil
+    }
+
+    /// Sets `value` at a path of keys, making the objects on the way.
+    static func set(_ value: Any, at path: [String], in object: inout [String: Any]) {
+        guard let first = path.first else { return }
+        if path.count == 1 {
+            object[first] = value
+            return
+        }
+        var inner = object[first] as? [String: Any] ?? [:]
+        set(value, at: Array(path.dropFirst()), in: &inner)
+        object[first] = inner
     }
 
     /// Makes a distinct token and records it with its true expiry.
@@ -466,7 +531,9 @@ public final class LocalTokenServer: Sendable {
             if case .dropMidBody = answer.delivery { sent = body.prefix(body.count / 2) }
             if case .partial(let length) = answer.delivery { declared = length }
             var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: "application/json")
+            if !answer.headers.contains(where: { $0.name.lowercased() == "content-type" }) {
+                headers.add(name: "Content-Type", value: "application/json")
+            }
             headers.add(name: "Content-Length", value: String(declared))
             for header in answer.headers { headers.add(name: header.name, value: header.value) }
             let responseHead = HTTPResponseHead(

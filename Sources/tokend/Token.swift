@@ -15,12 +15,13 @@ struct Token: ParsableCommand {
 
             Examples:
               curl -H "Authorization: $(tokend token acme-prod --format header)" https://api.example.com/orders
+              tokend token shop --curl-header | curl -H @- "$(tokend token shop --format apply | jq -r .values.url)/orders"
               tokend token acme-prod --min-valid 300 --format json
             """
     )
 
     enum Format: String, ExpressibleByArgument, CaseIterable {
-        case json, raw, header
+        case json, raw, header, apply
     }
 
     @OptionGroup var socket: SocketOption
@@ -28,19 +29,41 @@ struct Token: ParsableCommand {
     @Argument(help: "The instance name.")
     var name: String
 
-    @Option(help: "json, raw (the bare token) or header (\"Bearer <token>\").")
+    @Option(
+        help:
+            "json, raw (the bare token), header (the value of the connector's [apply] header, \"Bearer <token>\" by default) or apply (JSON: headers and exposed values)."
+    )
     var format: Format = .raw
+
+    @Flag(help: "Print the [apply] header as one \"Name: value\" line, for curl -H @-.")
+    var curlHeader = false
 
     @Option(help: "Seconds the token must still be valid; a shorter-lived one is refreshed first (and waited for).")
     var minValid: Int?
 
     func run() throws {
         let path =
-            "/v1/tokens/\(FormURLEncoding.encode(name))?format=\(format.rawValue)"
+            "/v1/tokens/\(FormURLEncoding.encode(name))?format=\(curlHeader ? Format.apply.rawValue : format.rawValue)"
             + (minValid.map { "&min_valid=\($0)" } ?? "")
         let client = socket.client
         let response = try ask(client, path: path)
         guard response.status == 200 else { throw fail(response) }
-        print(response.text.hasSuffix("\n") ? String(response.text.dropLast()) : response.text)
+        guard curlHeader else {
+            print(response.text.hasSuffix("\n") ? String(response.text.dropLast()) : response.text)
+            return
+        }
+        guard let applied = try? JSONDecoder().decode(API.ApplyBody.self, from: Data(response.text.utf8)) else {
+            printError("tokend: the daemon's apply answer is not what this tokend expects")
+            throw ExitCode(1)
+        }
+        for (name, value) in applied.headers.sorted(by: { $0.key < $1.key }) {
+            print("\(name): \(value)")
+        }
+    }
+
+    func validate() throws {
+        if curlHeader, format != .raw {
+            throw ValidationError("--curl-header prints the [apply] header; leave out --format")
+        }
     }
 }

@@ -13,7 +13,7 @@ struct Tokend: ParsableCommand {
         version: version,
         // Every subcommand names itself (`commandName`): otherwise ArgumentParser derives each name with
         // String(describing:), whose protocol conformance lookups scan the whole binary on every start.
-        subcommands: [Run.self, Check.self, Token.self, Status.self, Refresh.self]
+        subcommands: [Run.self, Check.self, Token.self, Status.self, Refresh.self, TestRequest.self]
     )
 
     /// ArgumentParser's flow, except that usage errors exit 2 (as documented) instead of 64.

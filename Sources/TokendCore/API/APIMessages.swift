@@ -77,6 +77,8 @@ public protocol InstanceDirectory: Sendable {
     var fleet: API.FleetBody? { get }
     /// Where the instance's served token came from in the fleet; nil without `[fleet]`.
     func fleetRole(named name: String) -> String?
+    /// How programs apply the instance's token (`[apply]`); nil for the default.
+    func application(named name: String) -> TokenApplication?
 }
 
 extension InstanceDirectory {
@@ -84,5 +86,6 @@ extension InstanceDirectory {
     public var configErrors: [String] { [] }
     public var fleet: API.FleetBody? { nil }
     public func fleetRole(named name: String) -> String? { nil }
+    public func application(named name: String) -> TokenApplication? { nil }
     public func contains(_ name: String) -> Bool { instance(named: name) != nil }
 }

@@ -138,7 +138,7 @@ public struct APIRouter: Sendable {
             let query: TokenQuery
             switch TokenQuery.parse(request) {
             case .success(let parsed): query = parsed
-            case .failure(.badFormat): return .answer(error(400, "bad_format", "format must be json, raw or header"))
+            case .failure(.badFormat): return .answer(error(400, "bad_format", "format must be json, raw, header or apply"))
             case .failure(.badMinValid): return .answer(error(400, "bad_min_valid", "min_valid must be a whole number of seconds"))
             }
             let validFor = machine.servableToken(at: now)?.serveUntil.timeIntervalSince(now)
@@ -149,7 +149,8 @@ public struct APIRouter: Sendable {
             if validFor == nil, (!machine.hasSettled && !isReady) || machine.isReplacingInvalidated {
                 return .waitForToken(name: name, minValid: 0, format: query.format)
             }
-            return .answer(token(named: name, machine: machine, format: query.format, now: now))
+            let application = query.format.usesApplication ? instances.application(named: name) : nil
+            return .answer(token(named: name, machine: machine, format: query.format, now: now, application: application ?? .standard))
         case .invalidate(let name):
             guard let fingerprint = invalidatedFingerprint(request) else {
                 return .answer(error(400, "bad_fingerprint", #"expected {"fingerprint":"<first 16 hex digits of sha256(token)>"}"#))
@@ -208,7 +209,13 @@ public struct APIRouter: Sendable {
 
     /// The answer to `GET /v1/tokens/{name}` from the instance's state, for a caller already allowed to read it:
     /// the servable token, or 503 with the last error and when the next attempt is due.
-    public func token(named name: String, machine: InstanceStateMachine, format: TokenFormat, now: Date) -> APIResponse {
+    public func token(
+        named name: String,
+        machine: InstanceStateMachine,
+        format: TokenFormat,
+        now: Date,
+        application: TokenApplication = .standard
+    ) -> APIResponse {
         guard let token = machine.servableToken(at: now) else {
             return unavailable(
                 name: name,
@@ -217,11 +224,17 @@ public struct APIRouter: Sendable {
                 retryAfter: machine.nextAttempt.map { max(1, Int($0.timeIntervalSince(now).rounded(.up))) } ?? 1
             )
         }
-        return tokenResponse(name: name, token: token, format: format, now: now)
+        return tokenResponse(name: name, token: token, format: format, now: now, application: application)
     }
 
-    /// A 200 answer carrying `token` in `format`.
-    public func tokenResponse(name: String, token: IssuedToken, format: TokenFormat, now: Date) -> APIResponse {
+    /// A 200 answer carrying `token` in `format`; `header` and `apply` follow the instance's `application`.
+    public func tokenResponse(
+        name: String,
+        token: IssuedToken,
+        format: TokenFormat,
+        now: Date,
+        application: TokenApplication = .standard
+    ) -> APIResponse {
         switch format {
         case .raw:
             return APIResponse(status: .ok, contentType: "text/plain; charset=utf-8", body: Array(token.accessToken.revealed.utf8))
@@ -229,8 +242,10 @@ public struct APIRouter: Sendable {
             return APIResponse(
                 status: .ok,
                 contentType: "text/plain; charset=utf-8",
-                body: Array("\(token.tokenType) \(token.accessToken.revealed)".utf8)
+                body: Array(application.headerValue(for: token).utf8)
             )
+        case .apply:
+            return json(.ok, application.body(name: name, token: token, now: now))
         case .json:
             let body = API.TokenBody(
                 instance: name,

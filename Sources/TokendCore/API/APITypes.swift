@@ -66,14 +66,16 @@ public struct APIStatus: Sendable, Hashable, CustomStringConvertible, Expressibl
     public var description: String { "\(code)" }
 }
 
-/// How a token is answered: `format=json|raw|header`, else `raw` for `Accept: text/plain`, else `json`.
+/// How a token is answered: `format=json|raw|header|apply`, else `raw` for `Accept: text/plain`, else `json`.
 public enum TokenFormat: String, Sendable, Hashable, CaseIterable {
     /// `{"access_token": …, "expires_in": …}`.
     case json
     /// The token alone.
     case raw
-    /// `<token_type> <token>`: the value of an `Authorization` header.
+    /// The value of the connector's `[apply]` header (by default `<token_type> <token>` for `Authorization`).
     case header
+    /// `{"headers": {…}, "values": {…}, …}`: the headers to send on API requests and the exposed variables.
+    case apply
 }
 
 /// The query of `GET /v1/tokens/NAME`, parsed once: the answer's format and the `min_valid` the caller asked for.

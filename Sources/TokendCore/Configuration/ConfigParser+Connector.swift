@@ -51,6 +51,8 @@ extension ConfigParser {
         diagnostics += reader.finish()
         if let parsed = connector {
             diagnostics += undeclaredPlaceholders(parsed, file: file)
+            let secret = Set(parsed.variables.filter { $0.value.secret }.keys)
+            diagnostics += shapeProblems(parsed, secret: secret, file: file, line: document.line(of:))
         }
         let hasErrors = diagnostics.contains { $0.severity == .error }
         return (hasErrors ? nil : connector, diagnostics)
@@ -84,7 +86,8 @@ extension ConfigParser {
         if tokenURL != nil, issuer != nil {
             reader.fail("issuer", "give token_url or issuer, not both (issuer discovers the token URL)")
         }
-        let clientAuth = enumValue(ClientAuthentication.self, "client_auth", &reader) ?? .clientSecretPost
+        let method = readMethod(&reader)
+        let clientAuth = enumValue(ClientAuthentication.self, "client_auth", &reader) ?? defaultClientAuth(for: method)
         var connector = ConnectorDefinition(
             name: name,
             file: document.file,
@@ -104,10 +107,8 @@ extension ConfigParser {
         connector.basicEncoding = enumValue(BasicEncoding.self, "basic_encoding", &reader) ?? .formURLEncoded
         connector.contentType = enumValue(BodyContentType.self, "content_type", &reader) ?? .form
         connector.allowInsecureHTTP = reader.bool("allow_insecure_http") ?? false
-        connector.tokenKey = nonEmptyPath("token_key", &reader) ?? "access_token"
-        connector.tokenTypeKey = nonEmptyPath("token_type_key", &reader) ?? "token_type"
-        connector.expiresInKey = nonEmptyPath("expires_in_key", &reader) ?? "expires_in"
-        connector.expiresAtKey = nonEmptyPath("expires_at_key", &reader)
+        connector.method = method
+        overrideResponseKeys(&connector, &reader)
         connector.defaultTTL = reader.duration("default_ttl")
         if let ttl = connector.defaultTTL, ttl <= 0 {
             reader.fail("default_ttl", "expected a duration greater than zero")
@@ -128,6 +129,8 @@ extension ConfigParser {
         connector.body = templateFields("body", &reader)
         connector.refresh = parseRefreshOverrides(&reader)
         readAssertion(&reader, into: &connector)
+        connector.apply = readApply(&reader)
+        checkMethod(&connector, &reader)
         return connector
     }
 
@@ -176,15 +179,5 @@ extension ConfigParser {
         let choices = Value.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
         reader.fail(key, "expected one of \(choices), found \"\(text)\"")
         return nil
-    }
-
-    private static func nonEmptyPath(_ key: String, _ reader: inout TableReader) -> String? {
-        guard let text = reader.string(key) else { return nil }
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard !text.isEmpty, parts.allSatisfy({ !$0.isEmpty }) else {
-            reader.fail(key, "expected a dotted key path such as \"access_token\" or \"data.token\"")
-            return nil
-        }
-        return text
     }
 }

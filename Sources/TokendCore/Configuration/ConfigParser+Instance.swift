@@ -26,12 +26,14 @@ extension ConfigParser {
         let description: String?
         var instanceRefresh = RefreshSettings.Overrides()
         var instanceCAFile: FileReference?
+        var responseKeys: [(ResponseKey, String)] = []
         // `shared = false`: this instance stays out of the fleet (SPEC §14).
         let shared = reader.bool("shared") ?? true
         if document.root["connector"] != nil {
             let connectorName = reader.string("connector") ?? ""
             description = reader.string("description")
             instanceRefresh = parseRefreshOverrides(&reader)
+            responseKeys = readResponseKeys(&reader)
             instanceCAFile = absolutePath("ca_file", &reader).map {
                 FileReference(path: $0, file: file, line: document.line(of: ["ca_file"]))
             }
@@ -127,6 +129,7 @@ extension ConfigParser {
         diagnostics += reader.finish()
 
         guard var connector else { return (nil, diagnostics) }
+        for (key, path) in responseKeys { key.set(path, in: &connector) }
         if connector.isInline {
             // Inline: every variable written is declared; the built-ins keep their defaults.
             for key in variables.keys where connector.variables[key] == nil {
@@ -138,6 +141,10 @@ extension ConfigParser {
         for (key, spec) in connector.variables where spec.secret { secretVariables.insert(key) }
         // The usual set, shared rather than one copy per instance.
         if secretVariables == usualSecretVariables { secretVariables = usualSecretVariables }
+        diagnostics +=
+            connector.isInline
+            ? shapeProblems(connector, secret: secretVariables, file: file, line: document.line(of:))
+            : instanceShapeProblems(connector, secret: secretVariables, file: file, line: document.line(of:))
         for (key, source) in variables.sorted(by: { $0.key < $1.key }) where secretVariables.contains(key) {
             if case .literal(let text) = source, !text.isEmpty {
                 diagnostics.append(

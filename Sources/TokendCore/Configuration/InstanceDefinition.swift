@@ -114,6 +114,10 @@ public struct ConnectorDefinition: Sendable, Hashable {
     public var refresh = RefreshSettings.Overrides()
     /// `[assertion]`: the JWT signed for each request (SPEC §12).
     public var assertion: AssertionSpec?
+    /// `method`: POST (a body) or GET (the `[query]` only, for metadata endpoints).
+    public var method: TokenMethod = .post
+    /// `[apply]`: how programs use the token on API requests (SPEC §13); nil for the default.
+    public var apply: ApplySpec?
 
     public init(name: String, file: String, isInline: Bool, tokenURL: String, variables: [String: VariableSpec]) {
         self.name = name

@@ -41,7 +41,7 @@ extension TokenRequestBuilder {
             )
         }
         let customNames = Set(custom.map { $0.0.name.lowercased() })
-        if !customNames.contains("content-type") {
+        if connector.method == .post, !customNames.contains("content-type") {
             headers.append(.init("Content-Type", connector.contentType.rawValue))
         }
         if !customNames.contains("accept") {
@@ -78,11 +78,17 @@ extension TokenRequestBuilder {
         // An empty value (an unset scope, say) is left out rather than sent empty.
         fields.removeAll { $0.value.isEmpty }
         let body: [UInt8]
-        switch connector.contentType {
-        case .form: body = FormURLEncoding.encodedBytes(fields: fields)
-        case .json: body = jsonObject(fields)
+        switch (connector.method, connector.contentType) {
+        case (.get, _): body = []
+        case (.post, .form): body = FormURLEncoding.encodedBytes(fields: fields)
+        case (.post, .json): body = jsonObject(fields)
         }
-        var request = TokenRequest(url: withQuery(url, definition, text: text), headers: headers, body: body)
+        var request = TokenRequest(
+            method: connector.method.rawValue,
+            url: withQuery(url, definition, text: text),
+            headers: headers,
+            body: body
+        )
         request.contentType = connector.contentType
         return .success(request)
     }

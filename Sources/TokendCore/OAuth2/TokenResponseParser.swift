@@ -56,6 +56,7 @@ public enum TokenResponseParser {
         shape: Shape,
         requestedScope: String? = nil,
         secrets: [String] = [],
+        contentType: String? = nil,
         now: Date
     ) -> Result<IssuedToken, FetchFailure> {
         let parsed = JSONValue.parse(body)
@@ -63,6 +64,16 @@ public enum TokenResponseParser {
         if case .object = json {} else { json = nil }
         guard (200..<300).contains(status) else {
             return .failure(classifyError(status: status, json: json, body: body, retryAfter: retryAfter, secrets: secrets, now: now))
+        }
+        if shape.tokenKey.isEmpty {
+            return parsePlainText(
+                status: status,
+                body: body,
+                contentType: contentType,
+                shape: shape,
+                requestedScope: requestedScope,
+                now: now
+            )
         }
         guard let json else {
             // A success may carry the token in any shape (form-encoded, bare, truncated JSON): not one byte of it goes

@@ -86,7 +86,8 @@ public final class HTTPTokenEndpoint: TokenEndpoint {
                 TokenEndpointResponse(
                     status: Int(response.status.code),
                     retryAfter: response.headers.first(name: "Retry-After"),
-                    body: Array(buffer: body)
+                    body: Array(buffer: body),
+                    headers: response.headers.map { TokenRequest.Header($0.name, $0.value) }
                 )
             )
         } catch {

@@ -5,11 +5,19 @@ public struct TokenEndpointResponse: Sendable, Hashable {
     public var status: Int
     public var retryAfter: String?
     public var body: [UInt8]
+    /// The response's headers, in order (`tokend test` shows them; the parser reads `Content-Type`).
+    public var headers: [TokenRequest.Header]
 
-    public init(status: Int, retryAfter: String? = nil, body: [UInt8]) {
+    public init(status: Int, retryAfter: String? = nil, body: [UInt8], headers: [TokenRequest.Header] = []) {
         self.status = status
         self.retryAfter = retryAfter
         self.body = body
+        self.headers = headers
+    }
+
+    /// The `Content-Type` header, if any.
+    public var contentType: String? {
+        headers.first { $0.name.lowercased() == "content-type" }?.value
     }
 }
 
