@@ -156,7 +156,8 @@ public enum Daemon {
             // The one that loaded the start-up config: its memo makes the first reload as cheap as the next.
             config: directory,
             trimMemory: { _ = tokend_malloc_trim() },
-            resolveGroup: { UInt32($0) ?? ConfigDirectory.resolveIdentity(.group, $0) }
+            resolveGroup: { UInt32($0) ?? ConfigDirectory.resolveIdentity(.group, $0) },
+            inputs: InputFiles(credentialsDirectory: paths.credentialsDirectory)
         )
     }
 

@@ -47,6 +47,8 @@ extension Scheduler {
                 if let token = running.machine.servableToken(at: now) { writeSink(name, token: token, to: resolved.sink) }
             }
             running.resolved = resolved
+            // The reload read every input again: its values are the last good ones now.
+            running.unreadable = [:]
             running.machine.configChanged(policy: policy(for: resolved))
             published.publish(name, running.state)
         }
@@ -76,6 +78,10 @@ extension Scheduler {
                 replacing ? "instance changed" : "instance added",
                 metadata: ["instance": "\(name)", "cached_token": "\(record != nil)"]
             )
+        }
+        inputsConfigured()
+        for name in plan.unchanged where instances[name]?.resolved.definition.hasLiveInputs == true {
+            inputsMayHaveChanged(name)
         }
         fleetSync()
         if starting {

@@ -15,7 +15,19 @@ extension Scheduler {
     /// The instance's request, rendered for this fetch (not kept between fetches); a client assertion is signed for
     /// each request, with a fresh jti and the current time.
     private func request(for running: RunningInstance) -> Result<TokenRequest, FetchFailure> {
-        switch running.resolved.renderRequest() {
+        var resolved = running.resolved
+        if resolved.definition.hasLiveInputs {
+            // Inputs are read again right before every fetch (SPEC §11).
+            let now = adapters.clock.now()
+            readInputs(running)
+            let live = liveInputs(of: running, now: now)
+            if let missing = live.missing { return .failure(missing) }
+            resolved = running.resolved
+            for (variable, value) in live.values { resolved.values[variable] = value }
+            running.attemptedWith = live.values
+            running.boundUntil = running.machine.policy.settings.boundToInput ? live.bound : nil
+        }
+        switch resolved.renderRequest() {
         case .success(let request):
             return request.signingAssertion(now: adapters.clock.now(), jti: UUID().uuidString).mapError {
                 FetchFailure(kind: .permanent, code: "invalid_client_assertion", message: $0.message)
@@ -61,7 +73,9 @@ extension Scheduler {
         }.mapError { $0.redacting(resolved.sensitiveValues) }
         let actions: [InstanceStateMachine.Action]
         switch parsed {
-        case .success(let token):
+        case .success(var token):
+            // `bound_to_input`: never served after the token it was obtained with (SPEC §11).
+            if let bound = running.boundUntil, token.expiresAt > bound { token.expiresAt = bound }
             metrics.refreshFinished(instance: name, result: "success")
             fleetFetchFinished(name, token: token)
             actions = running.machine.tokenReceived(token)
@@ -105,7 +119,7 @@ extension Scheduler {
     }
 
     /// After an attempt's outcome: readiness, `STATUS=` and READY=1 see the instance's new state.
-    private func settled(_ name: String) {
+    func settled(_ name: String) {
         guard let running = instances[name], running.machine.hasSettled else { return }
         readiness.settled(name)
         scheduleStatusUpdate()

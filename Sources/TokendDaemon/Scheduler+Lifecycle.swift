@@ -20,7 +20,7 @@ extension Scheduler {
         startupSteps.append(("trim", Int((adapters.clock.monotonicMicroseconds() - trimStart) / 1000)))
         notifyReady()
         for name in waiters.instances where instances[name]?.machine.token == nil {
-            let lastError = instances[name]?.machine.lastFailure
+            let lastError = instances[name]?.machine.reportedFailure
             let message = lastError.map { "no valid token: \($0.message)" } ?? "no valid token yet"
             for waiter in waiters.take(name, where: { $0.minValid == 0 }) {
                 reply(waiter, router.unavailable(name: name, message: message, lastError: lastError?.code, retryAfter: 1))
@@ -47,7 +47,7 @@ extension Scheduler {
     func statusLine() -> String {
         let now = adapters.clock.now()
         let entries = instances.map { name, running in
-            StatusSummary.Entry(name: name, state: running.machine.state(at: now), errorCode: running.machine.lastFailure?.code)
+            StatusSummary.Entry(name: name, state: running.machine.state(at: now), errorCode: running.machine.reportedFailure?.code)
         }
         return StatusSummary.line(
             entries,
@@ -135,6 +135,7 @@ extension Scheduler {
         for repeating in repeatingTimers { repeating.cancel() }
         for waiter in waiters.takeAll() { reply(waiter, stoppingAnswer()) }
         for watcher in watchers.takeAll() { watcher.stream.finish() }
+        adapters.inputs.stop()
         log(refusals: refusals.withLock { $0.flush() })
         // Kept: a timer nobody holds may be cancelled with its last reference.
         repeatingTimers = [

@@ -19,7 +19,7 @@ extension Scheduler {
             reply(router.tokenResponse(name: name, token: token, format: format, now: now, application: application(of: name)))
         case .reject(let reason, let retryAt):
             let retryAfter = retryAt.map { Int($0.timeIntervalSince(now).rounded(.up)) } ?? 1
-            reply(router.unavailable(name: name, message: reason, lastError: running.machine.lastFailure?.code, retryAfter: retryAfter))
+            reply(router.unavailable(name: name, message: reason, lastError: running.machine.reportedFailure?.code, retryAfter: retryAfter))
         case .wait:
             let id = waiters.add(name, minValid: minValid, format: format, peer: peer, reply: reply)
             // Bounded by the HTTP timeout: a refresh queued behind the concurrency limits may take longer.

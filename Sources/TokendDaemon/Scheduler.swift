@@ -20,6 +20,8 @@ public struct SchedulerAdapters: Sendable {
     public var resolveGroup: @Sendable (String) -> UInt32?
     /// The fleet's store, key and host name when `[fleet]` is set (SPEC §14).
     public var fleet: FleetAdapter?
+    /// Reads and watches the files of `{ file = … }` and `{ credential = … }` values (SPEC §11).
+    public var inputs: any InputSource
 
     public init(
         endpoint: any TokenEndpoint,
@@ -30,7 +32,8 @@ public struct SchedulerAdapters: Sendable {
         config: any ConfigSource,
         trimMemory: @escaping @Sendable () -> Void = {},
         resolveGroup: @escaping @Sendable (String) -> UInt32? = { UInt32($0) },
-        fleet: FleetAdapter? = nil
+        fleet: FleetAdapter? = nil,
+        inputs: any InputSource = InputFiles(credentialsDirectory: nil)
     ) {
         self.endpoint = endpoint
         self.cache = cache
@@ -41,6 +44,7 @@ public struct SchedulerAdapters: Sendable {
         self.trimMemory = trimMemory
         self.resolveGroup = resolveGroup
         self.fleet = fleet
+        self.inputs = inputs
     }
 }
 
@@ -93,6 +97,8 @@ public final class Scheduler: @unchecked Sendable {
         case tokensStored([StoredToken])
         /// The fleet's store answered, or another host wrote a row.
         case fleet(FleetEvent)
+        /// The file at this path, an input of some instance, may have changed.
+        case inputChanged(path: String)
     }
 
     /// A token whose cache write is done: its instance, the instance's generation when the write was queued and the
@@ -130,6 +136,14 @@ public final class Scheduler: @unchecked Sendable {
         var resolved: ResolvedInstance
         private(set) var state: PublishedMachine
         let generation: Int
+        /// The changing input values (files, credentials, other instances' tokens) the last fetch was started with.
+        var attemptedWith: VariableMap<Secret>?
+        /// The changing input values the current token was obtained with (nil when not known: a cached token).
+        var usedInputs: VariableMap<Secret>?
+        /// With `bound_to_input`: when the input tokens of the fetch in flight stop being servable.
+        var boundUntil: Date?
+        /// Variables whose file cannot be read now, with why (`input_unreadable`; the last good value is used).
+        var unreadable: [String: String] = [:]
 
         var machine: InstanceStateMachine {
             get { state.machine }
@@ -184,6 +198,11 @@ public final class Scheduler: @unchecked Sendable {
     var startupSteps: [(step: String, milliseconds: Int)] = []
     /// Wall-clock and boot-time readings at the last clock check: a difference in their progress is a clock step.
     var lastClockReading: (wall: Date, boot: Double)?
+
+    /// Who takes whose token (`{ instance = … }`), among the running instances.
+    var dependencies = DependencyGraph()
+    /// Input file path to the instances that read it.
+    var inputPaths: [String: Set<String>] = [:]
 
     var fleetHealth = FleetHealth.connecting
     var fleetMembers: [String: FleetMember] = [:]
@@ -271,6 +290,7 @@ public final class Scheduler: @unchecked Sendable {
         case .waiterTimedOut(let name, let id): waiterTimedOut(name, id: id)
         case .tokensStored(let written): tokensStored(written)
         case .fleet(let event): handleFleet(event)
+        case .inputChanged(let path): inputFileChanged(path)
         }
     }
 
@@ -324,13 +344,20 @@ public final class Scheduler: @unchecked Sendable {
         for action in actions {
             switch action {
             case .fetch:
-                if fleetShares(name) { fleetFetch(name) } else { startFetch(name) }
+                if let missing = missingInput(of: running, now: adapters.clock.now()) {
+                    inputMissing(name, missing)
+                } else if fleetShares(name) {
+                    fleetFetch(name)
+                } else {
+                    startFetch(name)
+                }
             case .scheduleRefresh(let due):
                 add(WakeUpSchedule.Entry(due: due, name: name, generation: running.generation, purpose: .attempt))
             case .store(let token):
                 let record = CacheRecord(instance: name, token: token, fingerprint: running.resolved.fingerprint)
                 cacheWriter.store(record, generation: running.generation)
             case .deliver(let token):
+                running.usedInputs = running.attemptedWith
                 writeSink(name, token: token, to: running.resolved.sink)
                 notifyWatchers(name, token: token)
                 addExpiry(of: running)
@@ -354,6 +381,11 @@ public final class Scheduler: @unchecked Sendable {
             }
         }
         published.publish(name, running.state)
+        if actions.contains(where: { if case .deliver = $0 { true } else { false } }) {
+            // An input that changed while the fetch was in flight.
+            inputsMayHaveChanged(name)
+        }
+        if dependencies.dependents[name] != nil { inputStateChanged(name) }
     }
 
     // MARK: - The schedule
@@ -396,6 +428,7 @@ public final class Scheduler: @unchecked Sendable {
                 expired = true
                 removeSink(running.resolved.sink)
                 logger.warning("token expired", metadata: ["instance": "\(entry.name)"])
+                if dependencies.dependents[entry.name] != nil { inputStateChanged(entry.name) }
             }
         }
         arm()

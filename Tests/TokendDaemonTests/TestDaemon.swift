@@ -58,6 +58,8 @@ final class TestDaemon: @unchecked Sendable {
     let notifier = RecordingNotifier()
     let sinks = RecordingSinkWriter()
     let config: StaticConfigSource
+    /// The input files, holding what the loads read (``syncInputs(with:)``) until a test changes them.
+    let inputs = InMemoryInputSource()
     let scheduler: Scheduler
     private(set) var initial: ConfigLoader.Loaded
 
@@ -75,6 +77,7 @@ final class TestDaemon: @unchecked Sendable {
         self.endpoint = endpoint
         self.cache = cache
         config = StaticConfigSource(initial)
+        Self.syncInputs(inputs, with: initial)
         var logger = Logger(label: "tokend-test") { _ in SwiftLogNoOpLogHandler() }
         logger.logLevel = .critical
         scheduler = Scheduler(
@@ -86,13 +89,25 @@ final class TestDaemon: @unchecked Sendable {
                 notifier: notifier,
                 sinks: sinks,
                 config: config,
-                fleet: fleet
+                fleet: fleet,
+                inputs: inputs
             ),
             options: Scheduler.Options(watchdogInterval: watchdogInterval, daemonUID: 0, seed: 42, configDirectory: "/cfg"),
             logger: logger
         )
         clock.afterEachTimer { [scheduler] in
             for _ in 0..<3 { scheduler.settle() }
+        }
+    }
+
+    /// Writes the values a load read from files into the input files (the files said what the load read).
+    static func syncInputs(_ inputs: InMemoryInputSource, with loaded: ConfigLoader.Loaded) {
+        for resolved in loaded.instances.values {
+            for (variable, source) in resolved.definition.variables {
+                if case .file(let path) = source, let value = resolved.values[variable] {
+                    inputs.set(path, to: value.revealed, notify: false)
+                }
+            }
         }
     }
 
@@ -122,6 +137,7 @@ final class TestDaemon: @unchecked Sendable {
 
     /// SIGHUP with `loaded` as the new configuration; returns once it was applied (or rejected).
     func reload(_ loaded: ConfigLoader.Loaded) {
+        Self.syncInputs(inputs, with: loaded)
         config.set(loaded)
         reloadAsIs()
     }

@@ -181,7 +181,7 @@ public struct APIRouter: Sendable {
             var reasons: [String: String] = [:]
             for (name, machine) in instances.allInstances()
             where machine.servableToken(at: now) == nil && mayRead(name, peer: request.peer, instances: instances) {
-                reasons[name] = machine.lastFailure?.code ?? machine.state(at: now).rawValue
+                reasons[name] = machine.reportedFailure?.code ?? machine.state(at: now).rawValue
             }
             return .answer(json(reasons.isEmpty ? 200 : 503, API.HealthBody(status: reasons.isEmpty ? "ok" : "degraded", reasons: reasons)))
         case .methodNotAllowed:
@@ -219,8 +219,8 @@ public struct APIRouter: Sendable {
         guard let token = machine.servableToken(at: now) else {
             return unavailable(
                 name: name,
-                message: machine.lastFailure.map { "no valid token: \($0.message)" } ?? "no valid token yet",
-                lastError: machine.lastFailure?.code,
+                message: machine.reportedFailure.map { "no valid token: \($0.message)" } ?? "no valid token yet",
+                lastError: machine.reportedFailure?.code,
                 retryAfter: machine.nextAttempt.map { max(1, Int($0.timeIntervalSince(now).rounded(.up))) } ?? 1
             )
         }
@@ -290,7 +290,7 @@ public struct APIRouter: Sendable {
             next_refresh: machine.nextAttempt.map { Int($0.timeIntervalSince1970) },
             outage_budget_seconds: Int(machine.outageBudget(at: now)),
             consecutive_failures: machine.consecutiveFailures,
-            last_error: machine.lastFailure.map {
+            last_error: machine.reportedFailure.map {
                 API.LastError(code: $0.code, message: $0.message, kind: $0.kind.rawValue)
             }
         )

@@ -156,6 +156,10 @@ public enum ConfigLoader {
             if let entry { parsed[input.instances[index].name] = entry }
         }
         memo.parsed = parsed
+        let graphProblems = dependencyProblems(
+            parsed.compactMapValues(\.definition),
+            defined: Set(input.instances.map(\.name))
+        )
 
         // 2. Read each instance's secrets, TLS material and issuer metadata: the injected I/O, one at a time.
         let effectiveSettings = settings ?? DaemonSettings()
@@ -186,6 +190,11 @@ public enum ConfigLoader {
             guard let parse = parsed[name] else { continue }
             diagnostics += parse.diagnostics
             guard let definition = parse.definition, let input = inputs[index] else {
+                failed.insert(name)
+                continue
+            }
+            if let problems = graphProblems[name] {
+                diagnostics += problems
                 failed.insert(name)
                 continue
             }
@@ -333,6 +342,9 @@ public enum ConfigLoader {
             switch source {
             case .literal(let text):
                 input.values[name] = Secret(text)
+            case .instance(let other):
+                // The other instance's token, read for each fetch; this stands in for it when the request is checked.
+                input.values[name] = Secret(instanceTokenPlaceholder(other))
             case .file, .credential:
                 switch readSecret(source) {
                 case .success(let secret):
@@ -473,7 +485,53 @@ public enum ConfigLoader {
         }
     }
 
-    static func trimmingOneNewline(_ text: String) -> String {
+    /// What stands for another instance's token in the request rendered at load (the real one is taken at fetch time).
+    public static func instanceTokenPlaceholder(_ name: String) -> String { "tokend.instance.\(name)" }
+
+    /// The `{ instance = … }` problems of each instance: inputs that no file defines, and cycles.
+    ///
+    /// A cycle's message names every file in it; an instance with a problem does not load.
+    static func dependencyProblems(
+        _ definitions: [String: InstanceDefinition],
+        defined: Set<String>
+    ) -> [String: [ConfigDiagnostic]] {
+        var problems: [String: [ConfigDiagnostic]] = [:]
+        let graph = DependencyGraph(definitions.values)
+        guard !graph.isEmpty else { return [:] }
+        for name in graph.inputs.keys.sorted() {
+            guard let definition = definitions[name] else { continue }
+            for (variable, input) in definition.instanceInputs where !defined.contains(input) {
+                problems[name, default: []].append(
+                    ConfigDiagnostic(
+                        file: definition.file,
+                        line: definition.line(ofVariable: variable),
+                        key: "variables.\(variable)",
+                        message: "no instance named '\(input)' (expected instances/\(input).toml)"
+                    )
+                )
+            }
+        }
+        for cycle in graph.cycles() {
+            let members = Set(cycle)
+            let files = cycle.compactMap { definitions[$0]?.file }
+            for name in cycle {
+                guard let definition = definitions[name] else { continue }
+                let variable = definition.instanceInputs.first { members.contains($0.instance) }
+                problems[name, default: []].append(
+                    ConfigDiagnostic(
+                        file: definition.file,
+                        line: variable.flatMap { definition.line(ofVariable: $0.variable) },
+                        key: variable.map { "variables.\($0.variable)" },
+                        message: "instances \(cycle.joined(separator: ", ")) take each other's tokens in a cycle "
+                            + "(\(files.joined(separator: ", ")))"
+                    )
+                )
+            }
+        }
+        return problems
+    }
+
+    public static func trimmingOneNewline(_ text: String) -> String {
         if text.hasSuffix("\r\n") { return String(text.dropLast(2)) }
         if text.hasSuffix("\n") { return String(text.dropLast()) }
         return text

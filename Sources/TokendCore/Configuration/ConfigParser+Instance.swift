@@ -33,6 +33,7 @@ extension ConfigParser {
             let connectorName = reader.string("connector") ?? ""
             description = reader.string("description")
             instanceRefresh = parseRefreshOverrides(&reader)
+            if let bound = reader.bool("bound_to_input") { instanceRefresh.boundToInput = bound }
             responseKeys = readResponseKeys(&reader)
             instanceCAFile = absolutePath("ca_file", &reader).map {
                 FileReference(path: $0, file: file, line: document.line(of: ["ca_file"]))
@@ -72,14 +73,14 @@ extension ConfigParser {
                 case .integer(let number):
                     variables[key] = .literal(String(number))
                 case .table(let source):
-                    if let source = secretSource(source, key: key, reader: &variableReader) {
+                    if let source = secretSource(source, key: key, reader: &variableReader, instanceOf: name) {
                         variables[key] = source
                         fromFiles.insert(key)
                     }
                 default:
                     variableReader.fail(
                         key,
-                        "expected a string, { file = \"…\" } or { credential = \"…\" }, found \(value.kindDescription)"
+                        "expected a string, { file = \"…\" }, { credential = \"…\" } or { instance = \"…\" }, found \(value.kindDescription)"
                     )
                 }
             }
@@ -211,12 +212,26 @@ extension ConfigParser {
         return names
     }
 
+    /// A `{ file = … }` or `{ credential = … }` value; `{ instance = … }` too when `instanceOf` names the instance
+    /// being read (which may not name itself).
     static func secretSource(
         _ table: [String: ConfigDocument.Value],
         key: String,
-        reader: inout TableReader
+        reader: inout TableReader,
+        instanceOf owner: String? = nil
     ) -> VariableSource? {
         let keys = Set(table.keys)
+        if let owner, keys == ["instance"] {
+            guard case .string(let input)? = table["instance"], isValidInstanceName(input) else {
+                reader.fail(key, "expected an instance name in { instance = \"…\" }")
+                return nil
+            }
+            guard input != owner else {
+                reader.fail(key, "an instance cannot take its own token as an input")
+                return nil
+            }
+            return .instance(name: input)
+        }
         switch (table["file"], table["credential"]) {
         case (.string(let path)?, nil) where keys.count == 1:
             guard path.hasPrefix("/") else {
@@ -231,7 +246,12 @@ extension ConfigParser {
             }
             return .credential(name: name)
         default:
-            reader.fail(key, "expected { file = \"/path\" } or { credential = \"name\" }")
+            reader.fail(
+                key,
+                owner == nil
+                    ? "expected { file = \"/path\" } or { credential = \"name\" }"
+                    : "expected { file = \"/path\" }, { credential = \"name\" } or { instance = \"name\" }"
+            )
             return nil
         }
     }

@@ -18,6 +18,7 @@ extension ConfigParser {
         overrides.retryInitial = refresh.duration("retry_initial")
         overrides.retryMax = refresh.duration("retry_max")
         overrides.permanentRetry = refresh.duration("permanent_retry")
+        overrides.boundToInput = refresh.bool("bound_to_input")
         if let initial = overrides.retryInitial, initial <= 0 {
             refresh.fail("retry_initial", "expected a duration greater than zero")
         }

@@ -41,6 +41,9 @@ public struct RefreshSettings: Sendable, Hashable {
     public var retryInitial: Double = 1
     public var retryMax: Double = 300
     public var permanentRetry: Double = 600
+    /// `bound_to_input`: a token obtained with another instance's token (`{ instance = … }`) is never served after
+    /// that input token stops being servable (SPEC §11).
+    public var boundToInput = false
     /// Token requests in flight, all instances together.
     public var maxConcurrent = 64
     /// Token requests in flight to one token endpoint host.
@@ -60,6 +63,7 @@ public struct RefreshSettings: Sendable, Hashable {
             var retryInitial: Double?
             var retryMax: Double?
             var permanentRetry: Double?
+            var boundToInput: Bool?
         }
 
         @usableFromInline var storage: SharedBox<Values>?
@@ -97,6 +101,10 @@ public struct RefreshSettings: Sendable, Hashable {
             get { values.permanentRetry }
             set { values.permanentRetry = newValue }
         }
+        public var boundToInput: Bool? {
+            get { values.boundToInput }
+            set { values.boundToInput = newValue }
+        }
 
         public init() {}
 
@@ -112,6 +120,7 @@ public struct RefreshSettings: Sendable, Hashable {
             result.retryInitial = other.retryInitial ?? retryInitial
             result.retryMax = other.retryMax ?? retryMax
             result.permanentRetry = other.permanentRetry ?? permanentRetry
+            result.boundToInput = other.boundToInput ?? boundToInput
             return result
         }
     }
@@ -129,6 +138,7 @@ public struct RefreshSettings: Sendable, Hashable {
         if let value = overrides.retryInitial { result.retryInitial = value }
         if let value = overrides.retryMax { result.retryMax = value }
         if let value = overrides.permanentRetry { result.permanentRetry = value }
+        if let value = overrides.boundToInput { result.boundToInput = value }
         return result
     }
 }

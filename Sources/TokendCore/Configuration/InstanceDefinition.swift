@@ -36,10 +36,28 @@ public enum BasicEncoding: String, Sendable, Hashable, CaseIterable {
 public enum VariableSource: Sendable, Hashable {
     /// Written in the file.
     case literal(String)
-    /// Read from a file (trailing newline trimmed); re-read on every reload.
+    /// Read from a file (trailing newline trimmed); read again when it changes and before every fetch (SPEC §11).
     case file(path: String)
-    /// Read from `$CREDENTIALS_DIRECTORY/<name>` (systemd `LoadCredential=`).
+    /// Read from `$CREDENTIALS_DIRECTORY/<name>` (systemd `LoadCredential=`), like a file.
     case credential(name: String)
+    /// Another instance's current access token (SPEC §11): a dependency.
+    case instance(name: String)
+
+    /// Whether the value can change while the daemon runs (a file, a credential, another instance's token).
+    public var isLive: Bool {
+        if case .literal = self { return false }
+        return true
+    }
+
+    /// What stands for the value in the request's fingerprint: the source's name, not its changing contents.
+    public var fingerprintMarker: String {
+        switch self {
+        case .literal(let text): return text
+        case .file(let path): return "<file \(path)>"
+        case .credential(let name): return "<credential \(name)>"
+        case .instance(let name): return "<instance \(name)>"
+        }
+    }
 }
 
 /// What a connector says about one variable (`[variables.<name>]`).
@@ -254,6 +272,18 @@ public struct InstanceDefinition: Sendable, Hashable {
         get { storage.value[keyPath: field] }
         set { storage.value[keyPath: field] = newValue }
     }
+
+    /// The variables whose value is another instance's token, with that instance's name, in variable order.
+    public var instanceInputs: [(variable: String, instance: String)] {
+        self.variables.compactMap { entry in
+            if case .instance(let input) = entry.value { return (entry.key, input) }
+            return nil
+        }
+    }
+
+    /// Whether any variable comes from a file, a credential or another instance: its values are read again for
+    /// each fetch.
+    public var hasLiveInputs: Bool { self.variables.contains { $0.value.isLive } }
 
     /// The line the variable was written on, for messages about its value (a secret file that cannot be read, an
     /// invalid key); nil for a variable the file does not set.

@@ -16,8 +16,14 @@ public enum TokenRequestBuilder {
         case .success(let rendered): request = rendered
         case .failure(let diagnostic): return .failure(diagnostic)
         }
-        // The URL was checked above; the hashed rendering differs only in secret values.
-        let hashText = redactedText(definition, variables) { "sha256-" + sha256Hex($0) }
+        // The URL was checked above; the hashed rendering differs only in secret values. A value read from a file, a
+        // credential or another instance stands as its source's name: it may change while the token stays good, and
+        // that is a reason to refetch (SPEC §11), not a different request.
+        let hashedSecret = redactedText(definition, variables) { "sha256-" + sha256Hex($0) }
+        let hashText: (String) -> String? = { name in
+            if let source = definition.variables[name], source.isLive { return source.fingerprintMarker }
+            return hashedSecret(name)
+        }
         var hashed = (try? render(definition, text: hashText, checkURL: false).get()) ?? request
         hashed.tls = tls
         hashed.assertion = request.assertion

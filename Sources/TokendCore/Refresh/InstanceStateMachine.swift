@@ -75,6 +75,12 @@ public struct InstanceStateMachine: Sendable {
     /// True from an accepted invalidation until the refresh it started ends: plain reads wait for the replacement
     /// instead of being told there is no token.
     public private(set) var isReplacingInvalidated = false
+    /// A problem with an input (SPEC §11: `input_unreadable`, `dependency_failed`) that does not stop the instance
+    /// but is reported as its last error while it lasts.
+    public private(set) var inputProblem: FetchFailure?
+    /// When the fetch before the current one started: a fetch that could not start for want of an input gives its
+    /// start back, so that `min_interval` does not delay the fetch the input's first token allows.
+    private var previousFetchStarted: Date?
 
     public init(policy: RefreshPolicy) {
         self.policy = policy
@@ -197,6 +203,45 @@ public struct InstanceStateMachine: Sendable {
         return [.scheduleRefresh(at: due), .rejectWaiters(failure)]
     }
 
+    /// An input of the current token changed (a file's contents, another instance's token; SPEC §11): refetch soon.
+    ///
+    /// Not before `min_interval` after the last fetch started. Nothing happens while a fetch is in flight (the
+    /// daemon compares again when it ends) or when a refresh is already due sooner.
+    public mutating func inputChanged(now: Date) -> [Action] {
+        guard !isFetching else { return [] }
+        var due = now
+        if let started = lastFetchStarted, started <= now {
+            due = max(due, started.addingTimeInterval(policy.settings.minInterval))
+        }
+        if let next = nextAttempt, next <= due { return [] }
+        nextAttempt = due
+        return [.scheduleRefresh(at: due)]
+    }
+
+    /// A fetch could not start because an input instance has no servable token (`dependency_failed`): like a failed
+    /// fetch, but the attempt does not count against `min_interval`, and it settles the instance only when
+    /// `settles` (the input has settled itself: a dependent does not make the daemon ready before its input).
+    public mutating func inputMissing(
+        _ failure: FetchFailure,
+        settles: Bool,
+        now: Date,
+        using generator: inout some RandomNumberGenerator
+    ) -> [Action] {
+        lastFetchStarted = previousFetchStarted
+        let wasSettled = hasSettled
+        let actions = fetchFailed(failure, now: now, using: &generator)
+        hasSettled = wasSettled || settles
+        return actions
+    }
+
+    /// Sets or clears the input problem reported for the instance.
+    public mutating func inputProblemChanged(_ problem: FetchFailure?) {
+        inputProblem = problem
+    }
+
+    /// What the instance reports as its last error: an input's problem first, else the last fetch's failure.
+    public var reportedFailure: FetchFailure? { inputProblem ?? lastFailure }
+
     /// The refresh settings changed (a reload); the current schedule stays, later decisions use the new policy.
     public mutating func configChanged(policy newPolicy: RefreshPolicy) {
         policy = newPolicy
@@ -229,7 +274,7 @@ public struct InstanceStateMachine: Sendable {
 
     public func state(at now: Date) -> State {
         let servable = servableToken(at: now) != nil
-        switch (servable, lastFailure) {
+        switch (servable, reportedFailure) {
         case (true, nil): return .valid
         case (true, _?): return .degraded
         case (false, _?): return .failing
@@ -246,6 +291,7 @@ public struct InstanceStateMachine: Sendable {
     private mutating func beginFetch(now: Date) -> [Action] {
         isFetching = true
         nextAttempt = nil
+        previousFetchStarted = lastFetchStarted
         lastFetchStarted = now
         return [.fetch]
     }

@@ -122,6 +122,8 @@ public struct ConfigDirectory: Sendable {
         switch source {
         case .literal(let text):
             return .success(.init(text))
+        case .instance(let name):
+            return .failure(.init("instance '\(name)' is not a file"))
         case .file(let path):
             file = path
         case .credential(let name):
