@@ -53,7 +53,9 @@ extension Scheduler {
             published.publish(name, running.state)
         }
         var startedFromCache = 0
-        for name in plan.starting {
+        // Inputs start first: a dependent's first fetch then finds its input's fetch under way.
+        let startOrder = DependencyGraph(plan.starting.compactMap { loaded.instances[$0]?.definition }).inputsFirst(plan.starting)
+        for name in startOrder {
             guard let resolved = loaded.instances[name] else { continue }
             let replacing = instances[name] != nil
             var record: CacheRecord?
@@ -83,6 +85,8 @@ extension Scheduler {
         for name in plan.unchanged where instances[name]?.resolved.definition.hasLiveInputs == true {
             inputsMayHaveChanged(name)
         }
+        // An input removed or replaced shows on its dependents.
+        for name in dependencies.inputs.keys.sorted() { updateInputProblem(name) }
         fleetSync()
         if starting {
             logger.info("instances started", metadata: ["instances": "\(instances.count)", "cached_tokens": "\(startedFromCache)"])

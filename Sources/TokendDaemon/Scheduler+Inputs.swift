@@ -121,7 +121,12 @@ extension Scheduler {
         updateInputProblem(name)
         guard running.resolved.definition.hasLiveInputs, !running.machine.isFetching else { return }
         let live = liveInputs(of: running, now: now)
-        guard live.missing == nil else { return }
+        if let missing = live.missing {
+            // An input that settled without a token settles the dependent still waiting for it.
+            let inputsSettled = running.resolved.definition.instanceInputs.allSatisfy { instances[$0.instance]?.machine.hasSettled ?? true }
+            if !running.machine.hasSettled, inputsSettled { inputMissing(name, missing) }
+            return
+        }
         let reference = running.machine.token != nil ? running.usedInputs : running.attemptedWith
         let differs = reference.map { $0 != live.values } ?? false
         let waitedForInput = running.machine.token == nil && running.machine.lastFailure?.code == "dependency_failed"

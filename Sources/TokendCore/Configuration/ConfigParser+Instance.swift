@@ -29,11 +29,12 @@ extension ConfigParser {
         var responseKeys: [(ResponseKey, String)] = []
         // `shared = false`: this instance stays out of the fleet (SPEC §14).
         let shared = reader.bool("shared") ?? true
+        // `bound_to_input` at the top (SPEC §11), beside `[refresh] bound_to_input`; the top one wins.
+        let boundToInput = reader.bool("bound_to_input")
         if document.root["connector"] != nil {
             let connectorName = reader.string("connector") ?? ""
             description = reader.string("description")
             instanceRefresh = parseRefreshOverrides(&reader)
-            if let bound = reader.bool("bound_to_input") { instanceRefresh.boundToInput = bound }
             responseKeys = readResponseKeys(&reader)
             instanceCAFile = absolutePath("ca_file", &reader).map {
                 FileReference(path: $0, file: file, line: document.line(of: ["ca_file"]))
@@ -129,6 +130,7 @@ extension ConfigParser {
         }
         diagnostics += reader.finish()
 
+        if let boundToInput { instanceRefresh.boundToInput = boundToInput }
         guard var connector else { return (nil, diagnostics) }
         for (key, path) in responseKeys { key.set(path, in: &connector) }
         if connector.isInline {

@@ -71,6 +71,23 @@ public struct DependencyGraph: Sendable, Hashable {
         return found.sorted { $0[0] < $1[0] }
     }
 
+    /// `names` with every instance after the instances among them whose tokens it takes, otherwise in the order given.
+    public func inputsFirst(_ names: [String]) -> [String] {
+        guard !inputs.isEmpty else { return names }
+        let wanted = Set(names)
+        var placed: Set<String> = []
+        var order: [String] = []
+        order.reserveCapacity(names.count)
+        func place(_ name: String, depth: Int) {
+            // A cycle cannot load; the depth bound keeps a graph built from other input finite all the same.
+            guard depth < 10_000, placed.insert(name).inserted else { return }
+            for input in (inputs[name] ?? []).sorted() where wanted.contains(input) { place(input, depth: depth + 1) }
+            order.append(name)
+        }
+        for name in names { place(name, depth: 0) }
+        return order
+    }
+
     /// The instances that take `name`'s token directly or through others, nearest first (each once).
     public func allDependents(of name: String) -> [String] {
         var seen: Set<String> = [name]

@@ -227,7 +227,7 @@ public struct InstanceStateMachine: Sendable {
         now: Date,
         using generator: inout some RandomNumberGenerator
     ) -> [Action] {
-        lastFetchStarted = previousFetchStarted
+        if isFetching { lastFetchStarted = previousFetchStarted }
         let wasSettled = hasSettled
         let actions = fetchFailed(failure, now: now, using: &generator)
         hasSettled = wasSettled || settles
