@@ -78,7 +78,7 @@ bench-scale: deps
 
 check-examples: build
 	CREDENTIALS_DIRECTORY=$(CURDIR)/examples/credentials .build/debug/tokend check --config-dir examples
-	for dir in examples/google-service-account examples/entra-certificate examples/recipes/*/; do \
+	for dir in examples/recipes/*/; do \
 		CREDENTIALS_DIRECTORY=$(CURDIR)/$${dir%/}/credentials .build/debug/tokend check --config-dir $$dir || exit 1; \
 	done
 

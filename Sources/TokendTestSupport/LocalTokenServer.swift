@@ -125,6 +125,7 @@ public final class LocalTokenServer: Sendable {
         var documents: [String: String] = [:]
         var assertionCheck: (@Sendable (String) -> String?)?
         var grantAssertionCheck: (@Sendable (String) -> String?)?
+        var exchangeCheck: (@Sendable (String) -> String?)?
         var requiredGET: [String: String]?
     }
 
@@ -170,6 +171,13 @@ public final class LocalTokenServer: Sendable {
     /// `assertion` that `check` accepts (nil) or refuses (why); a refused or missing one gets 400 `invalid_grant`.
     public func requireJWTBearerGrant(_ check: @escaping @Sendable (String) -> String?) {
         state.withLockedValue { $0.grantAssertionCheck = check }
+    }
+
+    /// Checks every RFC 8693 token-exchange request (`grant_type` urn:ietf:params:oauth:grant-type:token-exchange):
+    /// `check` gets the `subject_token` and returns why it is refused, or nil to accept. A refused one, or one without
+    /// `subject_token` or `subject_token_type`, gets 400 `invalid_request` (RFC 8693 §2.2.2).
+    public func requireTokenExchange(_ check: @escaping @Sendable (String) -> String?) {
+        state.withLockedValue { $0.exchangeCheck = check }
     }
 
     /// Serves HTTPS from now on: this certificate and key, and, with `clientCA`, a client certificate signed by it is
@@ -350,6 +358,20 @@ public final class LocalTokenServer: Sendable {
                 }
             if let refusal {
                 return Answer(status: entry.status, headers: [], body: #"{"error":"\#(entry.error)","error_description":"\#(refusal)"}"#)
+            }
+        }
+        if let exchangeCheck = state.withLockedValue({ $0.exchangeCheck }),
+            request.formFields["grant_type"] == "urn:ietf:params:oauth:grant-type:token-exchange"
+        {
+            let fields = request.formFields
+            let refusal: String? =
+                if let subject = fields["subject_token"], fields["subject_token_type"] != nil {
+                    exchangeCheck(subject)
+                } else {
+                    "subject_token or subject_token_type missing"
+                }
+            if let refusal {
+                return Answer(status: 400, headers: [], body: #"{"error":"invalid_request","error_description":"\#(refusal)"}"#)
             }
         }
         if !expected.isEmpty {

@@ -244,13 +244,13 @@ import TokendTestSupport
     static let recipes = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("examples/recipes").path
 
-    @Test(arguments: ["azure-imds", "shopify"]) func recipePassesCheck(recipe: String) throws {
+    @Test(arguments: ["azure-imds", "shopify", "token-exchange", "workload-identity"]) func recipePassesCheck(recipe: String) throws {
         let directory = Self.recipes + "/" + recipe
         let result = try runCommand([
             "/usr/bin/env", "CREDENTIALS_DIRECTORY=\(directory)/credentials", try DaemonHarness.binaryPath(), "check", "--config-dir",
             directory,
         ])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
-        #expect(result.stdout.contains("1 instance(s) valid, 0 error(s), 0 warning(s)"), "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains(" valid, 0 error(s), 0 warning(s)"), "\(result.stdout)\(result.stderr)")
     }
 }

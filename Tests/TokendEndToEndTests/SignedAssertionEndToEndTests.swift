@@ -160,7 +160,7 @@ import TokendTestSupport
     func theExamplesPassCheck(_ example: String) throws {
         var root = URL(fileURLWithPath: #filePath)
         for _ in 0..<3 { root.deleteLastPathComponent() }
-        let directory = root.appendingPathComponent("examples/\(example)").path
+        let directory = root.appendingPathComponent("examples/recipes/\(example)").path
         let result = try runCommand([
             "/usr/bin/env", "CREDENTIALS_DIRECTORY=\(directory)/credentials", try DaemonHarness.binaryPath(), "check", "--config-dir",
             directory,
