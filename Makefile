@@ -1,7 +1,7 @@
 # tokend: `make demo` runs the daemon on examples/ against a local token endpoint; `make test` runs every test.
 SWIFT ?= swift
 
-.PHONY: all deps build lint format test fuzz demo bench bench-scale check-examples release install install-files clean
+.PHONY: all deps build lint format test fuzz demo bench bench-scale check-examples release install install-files deb clean
 
 # `make install` (PREFIX, DESTDIR as usual): the static release binary, the units, sysusers/tmpfiles entries,
 # the man page, the README and examples. /etc/tokend/tokend.toml is installed only when there is none.
@@ -105,6 +105,17 @@ install-files:
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/tokend/connectors $(DESTDIR)$(SYSCONFDIR)/tokend/instances
 	[ -e $(DESTDIR)$(SYSCONFDIR)/tokend/tokend.toml ] || \
 		install -m 0644 systemd/tokend.toml $(DESTDIR)$(SYSCONFDIR)/tokend/tokend.toml
+
+# `make deb`: tokend_<version>_<arch>.deb in DEBDIR (packaging/build-deb: `make install-files` into a staging tree
+# with PREFIX=/usr, then dpkg-deb). The version is Tokend.version in Sources/tokend/Tokend.swift plus the Debian
+# revision DEB_REVISION (0.1.0-1). Builds the release binary first, like `make install`, unless BIN names another
+# (the tests pass BIN=.build/debug/tokend). Then `apt install ./.build/deb/tokend_…deb`.
+DEBDIR ?= .build/deb
+DEB_REVISION ?= 1
+DEB_COMPRESS ?= -Zxz
+
+deb: $(if $(filter .build-release/release/tokend,$(BIN)),release)
+	BIN='$(BIN)' DEBDIR='$(DEBDIR)' DEB_REVISION='$(DEB_REVISION)' DEB_COMPRESS='$(DEB_COMPRESS)' packaging/build-deb
 
 clean:
 	rm -rf .build
