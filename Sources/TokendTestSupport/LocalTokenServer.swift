@@ -173,7 +173,8 @@ public final class LocalTokenServer: Sendable {
         state.withLockedValue { $0.grantAssertionCheck = check }
     }
 
-    /// Checks every RFC 8693 token-exchange request (`grant_type` urn:ietf:params:oauth:grant-type:token-exchange):
+    /// Checks every RFC 8693 token-exchange request (`grant_type` urn:ietf:params:oauth:grant-type:token-exchange).
+    ///
     /// `check` gets the `subject_token` and returns why it is refused, or nil to accept. A refused one, or one without
     /// `subject_token` or `subject_token_type`, gets 400 `invalid_request` (RFC 8693 §2.2.2).
     public func requireTokenExchange(_ check: @escaping @Sendable (String) -> String?) {

@@ -72,7 +72,7 @@ import Glibc
 
             // bound_to_input: `middle` is never served past `root`'s token.
             let statuses = try await harness.get("/v1/instances").json(InstanceList.self).instances
-            let expiries = Dictionary(uniqueKeysWithValues: statuses.map { ($0.name, $0.expires_at ?? 0) })
+            let expiries = Dictionary(uniqueKeysWithValues: statuses.map { ($0.name, $0.expiresAt ?? 0) })
             #expect((expiries["middle"] ?? .max) <= (expiries["root"] ?? 0), "\(expiries)")
 
             // A new `root` token refetches `middle`, and that one `leaf`, each with the new subject token.
@@ -101,9 +101,9 @@ import Glibc
             try await harness.waitUntilReady()
             let statuses = try await harness.get("/v1/instances").json(InstanceList.self).instances
             let leaf = try #require(statuses.first { $0.name == "leaf" })
-            #expect(leaf.last_error?.code == "dependency_failed", "\(statuses)")
-            #expect(leaf.last_error?.message.contains("'root'") == true)
-            #expect(leaf.last_error?.message.contains("invalid_client") == true)
+            #expect(leaf.lastError?.code == "dependency_failed", "\(statuses)")
+            #expect(leaf.lastError?.message.contains("'root'") == true)
+            #expect(leaf.lastError?.message.contains("invalid_client") == true)
             #expect(Self.subjects(harness, from: "leaf").isEmpty)
         }
     }
@@ -156,7 +156,7 @@ import Glibc
             try FileManager.default.removeItem(atPath: path)
             try await eventually("input_unreadable is reported") {
                 let statuses = try await harness.get("/v1/instances").json(InstanceList.self).instances
-                return statuses.first?.last_error?.code == "input_unreadable"
+                return statuses.first?.lastError?.code == "input_unreadable"
             }
             #expect(try await harness.token("app") == served)
             #expect(harness.log.contains("input unreadable; the last good value is kept"))
@@ -177,10 +177,16 @@ struct InstanceEntry: Decodable, Sendable, CustomStringConvertible {
         var message: String
     }
 
+    enum CodingKeys: String, CodingKey {
+        case name, state
+        case expiresAt = "expires_at"
+        case lastError = "last_error"
+    }
+
     var name: String
     var state: String
-    var expires_at: Int?
-    var last_error: LastError?
+    var expiresAt: Int?
+    var lastError: LastError?
 
-    var description: String { "\(name): \(state) \(last_error?.code ?? "-")" }
+    var description: String { "\(name): \(state) \(lastError?.code ?? "-")" }
 }
