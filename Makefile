@@ -102,6 +102,9 @@ install-files:
 	install -m 0644 examples/tokend.toml $(DESTDIR)$(DOCDIR)/examples/
 	install -m 0644 examples/connectors/*.toml $(DESTDIR)$(DOCDIR)/examples/connectors/
 	install -m 0644 examples/instances/*.toml $(DESTDIR)$(DOCDIR)/examples/instances/
+	find examples/recipes -type f | sort | while read -r file; do \
+		install -D -m 0644 "$$file" "$(DESTDIR)$(DOCDIR)/$$file" || exit 1; \
+	done
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/tokend/connectors $(DESTDIR)$(SYSCONFDIR)/tokend/instances
 	[ -e $(DESTDIR)$(SYSCONFDIR)/tokend/tokend.toml ] || \
 		install -m 0644 systemd/tokend.toml $(DESTDIR)$(SYSCONFDIR)/tokend/tokend.toml

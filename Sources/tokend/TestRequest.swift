@@ -40,6 +40,14 @@ struct TestRequest: ParsableCommand {
             printError("tokend: no valid instance named '\(name)'")
             throw ExitCode(1)
         }
+        if let input = instance.definition.instanceInputs.first {
+            // The input's token exists only in the running daemon: a request made here would carry a stand-in.
+            printError(
+                "tokend: '\(name)' takes the token of instance '\(input.instance)' (variable \(input.variable)); "
+                    + "tokend test runs one instance alone: test '\(input.instance)', then run the chain in the daemon"
+            )
+            throw ExitCode(1)
+        }
         let settings = loaded.settings ?? DaemonSettings()
         let now = Date()
         let sent: TokenRequest
