@@ -210,6 +210,12 @@ public enum Daemon {
         scheduler.closeServer = { await server.close() }
         scheduler.updateSocketLimits = { server.update(socketLimits($0)) }
         scheduler.logger.info("listening", metadata: ["socket": "\(options.paths.socketPath)"])
+        // [metrics] listen: bound beside the socket, closed with it.
+        let metricsExposure = try MetricsExposure.open(for: scheduler)
+        scheduler.closeServer = {
+            await server.close()
+            await metricsExposure.close()
+        }
         scheduler.startupSteps.append(steps.lap("socket"))
 
         if scheduler.adapters.fleet != nil {
@@ -227,6 +233,7 @@ public enum Daemon {
             scheduler.signalSources = signals
             scheduler.start(with: loaded, cached: cached)
         }
+        metricsExposure.startTextfile(clock: scheduler.adapters.clock)
     }
 
     private static func bindSocket(for scheduler: Scheduler, options: Options) throws -> UnixSocketServer {
@@ -310,7 +317,7 @@ public enum Daemon {
     }
 
     /// Runs async work to completion from synchronous start-up code.
-    private static func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    static func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
         let semaphore = DispatchSemaphore(value: 0)
         let box = ResultBox<T>()
         Task {

@@ -21,9 +21,13 @@ extension Scheduler {
         configErrorCount = loaded.errors.count
         firstBrokenFile = loaded.errors.map(\.file).min().map(relativeToConfig)
         published.configErrors = loaded.errors.map(\.description)
-        if let newSettings = loaded.settings {
+        if var newSettings = loaded.settings {
             if !starting, newSettings.fleet != settings.fleet {
                 logger.warning("[fleet] changed; the change takes effect when tokend restarts")
+            }
+            if !starting, newSettings.metrics != settings.metrics {
+                logger.warning("[metrics] changed; the change takes effect when tokend restarts")
+                newSettings.metrics = settings.metrics
             }
             settings = newSettings
             limiter.maxConcurrent = newSettings.refresh.maxConcurrent

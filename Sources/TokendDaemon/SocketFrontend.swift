@@ -78,8 +78,7 @@ struct SocketFrontend: Sendable {
             metrics.requestAnswered(endpoint: endpoint, status: 200)
             scheduler.send(.watchWanted(name: name, peer: request.peer) { openStream("text/event-stream") })
         case .metrics:
-            let body = metrics.render(published.allInstances(), now: now)
-            respond(APIResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: body))
+            respond(APIResponse(status: .ok, contentType: TokendMetrics.contentType, body: scheduler.metricsExposition(now: now)))
         }
     }
 

@@ -42,10 +42,22 @@ public func withUnixAddress<T>(_ path: String, _ body: (UnsafePointer<sockaddr>,
 public func exchangeOnUnixSocket(_ path: String, _ text: String, timeout: Int = 5) throws -> String {
     guard let fd = connectUnixSocket(path) else { throw POSIXError(.ECONNREFUSED) }
     defer { close(fd) }
+    return exchange(on: fd, text, timeout: timeout)
+}
+
+/// Writes `text` on the connected socket `fd` and returns what comes back (``readUntilClosed(_:timeout:)``); the
+/// write times out after `timeout` seconds too.
+public func exchange(on fd: Int32, _ text: String, timeout: Int = 5) -> String {
     var deadline = timeval(tv_sec: timeout, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &deadline, socklen_t(MemoryLayout<timeval>.size))
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &deadline, socklen_t(MemoryLayout<timeval>.size))
     _ = Array(text.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    return readUntilClosed(fd, timeout: timeout)
+}
+
+/// Everything read from `fd` until the other side closes or `timeout` seconds pass without a byte.
+public func readUntilClosed(_ fd: Int32, timeout: Int = 5) -> String {
+    var deadline = timeval(tv_sec: timeout, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &deadline, socklen_t(MemoryLayout<timeval>.size))
     var received: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 4096)
     while true {

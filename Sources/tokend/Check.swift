@@ -53,6 +53,10 @@ struct Check: ParsableCommand {
             }
         }
         print("\(resolved.configDirectory): \(loaded.instances.count) instance(s) valid, \(errors) error(s), \(warnings) warning(s)")
+        if let metrics = loaded.settings?.metrics, metrics != MetricsSettings() {
+            // A reload logs the same when the table changed: the listener and the textfile are set up at start only.
+            print("note: [metrics] takes effect at restart: a reload (SIGHUP) does not rebind the listener or move the textfile")
+        }
         if let name = showInstance {
             guard let resolved = loaded.instances[name] else {
                 printError("no valid instance named '\(name)'")

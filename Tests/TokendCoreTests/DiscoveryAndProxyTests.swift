@@ -140,7 +140,7 @@ import Testing
             text: "[http]\nproxy = \"http://127.0.0.1:3128\"\nno_proxy = [\"localhost\"]\n"
         ).settings
         #expect(good?.proxy == "http://127.0.0.1:3128" && good?.noProxy == ["localhost"])
-        let notAList = ConfigParser.parseSettings(file: "/c/tokend.toml", text: "[http]\nno_proxy = \"localhost\"\n").errors
+        let notAList = ConfigParser.parseSettings(file: "/c/tokend.toml", text: "[http]\nno_proxy = \"localhost\"\n").diagnostics
         #expect(notAList.first?.key == "http.no_proxy" && notAList.first?.line == 2)
     }
 

@@ -12,7 +12,7 @@ import Testing
 
     static func settings(_ fleet: String) -> (DaemonSettings?, [ConfigDiagnostic]) {
         let parsed = ConfigParser.parseSettings(file: "/etc/tokend/tokend.toml", text: "[fleet]\n" + fleet)
-        return (parsed.settings, parsed.errors)
+        return (parsed.settings, parsed.diagnostics)
     }
 
     // MARK: - Settings

@@ -4,8 +4,9 @@ import Foundation
 extension ConfigParser {
     /// Parses `tokend.toml`.
     ///
-    /// Any error rejects the whole file.
-    public static func parseSettings(file: String, text: String) -> (settings: DaemonSettings?, errors: [ConfigDiagnostic]) {
+    /// Any error rejects the whole file (and only the errors come back); without one, the settings come back with the
+    /// warnings.
+    public static func parseSettings(file: String, text: String) -> (settings: DaemonSettings?, diagnostics: [ConfigDiagnostic]) {
         let document: ConfigDocument
         switch ConfigDocument.parse(file: file, text: text) {
         case .success(let parsed): document = parsed
@@ -67,9 +68,13 @@ extension ConfigParser {
         let (fleet, fleetDiagnostics) = parseFleet(&reader, document: document, minLead: settings.refresh.minLead)
         settings.fleet = fleet
         diagnostics += fleetDiagnostics
+        let (metrics, metricsDiagnostics) = parseMetrics(&reader, document: document)
+        settings.metrics = metrics
+        diagnostics += metricsDiagnostics
         diagnostics += reader.finish()
         let errors = diagnostics.filter { $0.severity == .error }
-        return errors.isEmpty ? (settings, []) : (nil, errors)
+        // Warnings come back with the settings: the loader reports them as `tokend check` and a reload do.
+        return errors.isEmpty ? (settings, diagnostics) : (nil, errors)
     }
 
     /// `max_connections`, `max_connections_per_uid`, `admin_connections` and `request_head_timeout`.

@@ -22,6 +22,8 @@ public struct DaemonSettings: Sendable, Hashable {
     public var noProxy: [String]?
     /// `[fleet]`: share one token per instance with other hosts through PostgreSQL (SPEC §14); nil: on its own.
     public var fleet: FleetSettings?
+    /// `[metrics]`: a TCP listener for `GET /metrics` and a node_exporter textfile, beside the socket's `/metrics`.
+    public var metrics = MetricsSettings()
 
     public init() {}
 

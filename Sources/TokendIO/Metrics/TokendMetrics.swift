@@ -144,6 +144,9 @@ public final class TokendMetrics: Sendable {
         _ = refreshes.withLockedValue { $0.removeValue(forKey: instance) }
     }
 
+    /// The `Content-Type` of ``render(_:now:)``'s text, wherever it is served.
+    public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+
     /// The text exposition format (version 0.0.4), with the per-instance gauges computed for `now`.
     public func render(_ instances: [(name: String, machine: InstanceStateMachine)], now: Date) -> [UInt8] {
         var output = registry.emitToBuffer()

@@ -17,11 +17,33 @@ public enum FileSink {
         let (directoryPath, name) = split(target.path)
         let directory = try openDirectory(directoryPath)
         defer { close(directory) }
+        try replace(
+            name,
+            in: directory,
+            directoryPath: directoryPath,
+            with: Array(token.revealed.utf8),
+            mode: target.mode,
+            uid: target.uid,
+            gid: target.gid
+        )
+    }
+
+    /// Replaces the file `name` in the open `directory` with `bytes`: a temp file beside it (created, never opened
+    /// through a symbolic link), owner and mode, fsync, rename over `name` (which replaces a symbolic link there
+    /// instead of following it), fsync of the directory.
+    static func replace(
+        _ name: String,
+        in directory: CInt,
+        directoryPath: String,
+        with bytes: [UInt8],
+        mode: UInt16,
+        uid: UInt32? = nil,
+        gid: UInt32? = nil
+    ) throws(CacheError) {
         let temp = ".\(name).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = openat(directory, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw CacheError(operation: "create", path: "\(directoryPath)/\(temp)", errno: errno) }
         var failure: CacheError?
-        let bytes = Array(token.revealed.utf8)
         var offset = 0
         while offset < bytes.count {
             let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
@@ -32,18 +54,17 @@ public enum FileSink {
             }
             offset += count
         }
-        if failure == nil, target.uid != nil || target.gid != nil,
-            fchown(fd, target.uid.map { uid_t($0) } ?? uid_t.max, target.gid.map { gid_t($0) } ?? gid_t.max) != 0
+        if failure == nil, uid != nil || gid != nil, fchown(fd, uid.map { uid_t($0) } ?? uid_t.max, gid.map { gid_t($0) } ?? gid_t.max) != 0
         {
             failure = CacheError(operation: "chown", path: "\(directoryPath)/\(temp)", errno: errno)
         }
-        if failure == nil, fchmod(fd, mode_t(target.mode)) != 0 {
+        if failure == nil, fchmod(fd, mode_t(mode)) != 0 {
             failure = CacheError(operation: "chmod", path: "\(directoryPath)/\(temp)", errno: errno)
         }
         if failure == nil, fsync(fd) != 0 { failure = CacheError(operation: "fsync", path: "\(directoryPath)/\(temp)", errno: errno) }
         close(fd)
         if failure == nil, renameat(directory, temp, directory, name) != 0 {
-            failure = CacheError(operation: "rename", path: target.path, errno: errno)
+            failure = CacheError(operation: "rename", path: "\(directoryPath)/\(name)", errno: errno)
         }
         if let failure {
             unlinkat(directory, temp, 0)
