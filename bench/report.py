@@ -19,7 +19,8 @@ def load(name):
 def machine_line(m):
     busy = " — other work was competing for the cores" if m["loadavg_at_start"] > m["cores"] / 2 else ""
     return (f"{m['date']}, {m['cores']} cores, load average {m['loadavg_at_start']} at the start{busy}; "
-            f"tokend {m['tokend']} (binary sha256 {m.get('tokend_sha256', '?')}…), nginx {m['nginx']}.")
+            f"tokend {m['tokend']} (binary sha256 {m.get('tokend_sha256', '?')}…), nginx {m['nginx']}"
+            + (f", Go {m['go']}" if m.get("go") else "") + ".")
 
 
 def ratio(a, b):
@@ -43,13 +44,21 @@ def server_cpu(*runs):
     return " / ".join(one(r) for r in runs)
 
 
+def cpu_ratio(a, b):
+    """a's server CPU per request (user + system) over b's, in the same run."""
+    if not a or not b or a.get("server_user_us") is None or b.get("server_user_us") is None:
+        return "–"
+    return ratio(a["server_user_us"] + a["server_sys_us"], b["server_user_us"] + b["server_sys_us"])
+
+
 def serving_section(s):
     runs = median_runs(s)
     out = [f"## Serving: GET /v1/tokens/NAME over the Unix socket\n\n{machine_line(s['machine'])} `bench/loadgen.c` "
            f"(one epoll thread) on core {s['client_cpu']}, the server on core {s['server_cpu']} (`taskset`), "
            f"{s['duration_s']} s per run after a warm-up, the median by req/s of {s.get('repeat', 1)} interleaved "
            "round(s) (with that run's latencies), one request in flight per connection, every response checked (200, Content-Length, the token in the body). nginx (one worker) serves the same JSON body with "
-           "`return 200`. *bare NIO*: a SwiftNIO server with tokend's HTTP/1 pipeline (`IdleStateHandler`, "
+           "`return 200`. *Go*: Go's `net/http` server (`bench/gopeer/main.go`, `GOMAXPROCS=1`) serving the same body, "
+           "the stack the peer daemons (Vault Agent's listener, tbot) answer with. *bare NIO*: a SwiftNIO server with tokend's HTTP/1 pipeline (`IdleStateHandler`, "
            "`configureHTTPServerPipeline`) and a handler that only writes the same body, one event loop on the same core "
            "(`tokend-example-endpoint --static-unix-socket`): what NIOHTTP1 costs before tokend does anything. "
            "*NIO floor*: SwiftNIO with no HTTP handler at all, answering each blank line with fixed bytes (`--raw`): "
@@ -60,22 +69,27 @@ def serving_section(s):
            "divided by the requests made at the run's rate: all three make the same system calls per request (one "
            "`read`, one `write`, a share of an `epoll_wait`; `strace -c`), so the user part is each one's own work.\n"]
     for mode, title in (("keepalive", "keep-alive"), ("close", "one connection per request")):
-        out.append(f"\n**{title}**\n\n| connections | tokend req/s | nginx req/s | **tokend/nginx** | tokend p50 / p99 / p99.9 µs "
+        out.append(f"\n**{title}**\n\n| connections | tokend req/s | nginx req/s | **tokend/nginx** | Go req/s (p99 µs) "
+                   "| **tokend/Go** | tokend p50 / p99 / p99.9 µs "
                    "| nginx p50 / p99 / p99.9 µs | **p99 tokend/nginx** | bare NIO req/s (p99 µs) | tokend/bare NIO "
                    "| NIO floor req/s (p99 µs) | tokend/NIO floor | ceiling req/s | client CPU: ceiling / tokend run "
-                   "| server CPU per request, user + sys µs: tokend / nginx / NIO floor | errors t/n |\n"
-                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                   "| server CPU per request, user + sys µs: tokend / nginx / Go / NIO floor | **server CPU tokend/Go** "
+                   "| errors t/n |\n"
+                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for c in sorted({k[2] for k in runs if k[1] == mode}):
-            t, n, z, b, f = (runs.get((label, mode, c)) for label in ("tokend", "nginx", "ceiling", "nio", "floor"))
+            t, n, z, b, f, g = (runs.get((label, mode, c)) for label in ("tokend", "nginx", "ceiling", "nio", "floor", "go"))
             if not (t and n):
                 continue
             lat = lambda r: f"{r['p50_us']:.0f} / {r['p99_us']:.0f} / {r['p999_us']:.0f}"
             ceiling, ceiling_cpu = (f"{z['rps']:.0f}", f"{z['client_cpu']:.2f}") if z else ("–", "–")
             bare, versus_bare = (f"{b['rps']:.0f} ({b['p99_us']:.0f})", ratio(t["rps"], b["rps"])) if b else ("–", "–")
             floor, versus_floor = (f"{f['rps']:.0f} ({f['p99_us']:.0f})", ratio(t["rps"], f["rps"])) if f else ("–", "–")
-            out.append(f"| {c} | {t['rps']:.0f} | {n['rps']:.0f} | **{ratio(t['rps'], n['rps'])}** | {lat(t)} | {lat(n)} | "
+            go, versus_go = (f"{g['rps']:.0f} ({g['p99_us']:.0f})", ratio(t["rps"], g["rps"])) if g else ("–", "–")
+            out.append(f"| {c} | {t['rps']:.0f} | {n['rps']:.0f} | **{ratio(t['rps'], n['rps'])}** | {go} | **{versus_go}** | "
+                       f"{lat(t)} | {lat(n)} | "
                        f"**{ratio(t['p99_us'], n['p99_us'])}** | {bare} | {versus_bare} | {floor} | {versus_floor} | {ceiling} | "
-                       f"{ceiling_cpu} / {t['client_cpu']:.2f} | {server_cpu(t, n, f)} | {t['errors']} / {n['errors']} |")
+                       f"{ceiling_cpu} / {t['client_cpu']:.2f} | {server_cpu(t, n, g, f)} | **{cpu_ratio(t, g)}** | "
+                       f"{t['errors']} / {n['errors']} |")
     return "\n".join(out) + "\n"
 
 
