@@ -45,15 +45,10 @@ import TokendTestSupport
         #expect(daemon.cache.operations.contains(.remove("alpha")))
     }
 
-    /// A secret file's new contents are an input that changed (SPEC §11): the token is refetched once `min_interval`
-    /// has passed since the last fetch, and served until then.
     @Test func aChangedSecretIsANewRequest() throws {
         let daemon = running()
         let before = daemon.endpoint.requests.count
-        let served = daemon.servedToken("beta")
         daemon.reload(loadConfig(instances: Self.files, secrets: ["beta": "rotated"]))
-        #expect(daemon.servedToken("beta") == served)
-        daemon.advance(by: 1)
         #expect(daemon.endpoint.requests.count == before + 1)
         let request = try #require(daemon.endpoint.requests.last)
         #expect(request.url.contains("/beta/"))

@@ -49,7 +49,7 @@ public enum VariableSource: Sendable, Hashable {
         return true
     }
 
-    /// What stands for the value in the request's fingerprint: the source's name, not its changing contents.
+    /// The source's name: what stands for another instance's token in the request's fingerprint.
     public var fingerprintMarker: String {
         switch self {
         case .literal(let text): return text

@@ -16,12 +16,14 @@ public enum TokenRequestBuilder {
         case .success(let rendered): request = rendered
         case .failure(let diagnostic): return .failure(diagnostic)
         }
-        // The URL was checked above; the hashed rendering differs only in secret values. A value read from a file, a
-        // credential or another instance stands as its source's name: it may change while the token stays good, and
-        // that is a reason to refetch (SPEC §11), not a different request.
+        // The URL was checked above; the hashed rendering differs only in secret values. Another instance's token
+        // stands as that instance's name: it changes with every refresh of the input, which is a reason to refetch
+        // (SPEC §11), not a different request. A file's contents count as they were read at load: hosts of a fleet
+        // share a token only when they would send the same request, and a file rotated while tokend runs is
+        // refetched without waiting for a reload.
         let hashedSecret = redactedText(definition, variables) { "sha256-" + sha256Hex($0) }
         let hashText: (String) -> String? = { name in
-            if let source = definition.variables[name], source.isLive { return source.fingerprintMarker }
+            if case .instance(let input)? = definition.variables[name] { return VariableSource.instance(name: input).fingerprintMarker }
             return hashedSecret(name)
         }
         var hashed = (try? render(definition, text: hashText, checkURL: false).get()) ?? request
