@@ -59,6 +59,9 @@ extension Scheduler {
         guard !isStopping, let running = instances[name], running.generation == generation else { return }
         let now = adapters.clock.now()
         let resolved = running.resolved
+        // The input instances' tokens the request carried are as secret as its own credentials.
+        let inputTokens = resolved.definition.instanceInputs.compactMap { running.attemptedWith?[$0.variable]?.revealed }
+        let sensitive = resolved.sensitiveValues + inputTokens.filter { !$0.isEmpty }
         let parsed = result.flatMap { response in
             TokenResponseParser.parse(
                 status: response.status,
@@ -66,11 +69,11 @@ extension Scheduler {
                 retryAfter: response.retryAfter,
                 shape: .init(resolved.definition.connector),
                 requestedScope: resolved.variable("scope")?.revealed,
-                secrets: resolved.sensitiveValues,
+                secrets: sensitive,
                 contentType: response.contentType,
                 now: now
             )
-        }.mapError { $0.redacting(resolved.sensitiveValues) }
+        }.mapError { $0.redacting(sensitive) }
         let actions: [InstanceStateMachine.Action]
         switch parsed {
         case .success(var token):

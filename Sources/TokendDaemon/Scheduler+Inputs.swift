@@ -16,8 +16,21 @@ extension Scheduler {
             }
         }
         inputPaths = paths
-        adapters.inputs.watch(Set(paths.keys)) { [weak self] path in self?.send(.inputChanged(path: path)) }
+        unwatchedInputs = adapters.inputs.watch(Set(paths.keys)) { [weak self] path in self?.send(.inputChanged(path: path)) }
+        // SPEC §11: a change is seen within 5 s; what inotify cannot watch is read that often.
+        if unwatchedInputs.isEmpty {
+            inputPollTimer?.cancel()
+            inputPollTimer = nil
+        } else if inputPollTimer == nil {
+            logger.info("some input files cannot be watched; reading them every 5 s", metadata: ["files": "\(unwatchedInputs.count)"])
+            let poll = timer(sending: .inputPollDue)
+            poll.schedule(after: Self.inputPollInterval, repeating: Self.inputPollInterval, leeway: 0.5)
+            inputPollTimer = poll
+        }
     }
+
+    /// How often input files that cannot be watched are read.
+    static let inputPollInterval = 5.0
 
     /// The watch saw the file at `path` change: each instance that reads it reads it again and compares.
     func inputFileChanged(_ path: String) {

@@ -136,6 +136,7 @@ extension Scheduler {
         for waiter in waiters.takeAll() { reply(waiter, stoppingAnswer()) }
         for watcher in watchers.takeAll() { watcher.stream.finish() }
         adapters.inputs.stop()
+        inputPollTimer?.cancel()
         log(refusals: refusals.withLock { $0.flush() })
         // Kept: a timer nobody holds may be cancelled with its last reference.
         repeatingTimers = [

@@ -99,6 +99,8 @@ public final class Scheduler: @unchecked Sendable {
         case fleet(FleetEvent)
         /// The file at this path, an input of some instance, may have changed.
         case inputChanged(path: String)
+        /// Time to read the input files the watch cannot watch.
+        case inputPollDue
     }
 
     /// A token whose cache write is done: its instance, the instance's generation when the write was queued and the
@@ -203,6 +205,9 @@ public final class Scheduler: @unchecked Sendable {
     var dependencies = DependencyGraph()
     /// Input file path to the instances that read it.
     var inputPaths: [String: Set<String>] = [:]
+    /// Input files the watch cannot watch, read every ``inputPollInterval`` instead.
+    var unwatchedInputs: Set<String> = []
+    var inputPollTimer: (any DaemonTimer)?
 
     var fleetHealth = FleetHealth.connecting
     var fleetMembers: [String: FleetMember] = [:]
@@ -291,6 +296,7 @@ public final class Scheduler: @unchecked Sendable {
         case .tokensStored(let written): tokensStored(written)
         case .fleet(let event): handleFleet(event)
         case .inputChanged(let path): inputFileChanged(path)
+        case .inputPollDue: for path in unwatchedInputs.sorted() { inputFileChanged(path) }
         }
     }
 

@@ -95,6 +95,23 @@ import TokendTestSupport
         #expect(Self.body(daemon.endpoint.requests.last).contains("client_secret=rotated"))
     }
 
+    /// A file the watch cannot watch (no inotify, a missing directory) is read every 5 s instead.
+    @Test func aFileTheWatchCannotWatchIsPolled() throws {
+        let daemon = TestDaemon(
+            instances: ["alpha": instanceFile("alpha")],
+            endpoint: ManualTokenEndpoint(responder: numberedTokens(expiresIn: 1000))
+        )
+        daemon.inputs.makeUnwatchable(["/secrets/alpha"])
+        daemon.start()
+        #expect(daemon.inputs.watched.isEmpty)
+        daemon.advance(by: 10)
+        #expect(daemon.endpoint.requests.count == 1)
+        daemon.inputs.set("/secrets/alpha", to: "rotated", notify: false)
+        daemon.advance(by: 5)
+        #expect(daemon.endpoint.requests.count == 2)
+        #expect(Self.body(daemon.endpoint.requests.last).contains("client_secret=rotated"))
+    }
+
     @Test func aDeletedFileKeepsItsLastValueAndIsReported() throws {
         let daemon = TestDaemon(
             instances: ["alpha": instanceFile("alpha")],
@@ -161,6 +178,26 @@ import TokendTestSupport
         #expect(daemon.servedToken("up") != nil)
         #expect(daemon.servedToken("down") != nil)
         #expect(daemon.machine("down")?.reportedFailure == nil)
+    }
+
+    /// An endpoint that echoes the subject token in its error never gets it into the reported failure.
+    @Test func anEchoedInputTokenIsScrubbedFromTheFailure() throws {
+        let daemon = TestDaemon(
+            instances: ["up": instanceFile("up"), "down": Self.exchange("down", input: "up")],
+            endpoint: ManualTokenEndpoint { request, number in
+                guard request.url.contains("/down/") else { return ManualTokenEndpoint.token("up-secret-token-\(number)", expiresIn: 1000) }
+                let body = String(decoding: request.body, as: UTF8.self)
+                let object: [String: Any] = ["error": "invalid_request", "error_description": "bad subject in \(body)"]
+                let data = (try? JSONSerialization.data(withJSONObject: object)).map { Array($0) } ?? []
+                return .success(TokenEndpointResponse(status: 400, body: data))
+            }
+        )
+        daemon.start()
+        daemon.advance(by: 0)
+        let failure = try #require(daemon.machine("down")?.lastFailure)
+        #expect(failure.code == "invalid_request")
+        #expect(failure.message.contains("bad subject"), "\(failure.message)")
+        #expect(!failure.message.contains("up-secret-token-1"), "\(failure.message)")
     }
 
     /// A chain of three, the middle one bound to its input: never served past its input token.

@@ -21,7 +21,11 @@ public protocol InputSource: Sendable {
 
     /// Watches `paths` (replacing the paths watched before): `changed` is called, on any thread, with each watched
     /// path whose file may have changed (written, replaced by a rename, deleted, its directory's symlink swapped).
-    func watch(_ paths: Set<String>, changed: @escaping @Sendable (String) -> Void)
+    ///
+    /// Returns the paths it cannot watch (no inotify, a directory that does not exist, the watch limit reached):
+    /// the daemon polls those.
+    @discardableResult
+    func watch(_ paths: Set<String>, changed: @escaping @Sendable (String) -> Void) -> Set<String>
 
     /// Stops watching.
     func stop()
@@ -64,28 +68,34 @@ public final class InputFiles: InputSource, @unchecked Sendable {
         }
     }
 
-    public func watch(_ paths: Set<String>, changed: @escaping @Sendable (String) -> Void) {
+    @discardableResult
+    public func watch(_ paths: Set<String>, changed: @escaping @Sendable (String) -> Void) -> Set<String> {
         queue.sync {
             self.changed = changed
             var wanted: [String: Set<String>] = [:]
             for path in paths {
                 wanted[(path as NSString).deletingLastPathComponent, default: []].insert(path)
             }
-            if wanted.isEmpty && descriptor < 0 { return }
+            if wanted.isEmpty && descriptor < 0 { return [] }
             if descriptor < 0 { open() }
-            guard descriptor >= 0 else { return }
+            guard descriptor >= 0 else { return paths }
             for (watch, directory) in directories where wanted[directory] == nil {
                 inotify_rm_watch(descriptor, watch)
                 directories[watch] = nil
             }
             let watching = Set(directories.values)
             let mask = UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_ATTRIB | IN_MODIFY)
+            var unwatched: Set<String> = []
             for directory in wanted.keys where !watching.contains(directory) {
                 let watch = inotify_add_watch(descriptor, directory, mask)
-                // A directory that does not exist yet is not watched; the read before each fetch still sees the file.
-                if watch >= 0 { directories[watch] = directory }
+                if watch >= 0 {
+                    directories[watch] = directory
+                } else {
+                    unwatched.formUnion(wanted[directory] ?? [])
+                }
             }
             pathsByDirectory = wanted
+            return unwatched
         }
     }
 

@@ -8,6 +8,7 @@ public final class InMemoryInputSource: InputSource, Sendable {
     private struct State {
         var files: [String: String] = [:]
         var watched: Set<String> = []
+        var unwatchable: Set<String> = []
         var changed: (@Sendable (String) -> Void)?
         var reads = 0
     }
@@ -35,11 +36,18 @@ public final class InMemoryInputSource: InputSource, Sendable {
         }
     }
 
-    public func watch(_ paths: Set<String>, changed: @escaping @Sendable (String) -> Void) {
+    @discardableResult
+    public func watch(_ paths: Set<String>, changed: @escaping @Sendable (String) -> Void) -> Set<String> {
         state.withLock {
-            $0.watched = paths
+            $0.watched = paths.subtracting($0.unwatchable)
             $0.changed = changed
+            return paths.intersection($0.unwatchable)
         }
+    }
+
+    /// Paths the watch cannot watch (as when inotify is missing or a directory does not exist): the daemon polls them.
+    public func makeUnwatchable(_ paths: Set<String>) {
+        state.withLock { $0.unwatchable = paths }
     }
 
     public func stop() {
