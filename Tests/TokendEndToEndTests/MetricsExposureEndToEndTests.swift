@@ -1,15 +1,18 @@
 import Foundation
 import Testing
+import TokendCore
 import TokendTestSupport
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// `[metrics]` with the real binary: the loopback listener scraped with plain HTTP over TCP, the node_exporter
-/// textfile written and rewritten, both in valid exposition format (our parser, and `promtool check metrics` where
-/// Debian's `prometheus` package is installed), neither holding a token or a secret; the listener's bounds; a
-/// textfile directory that cannot be written, logged once.
+/// `[metrics]` with the real binary, scraped over TCP by plain HTTP and by a real Prometheus.
+///
+/// The node_exporter textfile written and rewritten, both in valid exposition format (our parser, and `promtool
+/// check metrics`), neither holding a token or a secret; the listener's bounds; a textfile directory that cannot be
+/// written, logged once. Prometheus and promtool come from Debian's `prometheus` package: installed, or unpacked into
+/// `.build/tools/prometheus` by `scripts/install-deps` (``PrometheusTools``).
 @Suite(.serialized, .timeLimit(.minutes(3))) struct MetricsExposureEndToEndTests {
     /// Settings with a listener on `port` and a textfile rewritten every second.
     private static func settings(port: Int, textfile: String) -> String {
@@ -107,6 +110,76 @@ import Glibc
             #expect(try await harness.stop() == 0)
             #expect(connectTCP(port: port) == nil)
             #expect(!FileManager.default.fileExists(atPath: textfile))
+        }
+    }
+
+    /// Stock Prometheus, with a scrape job any operator would write, scrapes the listener every second.
+    ///
+    /// Its HTTP API then has tokend's per-instance expiry for the instance, and the expiry it implies (the scrape's
+    /// timestamp plus the seconds left) is the token's `expires_at` from `/v1/instances`. tokend's `instance` label meets
+    /// Prometheus's own target label of that name, so Prometheus keeps it as `exported_instance` (README, "Metrics
+    /// for Prometheus").
+    @Test(
+        .enabled(
+            if: PrometheusTools.binary("prometheus") != nil,
+            "skipped: prometheus is neither installed nor unpacked into .build/tools/prometheus (scripts/install-deps)"
+        ),
+        .timeLimit(.minutes(2))
+    )
+    func aRealPrometheusScrapesTheListener() async throws {
+        let prometheus = try #require(PrometheusTools.binary("prometheus"))
+        let port = try freeTCPPort()
+        let webPort = try freeTCPPort()
+        try await DaemonHarness.with { harness in
+            try harness.writeSettings(Self.settings(port: port, textfile: harness.root + "/tokend.prom"))
+            try harness.writeInstance("alpha")
+            try harness.start()
+            try await harness.waitUntilReady()
+            let listed = try await harness.get("/v1/instances").json(API.InstancesBody.self).instances
+            let expiresAt = try #require(listed.first { $0.name == "alpha" }?.expires_at)
+
+            let directory = harness.root + "/prometheus"
+            try FileManager.default.createDirectory(atPath: directory + "/data", withIntermediateDirectories: true)
+            try """
+            global:
+              scrape_interval: 1s
+              evaluation_interval: 1s
+            scrape_configs:
+              - job_name: tokend
+                static_configs:
+                  - targets: ["127.0.0.1:\(port)"]
+
+            """.write(toFile: directory + "/prometheus.yml", atomically: true, encoding: .utf8)
+            let server = try PrometheusProcess(
+                binary: prometheus,
+                arguments: [
+                    "--config.file=\(directory)/prometheus.yml", "--storage.tsdb.path=\(directory)/data",
+                    "--web.listen-address=127.0.0.1:\(webPort)", "--log.level=warn",
+                ],
+                log: directory + "/prometheus.log"
+            )
+            harness.onTearDown { server.stop() }
+
+            let metric = "tokend_token_expires_in_seconds"
+            let selector = "\(metric){job=\"tokend\",exported_instance=\"alpha\"}"
+            // The scrape's own timestamp plus the seconds left then: the expiry, whenever it was scraped.
+            let impliedExpiry = "timestamp(\(selector)) + \(selector)"
+            do {
+                try await eventually("Prometheus has scraped \(metric) for alpha", timeout: 60) {
+                    // Refused until Prometheus listens.
+                    (try? prometheusQuery(port: webPort, impliedExpiry))?.count == 1
+                }
+            } catch {
+                Issue.record("Prometheus's log: \((try? String(contentsOfFile: directory + "/prometheus.log", encoding: .utf8)) ?? "")")
+                throw error
+            }
+            let expiry = try #require(try prometheusQuery(port: webPort, impliedExpiry).first?.value)
+            // expires_at is whole seconds, the metric has the fraction.
+            #expect(abs(expiry - Double(expiresAt)) < 1.5, "Prometheus implies \(expiry), /v1/instances says \(expiresAt)")
+            let raw = try prometheusQuery(port: webPort, selector)
+            #expect(raw.count == 1 && raw[0].labels["instance"] == "127.0.0.1:\(port)")
+            #expect(try prometheusQuery(port: webPort, "up{job=\"tokend\"}").map(\.value) == [1])
+            #expect(try await harness.stop() == 0)
         }
     }
 
@@ -250,11 +323,97 @@ private func inode(_ path: String) throws -> Int {
     try (FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? Int) ?? -1
 }
 
-/// `promtool check metrics` on `text`, when Debian's `prometheus` package put promtool on this host.
+/// `promtool check metrics` on `text`; skipped, with the reason as a test issue note, only where no promtool exists.
 private func expectPromtoolAccepts(_ text: String) throws {
-    guard FileManager.default.isExecutableFile(atPath: "/usr/bin/promtool") else { return }
-    let result = try runCommand(["/usr/bin/promtool", "check", "metrics"], stdin: text)
+    guard let promtool = PrometheusTools.binary("promtool") else {
+        print("note: promtool check metrics skipped: promtool is not installed and not unpacked into .build/tools/prometheus")
+        return
+    }
+    let result = try runCommand([promtool, "check", "metrics"], stdin: text)
     #expect(result.status == 0, "promtool check metrics: \(result.stdout)\(result.stderr)")
+}
+
+// MARK: - Prometheus
+
+/// Debian's `prometheus` package: installed in /usr/bin, or unpacked by `scripts/install-deps` into
+/// `.build/tools/prometheus` of this checkout (no service, no user).
+enum PrometheusTools {
+    static func binary(_ name: String) -> String? {
+        var root = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { root.deleteLastPathComponent() }
+        let candidates = ["/usr/bin/\(name)", root.appendingPathComponent(".build/tools/prometheus/usr/bin/\(name)").path]
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+}
+
+/// A Prometheus server of the test's own, stopped (SIGTERM, then SIGKILL) at teardown whatever happened.
+private final class PrometheusProcess: Sendable {
+    private let pid: pid_t
+
+    init(binary: String, arguments: [String], log: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: (log as NSString).deletingLastPathComponent)
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        pid = process.processIdentifier
+    }
+
+    func stop() {
+        kill(pid, SIGTERM)
+        let deadline = Deadline(10)
+        var status: Int32 = 0
+        while !deadline.passed {
+            if waitpid(pid, &status, WNOHANG) == pid { return }
+            usleep(50_000)
+        }
+        kill(pid, SIGKILL)
+        waitpid(pid, &status, 0)
+    }
+}
+
+/// The samples of an instant query to Prometheus's HTTP API on 127.0.0.1:`port`: labels and value each.
+private func prometheusQuery(port: Int, _ query: String) throws -> [(labels: [String: String], value: Double)] {
+    let encoded = query.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? query
+    let response = try tcpExchange(
+        port: port,
+        "GET /api/v1/query?query=\(encoded) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    struct Answer: Decodable {
+        struct Data: Decodable {
+            struct Sample: Decodable {
+                var metric: [String: String]
+                var value: [Value]
+            }
+            var result: [Sample]
+        }
+        enum Value: Decodable {
+            case time(Double)
+            case text(String)
+
+            init(from decoder: any Decoder) throws {
+                let container = try decoder.singleValueContainer()
+                if let time = try? container.decode(Double.self) {
+                    self = .time(time)
+                } else {
+                    self = .text(try container.decode(String.self))
+                }
+            }
+        }
+        var status: String
+        var data: Data
+    }
+    guard response.hasPrefix("HTTP/1.1 200") else { return [] }
+    let answer = try JSONDecoder().decode(Answer.self, from: Foundation.Data(httpBody(response).utf8))
+    return answer.data.result.compactMap { sample in
+        guard sample.value.count == 2, case .text(let text) = sample.value[1], let value = Double(text) else { return nil }
+        return (sample.metric, value)
+    }
 }
 
 // MARK: - The exposition format
