@@ -23,7 +23,11 @@ struct Refresh: ParsableCommand {
     var name: String
 
     func run() throws {
-        let client = socket.client
+        try Self.start(client: socket.client, name: name)
+    }
+
+    /// Asks the daemon to refresh `name`: `run()`'s work, shared with `QuickCommand`.
+    static func start(client: APIClient, name: String) throws {
         let path = "/v1/instances/\(FormURLEncoding.encode(name))/refresh"
         let response = try ask(client, method: .POST, path: path)
         guard response.status == 202 else { throw fail(response) }

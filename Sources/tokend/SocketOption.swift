@@ -1,5 +1,4 @@
 import ArgumentParser
-import Dispatch
 import Foundation
 import NIOHTTP1
 import TokendCore
@@ -10,7 +9,10 @@ struct SocketOption: ParsableArguments {
     @Option(help: "Unix socket path (default: $TOKEND_SOCKET, $RUNTIME_DIRECTORY/tokend.sock, /run/tokend/tokend.sock).")
     var socket: String?
 
-    var client: APIClient {
+    var client: APIClient { Self.client(socket: socket) }
+
+    /// The client for `--socket` (nil: `TOKEND_SOCKET`, `RUNTIME_DIRECTORY`, the default path; SPEC §2).
+    static func client(socket: String?) -> APIClient {
         let path = DaemonPaths.resolve(
             configDirectory: nil,
             stateDirectory: nil,
@@ -19,23 +21,6 @@ struct SocketOption: ParsableArguments {
         ).socketPath
         return APIClient(socketPath: path)
     }
-}
-
-/// Runs async client work from a synchronous command (the command tree stays synchronous for `run`).
-private final class ResultBox<T>: @unchecked Sendable {
-    var result: Result<T, any Error>?
-}
-
-func waitFor<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
-    let box = ResultBox<T>()
-    let done = DispatchSemaphore(value: 0)
-    Task {
-        do { box.result = .success(try await body()) } catch { box.result = .failure(error) }
-        done.signal()
-    }
-    done.wait()
-    guard let result = box.result else { preconditionFailure("waitFor: the task signalled without a result") }
-    return try result.get()
 }
 
 func printError(_ line: String) {
@@ -55,7 +40,7 @@ func fail(_ response: APIClient.Response) -> ExitCode {
 /// Sends one request for a CLI command; exit status 3 with the reason when the socket cannot be reached.
 func ask(_ client: APIClient, method: HTTPMethod = .GET, path: String) throws -> APIClient.Response {
     do {
-        return try waitFor { try await client.send(method: method, path: path) }
+        return try client.send(method: method, path: path)
     } catch let error as APIClient.Unreachable {
         printError("tokend: \(error.description)")
         throw ExitCode(3)

@@ -24,7 +24,11 @@ struct Status: ParsableCommand {
     var json = false
 
     func run() throws {
-        let client = socket.client
+        try Self.show(client: socket.client, json: json)
+    }
+
+    /// Asks the daemon and prints the table (or its JSON): `run()`'s work, shared with `QuickCommand`.
+    static func show(client: APIClient, json: Bool) throws {
         let response = try ask(client, path: "/v1/instances")
         guard response.status == 200 else { throw fail(response) }
         if json {
@@ -32,7 +36,7 @@ struct Status: ParsableCommand {
             return
         }
         let body = try JSONDecoder().decode(API.InstancesBody.self, from: Data(response.body))
-        print(Self.table(body.instances, now: Date()))
+        print(table(body.instances, now: Date()))
         if let fleet = body.fleet {
             print("\nfleet: \(fleet.state)\(fleet.error.map { " (\($0))" } ?? "") as host \(fleet.host_id)")
         }

@@ -42,10 +42,14 @@ struct Token: ParsableCommand {
     var minValid: Int?
 
     func run() throws {
+        try Self.fetch(client: socket.client, name: name, format: format, curlHeader: curlHeader, minValid: minValid)
+    }
+
+    /// Asks the daemon and prints the answer: `run()`'s work, shared with the parser-free fast path (`QuickCommand`).
+    static func fetch(client: APIClient, name: String, format: Format, curlHeader: Bool, minValid: Int?) throws {
         let path =
             "/v1/tokens/\(FormURLEncoding.encode(name))?format=\(curlHeader ? Format.apply.rawValue : format.rawValue)"
             + (minValid.map { "&min_valid=\($0)" } ?? "")
-        let client = socket.client
         let response = try ask(client, path: path)
         guard response.status == 200 else { throw fail(response) }
         guard curlHeader else {

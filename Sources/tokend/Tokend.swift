@@ -16,9 +16,14 @@ struct Tokend: ParsableCommand {
         subcommands: [Run.self, Check.self, Token.self, Status.self, Refresh.self, TestRequest.self]
     )
 
-    /// ArgumentParser's flow, except that usage errors exit 2 (as documented) instead of 64.
+    /// ArgumentParser's flow, except that usage errors exit 2 (as documented) instead of 64, and that the everyday
+    /// `token`, `status` and `refresh` forms skip the parser (``QuickCommand``).
     static func main() {
         do {
+            if let quick = QuickCommand.fromCommandLine() {
+                try quick.run()
+                return
+            }
             var command = try parseAsRoot()
             try command.run()
         } catch {
