@@ -14,7 +14,7 @@ struct Run: ParsableCommand {
             Examples:
               tokend run                                  # /etc/tokend, /var/lib/tokend, /run/tokend/tokend.sock
               tokend run --config-dir ./examples --state-dir /tmp/tokend-state --socket /tmp/tokend.sock
-              tokend run --credentials-socket /run/tokend/credentials.sock   # for LoadCredential=ID:/run/tokend/credentials.sock
+              tokend run --credentials-socket /run/tokend/credentials.sock
             """
     )
 

@@ -13,7 +13,7 @@ struct SystemdCredentialTests {
     static let access = "[access]\nunits = [\"backup.service\", \"report-*.service\"]\n"
 
     /// A one-shot unit that copies its credential where the test reads it, and fails when the credential is empty
-    /// (what systemd writes when tokend closes without data: systemd issue #27373).
+    /// (what systemd writes when tokend closes without data: systemd issue #27373), with the README's guard.
     static func oneShot(_ name: String) -> String {
         let out = "\(SystemdSandbox.stageInside)/\(name).out"
         return """
@@ -24,7 +24,10 @@ struct SystemdCredentialTests {
             [Service]
             Type=oneshot
             LoadCredential=billing:/run/tokend/credentials.sock
-            ExecStart=/bin/sh -c 'cat "$$CREDENTIALS_DIRECTORY/billing" > \(out); test -s "$$CREDENTIALS_DIRECTORY/billing"'
+            ExecStartPre=/bin/sh -c 'cat "$$CREDENTIALS_DIRECTORY/billing" > \(out)'
+            # The README's guard: an empty credential (tokend refused) fails the unit.
+            ExecStartPre=/usr/bin/test -s %d/billing
+            ExecStart=/bin/true
 
             """
     }
