@@ -94,6 +94,7 @@ install-files:
 		systemd/tokend.service >$(DESTDIR)$(UNITDIR)/tokend.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/tokend.service
 	install -m 0644 systemd/tokend.socket $(DESTDIR)$(UNITDIR)/tokend.socket
+	install -m 0644 systemd/tokend-credentials.socket $(DESTDIR)$(UNITDIR)/tokend-credentials.socket
 	install -D -m 0644 systemd/tokend.sysusers $(DESTDIR)$(SYSUSERSDIR)/tokend.conf
 	install -D -m 0644 systemd/tokend.tmpfiles $(DESTDIR)$(TMPFILESDIR)/tokend.conf
 	install -D -m 0644 docs/tokend.8 $(DESTDIR)$(MANDIR)/man8/tokend.8

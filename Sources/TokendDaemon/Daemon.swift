@@ -16,6 +16,9 @@ import Darwin
 public enum Daemon {
     public struct Options: Sendable {
         public var paths: DaemonPaths
+        /// `--credentials-socket`: where credentials.sock is bound (SPEC §10); nil binds it beside the API socket
+        /// unless systemd passed the sockets, "none" binds none.
+        public var credentialsSocket: String?
         /// `--log-level`, which wins over `log_level` in `tokend.toml`.
         public var logLevelOverride: String?
         #if DEBUG
@@ -206,14 +209,27 @@ public enum Daemon {
 
         scheduler.published.admin = scheduler.adminPolicy(scheduler.settings)
         raiseOpenFileLimit(toHold: scheduler.settings.connections.maxConnections, logger: scheduler.logger)
-        let server = try bindSocket(for: scheduler, options: options)
+        // Read once: sd_listen_fds unsets the variables.
+        let passed = SystemdNotifier.listenDescriptors()
+        let server = try bindSocket(for: scheduler, options: options, descriptor: passed.first { $0.name != "credentials" }?.descriptor)
         scheduler.closeServer = { await server.close() }
         scheduler.updateSocketLimits = { server.update(socketLimits($0)) }
         scheduler.logger.info("listening", metadata: ["socket": "\(options.paths.socketPath)"])
+        let credentials = try bindCredentialsSocket(
+            for: scheduler,
+            options: options,
+            descriptor: passed.first { $0.name == "credentials" }?.descriptor,
+            socketActivated: !passed.isEmpty
+        )
+        scheduler.closeServer = {
+            await server.close()
+            await credentials?.close()
+        }
         // [metrics] listen: bound beside the socket, closed with it.
         let metricsExposure = try MetricsExposure.open(for: scheduler)
         scheduler.closeServer = {
             await server.close()
+            await credentials?.close()
             await metricsExposure.close()
         }
         scheduler.startupSteps.append(steps.lap("socket"))
@@ -236,7 +252,50 @@ public enum Daemon {
         metricsExposure.startTextfile(clock: scheduler.adapters.clock)
     }
 
-    private static func bindSocket(for scheduler: Scheduler, options: Options) throws -> UnixSocketServer {
+    /// credentials.sock (SPEC §10): the fd named `credentials` systemd passed, else `--credentials-socket`, else
+    /// `credentials.sock` beside the API socket when systemd passed no sockets; nil when there is none.
+    ///
+    /// Only a path given with `--credentials-socket` must bind: the default one is skipped with a warning (a
+    /// socket path too long for it, a directory tokend may not write).
+    private static func bindCredentialsSocket(
+        for scheduler: Scheduler,
+        options: Options,
+        descriptor: CInt?,
+        socketActivated: Bool
+    ) throws -> CredentialSocketServer? {
+        let frontend = CredentialFrontend(scheduler: scheduler)
+        let answer: CredentialSocketServer.Answer = { address, reply in frontend.answer(address, reply: reply) }
+        let socketPath = options.paths.socketPath
+        let defaultPath = (socketPath.lastIndex(of: "/").map { String(socketPath[..<$0]) } ?? ".") + "/credentials.sock"
+        if let descriptor {
+            scheduler.logger.info("using the credentials socket systemd passed", metadata: ["fd": "\(descriptor)"])
+            do {
+                return try blocking { try await CredentialSocketServer.adopt(descriptor: descriptor, path: defaultPath, answer: answer) }
+            } catch {
+                throw StartError(message: "credentials socket (fd \(descriptor)): \(error)", errno: EBADF)
+            }
+        }
+        if options.credentialsSocket == "none" { return nil }
+        guard let path = options.credentialsSocket ?? (socketActivated ? nil : defaultPath) else {
+            scheduler.logger.info("no credentials socket: systemd passed none named 'credentials' (tokend-credentials.socket)")
+            return nil
+        }
+        do {
+            // 0600: only the service manager (root) may connect; see CredentialSocketServer.
+            let server = try blocking { try await CredentialSocketServer.bind(path: path, mode: 0o600, answer: answer) }
+            scheduler.logger.info("listening for credentials", metadata: ["socket": "\(path)"])
+            return server
+        } catch {
+            let errno = (error as? UnixSocketServer.SetupError)?.errno ?? EADDRNOTAVAIL
+            if options.credentialsSocket != nil {
+                throw StartError(message: "credentials socket: \(error)", errno: errno)
+            }
+            scheduler.logger.warning("no credentials socket", metadata: ["socket": "\(path)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    private static func bindSocket(for scheduler: Scheduler, options: Options, descriptor: CInt?) throws -> UnixSocketServer {
         let settings = scheduler.settings
         let path = options.paths.socketPath
         let frontend = SocketFrontend(scheduler: scheduler, logger: scheduler.logger)
@@ -256,7 +315,7 @@ public enum Daemon {
                 group = UInt32(name) ?? ConfigDirectory.resolveIdentity(.group, name)
                 if group == nil { throw StartError(message: "socket_group '\(name)' names no group on this host", errno: EINVAL) }
             }
-            if let descriptor = SystemdNotifier.listenDescriptors().first {
+            if let descriptor {
                 scheduler.logger.info("using the socket systemd passed", metadata: ["fd": "\(descriptor)"])
                 return try blocking {
                     try await UnixSocketServer.adopt(

@@ -15,6 +15,8 @@ final class PublishedInstances: InstanceDirectory {
     private let ready = Atomic<Bool>(false)
     private let fleetState = Mutex<API.FleetBody?>(nil)
     private let fleetRoles = Mutex<[String: String]>([:])
+    /// By credential id (`credential_id`, or the name): the instance and its `[access] units` (SPEC §10).
+    private let credentials = Mutex<[String: CredentialGrant]>([:])
 
     /// Whether the first config has been published.
     ///
@@ -65,6 +67,19 @@ final class PublishedInstances: InstanceDirectory {
         policies.withLock { $0[name] = policy }
     }
 
+    /// The instance systemd units load as credential `id`, and the units that may.
+    func credential(id: String) -> CredentialGrant? {
+        credentials.withLock { $0[id] }
+    }
+
+    /// `name` is loaded as credential `id` by `units` from now on.
+    func publishCredential(_ name: String, id: String, units: [String]) {
+        credentials.withLock { table in
+            table = table.filter { $0.value.instance != name }
+            table[id] = CredentialGrant(instance: name, units: units)
+        }
+    }
+
     func application(named name: String) -> TokenApplication? {
         applications.withLock { $0[name] }
     }
@@ -98,7 +113,14 @@ final class PublishedInstances: InstanceDirectory {
         machines.withLock { _ = $0.removeValue(forKey: name) }
         policies.withLock { _ = $0.removeValue(forKey: name) }
         applications.withLock { _ = $0.removeValue(forKey: name) }
+        credentials.withLock { table in table = table.filter { $0.value.instance != name } }
     }
+}
+
+/// An instance as credentials.sock sees it: its name and the units that may load its token.
+struct CredentialGrant: Sendable, Hashable {
+    var instance: String
+    var units: [String]
 }
 
 /// One instance's state as published: never changed, shared by the scheduler's running instance and the snapshot.

@@ -44,6 +44,11 @@ extension Scheduler {
         for name in plan.unchanged {
             guard let resolved = loaded.instances[name], let running = instances[name] else { continue }
             published.publishAccess(name, resolved.access)
+            published.publishCredential(
+                name,
+                id: resolved.definition.credentialID ?? name,
+                units: resolved.definition.access?.units ?? []
+            )
             published.publishApplication(name, resolved.application)
             published.publishApplication(name, resolved.application)
             if running.resolved.sink != resolved.sink {
@@ -114,6 +119,11 @@ extension Scheduler {
         )
         instances[name] = running
         published.publishAccess(name, resolved.access)
+        published.publishCredential(
+            name,
+            id: resolved.definition.credentialID ?? name,
+            units: resolved.definition.access?.units ?? []
+        )
         published.publishApplication(name, resolved.application)
         let actions = running.machine.started(cached: cached, now: now, using: &random)
         readiness.started(name, settled: running.machine.hasSettled)

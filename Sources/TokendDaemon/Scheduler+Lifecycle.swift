@@ -96,6 +96,21 @@ extension Scheduler {
     func logRefusalSummaries() {
         let now = adapters.clock.now()
         log(refusals: refusals.withLock { $0.due(now: now) })
+        log(credentialRefusals: credentialRefusals.withLock { $0.due(now: now) })
+    }
+
+    /// The summaries of refused credentials.sock connections (the first of each window is logged when refused).
+    func log(credentialRefusals lines: [RefusalLog.Line]) {
+        for line in lines where !line.isFirst {
+            logger.warning(
+                "more credentials refused",
+                metadata: [
+                    "count": "\(line.count)",
+                    "refused": "\(line.targets.joined(separator: ", "))\(line.moreTargets ? ", …" : "")",
+                    "window_s": "\(Int(credentialRefusals.withLock { $0.window }))",
+                ]
+            )
+        }
     }
 
     // MARK: - Clock steps
@@ -138,6 +153,7 @@ extension Scheduler {
         adapters.inputs.stop()
         inputPollTimer?.cancel()
         log(refusals: refusals.withLock { $0.flush() })
+        log(credentialRefusals: credentialRefusals.withLock { $0.flush() })
         // Kept: a timer nobody holds may be cancelled with its last reference.
         repeatingTimers = [
             adapters.clock.after(10, on: queue) { [unowned self] in

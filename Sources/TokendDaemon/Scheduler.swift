@@ -179,6 +179,8 @@ public final class Scheduler: @unchecked Sendable {
 
     /// Refused socket requests, counted per caller (written on NIO's event loops, summed up on the clock check).
     let refusals = Mutex(RefusalLog())
+    /// Refused credentials.sock connections (SPEC §10), all under uid 0: the service manager makes them all.
+    let credentialRefusals = Mutex(RefusalLog())
 
     var settings: DaemonSettings
     var instances: [String: RunningInstance] = [:]

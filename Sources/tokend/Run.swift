@@ -14,10 +14,19 @@ struct Run: ParsableCommand {
             Examples:
               tokend run                                  # /etc/tokend, /var/lib/tokend, /run/tokend/tokend.sock
               tokend run --config-dir ./examples --state-dir /tmp/tokend-state --socket /tmp/tokend.sock
+              tokend run --credentials-socket /run/tokend/credentials.sock
             """
     )
 
     @OptionGroup var paths: PathOptions
+
+    @Option(
+        help: ArgumentHelp(
+            "credentials.sock for systemd's LoadCredential=ID:PATH (default: credentials.sock beside the socket; none: no such socket).",
+            valueName: "path"
+        )
+    )
+    var credentialsSocket: String?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (overrides log_level).")
     var logLevel: String?
@@ -38,6 +47,7 @@ struct Run: ParsableCommand {
     func run() throws {
         let resolved = paths.resolved
         var options = Daemon.Options(paths: resolved, logLevelOverride: logLevel)
+        options.credentialsSocket = credentialsSocket
         #if DEBUG
         options.stallOnSIGUSR2 = debugStallOnSigusr2
         #endif

@@ -98,6 +98,7 @@ struct DebianPackageTests {
             ("/usr/bin/tokend", "-rwxr-xr-x"),
             ("/usr/lib/systemd/system/tokend.service", "-rw-r--r--"),
             ("/usr/lib/systemd/system/tokend.socket", "-rw-r--r--"),
+            ("/usr/lib/systemd/system/tokend-credentials.socket", "-rw-r--r--"),
             ("/usr/lib/sysusers.d/tokend.conf", "-rw-r--r--"),
             ("/usr/lib/tmpfiles.d/tokend.conf", "-rw-r--r--"),
             ("/usr/share/man/man8/tokend.8.gz", "-rw-r--r--"),
@@ -186,6 +187,7 @@ struct DebianPackageTests {
         let verify = try runCommand([
             "/usr/bin/env", "MANPATH=\(verifyRoot)/usr/share/man", "systemd-analyze", "verify", "--root=\(verifyRoot)",
             "/usr/lib/systemd/system/tokend.service", "/usr/lib/systemd/system/tokend.socket",
+            "/usr/lib/systemd/system/tokend-credentials.socket",
         ])
         #expect(verify.status == 0 && verify.stdout.isEmpty && verify.stderr.isEmpty, "systemd-analyze verify: \(verify)")
 
@@ -234,6 +236,7 @@ struct DebianPackageTests {
                 "test.target": "[Unit]\nDescription=tokend test\nDefaultDependencies=no\n",
                 "tokend.service": try installed("tokend.service"),
                 "tokend.socket": try installed("tokend.socket"),
+                "tokend-credentials.socket": try installed("tokend-credentials.socket"),
                 "tokend.service.d/test.conf":
                     "[Service]\nStandardOutput=append:\(stage)/tokend.log\nStandardError=append:\(stage)/tokend.log\n",
             ],

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -23,6 +24,11 @@ final class SystemdSandbox: @unchecked Sendable {
 
     /// `/proc/<pid>/root`: the sandbox's `/` seen from the host.
     var root: String { "/proc/\(pid)/root" }
+
+    /// The trait of a suite that needs a sandboxed systemd: skipped, with the reason, where none can run.
+    static var required: ConditionTrait {
+        .disabled(if: unavailableReason != nil, Comment(rawValue: "skipped, a real systemd cannot run here: \(unavailableReason ?? "")"))
+    }
 
     /// Why the sandbox cannot run here, or nil when it can.
     static let unavailableReason: String? = {

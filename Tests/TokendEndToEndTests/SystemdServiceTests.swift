@@ -11,10 +11,7 @@ import Glibc
 @Suite(
     .serialized,
     .timeLimit(.minutes(3)),
-    .disabled(
-        if: SystemdSandbox.unavailableReason != nil,
-        Comment(rawValue: "skipped, a real systemd cannot run here: \(SystemdSandbox.unavailableReason ?? "")")
-    )
+    SystemdSandbox.required
 )
 struct SystemdServiceTests {
     @Test func startReturnsOnlyAfterReadyAndStatusShowsTheCounts() async throws {
@@ -209,7 +206,7 @@ final class SystemdFixture: @unchecked Sendable {
 
     /// Boots a sandbox whose `tokend.service` is the shipped one with `ExecStart=` pointing at the test binary,
     /// the client secret as a credential (`LoadCredential=`), and `dropIn` lines added to `[Service]`.
-    static func boot(dropIn: String = "") async throws -> SystemdFixture {
+    static func boot(dropIn: String = "", units extraUnits: [String: String] = [:]) async throws -> SystemdFixture {
         let endpoint = LocalTokenServer(lifetime: 3600)
         try await endpoint.start(port: 0)
         let stage = SystemdSandbox.stageInside
@@ -221,10 +218,11 @@ final class SystemdFixture: @unchecked Sendable {
         }
         do {
             let sandbox = try SystemdSandbox.boot(
-                units: [
+                units: extraUnits.merging([
                     "test.target": "[Unit]\nDescription=tokend test\nDefaultDependencies=no\n",
                     "tokend.service": try shipped("tokend.service"),
                     "tokend.socket": try shipped("tokend.socket"),
+                    "tokend-credentials.socket": try shipped("tokend-credentials.socket"),
                     "tokend.service.d/test.conf": """
                     [Service]
                     LoadCredential=client-secret:/etc/tokend/client-secret
@@ -233,7 +231,7 @@ final class SystemdFixture: @unchecked Sendable {
                     \(dropIn)
 
                     """,
-                ],
+                ]) { _, shipped in shipped },
                 files: [
                     "bin/tokend": (try Data(contentsOf: URL(fileURLWithPath: try DaemonHarness.binaryPath())), 0o755),
                     "tokend.sysusers": (try Data(contentsOf: URL(fileURLWithPath: "\(units)/tokend.sysusers")), 0o644),
@@ -284,7 +282,7 @@ final class SystemdFixture: @unchecked Sendable {
     }
 
     /// `instances/<name>.toml` in /etc/tokend, its client secret from the credential.
-    func writeInstance(_ name: String) throws {
+    func writeInstance(_ name: String, extra: String = "") throws {
         try sandbox.write(
             "/etc/tokend/instances/\(name).toml",
             """
@@ -294,6 +292,7 @@ final class SystemdFixture: @unchecked Sendable {
             [variables]
             client_id     = "\(name)"
             client_secret = { credential = "client-secret" }
+            \(extra)
             """
         )
     }

@@ -49,7 +49,7 @@ import Glibc
 
         let verify = try runCommand([
             "/usr/bin/env", "MANPATH=\(root)/usr/share/man",
-            "systemd-analyze", "verify", units + "/tokend.service", units + "/tokend.socket",
+            "systemd-analyze", "verify", units + "/tokend.service", units + "/tokend.socket", units + "/tokend-credentials.socket",
         ])
         #expect(verify.status == 0)
         #expect(verify.stderr.isEmpty, "systemd-analyze verify: \(verify.stderr)")
@@ -64,6 +64,7 @@ import Glibc
             ("/usr/bin/tokend", 0o755),
             ("/usr/lib/systemd/system/tokend.service", 0o644),
             ("/usr/lib/systemd/system/tokend.socket", 0o644),
+            ("/usr/lib/systemd/system/tokend-credentials.socket", 0o644),
             ("/usr/lib/sysusers.d/tokend.conf", 0o644),
             ("/usr/lib/tmpfiles.d/tokend.conf", 0o644),
             ("/usr/share/man/man8/tokend.8", 0o644),

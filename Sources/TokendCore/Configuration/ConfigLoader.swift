@@ -161,6 +161,8 @@ public enum ConfigLoader {
             defined: Set(input.instances.map(\.name))
         )
 
+        let credentialProblems = credentialIDProblems(input.instances.map(\.name), parsed: parsed)
+
         // 2. Read each instance's secrets, TLS material and issuer metadata: the injected I/O, one at a time.
         let effectiveSettings = settings ?? DaemonSettings()
         let inputs = input.instances.map { name, _ -> RenderInput? in
@@ -198,6 +200,11 @@ public enum ConfigLoader {
                 failed.insert(name)
                 continue
             }
+            if let problem = credentialProblems[name] {
+                diagnostics.append(problem)
+                failed.insert(name)
+                continue
+            }
             var resolution = input.diagnostics
             var resolved: ResolvedInstance?
             if let render = renders[index] {
@@ -227,6 +234,7 @@ public enum ConfigLoader {
                         }
                     }
                 }
+                // `units` alone gives no uid or gid: over the API socket the token is then the admins' only.
                 resolved?.access = AccessPolicy(uids: uids, gids: gids)
             }
             if let sink = definition.sink {
@@ -271,6 +279,32 @@ public enum ConfigLoader {
         }
         memo.rendered = rendered
         return Loaded(settings: settings, instances: instances, failedInstances: failed, diagnostics: diagnostics)
+    }
+
+    /// The instances whose `credential_id` is already another instance's credential id (its `credential_id`, or its
+    /// name when it sets none), each with the error naming both files; of two `credential_id`s the later file's fails.
+    fileprivate static func credentialIDProblems(_ names: [String], parsed: [String: ParsedFile]) -> [String: ConfigDiagnostic] {
+        var claimed: [String: String] = [:]
+        for name in names where parsed[name]?.definition?.credentialID == nil {
+            claimed[name] = name
+        }
+        var problems: [String: ConfigDiagnostic] = [:]
+        for name in names {
+            guard let definition = parsed[name]?.definition, let id = definition.credentialID else { continue }
+            if let other = claimed[id], other != name {
+                let otherFile = parsed[other]?.path ?? "instances/\(other).toml"
+                let how = parsed[other]?.definition?.credentialID == nil ? "the name of" : "the credential_id of"
+                problems[name] = ConfigDiagnostic(
+                    file: definition.file,
+                    line: definition.source?.line(of: ["credential_id"]),
+                    key: "credential_id",
+                    message: "credential id '\(id)' is already \(how) instance '\(other)' (\(otherFile)); credential ids must be unique"
+                )
+            } else {
+                claimed[id] = name
+            }
+        }
+        return problems
     }
 
     /// What one load learned, for the next: each instance file's parse and each request's rendering, reused when their

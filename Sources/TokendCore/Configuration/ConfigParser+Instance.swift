@@ -31,6 +31,11 @@ extension ConfigParser {
         let shared = reader.bool("shared") ?? true
         // `bound_to_input` at the top (SPEC §11), beside `[refresh] bound_to_input`; the top one wins.
         let boundToInput = reader.bool("bound_to_input")
+        // `credential_id`: the id units load the token as over credentials.sock (SPEC §10); the name when absent.
+        let credentialID = reader.string("credential_id")
+        if let credentialID, !CredentialRequest.isValidCredentialID(credentialID) {
+            reader.fail("credential_id", "expected a credential id: printable characters without '/' or spaces, such as \"acme-token\"")
+        }
         if document.root["connector"] != nil {
             let connectorName = reader.string("connector") ?? ""
             description = reader.string("description")
@@ -115,18 +120,19 @@ extension ConfigParser {
             var accessReader = TableReader(document: document, path: ["access"], table: table)
             let users = identityList("users", &accessReader)
             let groups = identityList("groups", &accessReader)
+            let units = unitList(&accessReader)
             diagnostics += accessReader.finish()
-            if users.isEmpty && groups.isEmpty {
+            if users.isEmpty && groups.isEmpty && units.isEmpty {
                 diagnostics.append(
                     ConfigDiagnostic(
                         file: file,
                         line: document.line(of: ["access"]),
                         key: "access",
-                        message: "an [access] table must name users or groups (leave it out to let the socket's permissions decide)"
+                        message: "an [access] table must name users, groups or units (leave it out to let the socket's permissions decide)"
                     )
                 )
             }
-            access = AccessRule(users: users, groups: groups, line: document.line(of: ["access"]))
+            access = AccessRule(users: users, groups: groups, units: units, line: document.line(of: ["access"]))
         }
         diagnostics += reader.finish()
 
@@ -188,6 +194,7 @@ extension ConfigParser {
         definition.access = access
         definition.sink = sink
         definition.shared = shared
+        definition.credentialID = credentialID
         definition.caFile =
             instanceCAFile
             ?? connector.caFile.map { FileReference(path: $0, file: connector.file, line: connector.caFileLine) }
@@ -212,6 +219,25 @@ extension ConfigParser {
             }
         }
         return names
+    }
+
+    /// `[access] units`: unit names or globs (`"report-*.service"`).
+    private static func unitList(_ reader: inout TableReader) -> [String] {
+        guard let value = reader.raw("units") else { return [] }
+        guard case .array(let items) = value else {
+            reader.fail("units", "expected an array of unit names or globs, such as [\"backup.service\", \"report-*.service\"]")
+            return []
+        }
+        var units: [String] = []
+        for item in items {
+            guard case .string(let pattern) = item, UnitPattern.isValid(pattern) else {
+                let found = if case .string(let text) = item { "\"\(text)\"" } else { item.kindDescription }
+                reader.fail("units", "expected unit names or globs without '/' or spaces, found \(found)")
+                return []
+            }
+            units.append(pattern)
+        }
+        return units
     }
 
     /// A `{ file = … }` or `{ credential = … }` value; `{ instance = … }` too when `instanceOf` names the instance

@@ -239,6 +239,9 @@ public struct InstanceDefinition: Sendable, Hashable {
         public var caFile: FileReference?
         /// `shared`: whether the instance takes part in the fleet when `[fleet]` is set (SPEC §14).
         public var shared = true
+        /// `credential_id`: the id systemd units load the token as (`LoadCredential=ID:…/credentials.sock`); nil means
+        /// the instance's name.
+        public var credentialID: String?
     }
 
     @usableFromInline var storage: SharedBox<Fields>
@@ -338,16 +341,21 @@ public struct SinkTarget: Sendable, Hashable {
     }
 }
 
-/// `[access] users = […] groups = […]` as written: names, or numeric ids written as numbers or digit strings.
+/// `[access] users = […] groups = […] units = […]` as written: names, or numeric ids written as numbers or digit
+/// strings, and unit-name globs.
 public struct AccessRule: Sendable, Hashable {
     public var users: [String]
     public var groups: [String]
+    /// systemd units that may load the token as a credential (SPEC §10), globs allowed; they give no access over the
+    /// API socket.
+    public var units: [String]
     /// The line of the `[access]` table, for resolution errors.
     public var line: Int?
 
-    public init(users: [String], groups: [String], line: Int?) {
+    public init(users: [String], groups: [String], units: [String] = [], line: Int?) {
         self.users = users
         self.groups = groups
+        self.units = units
         self.line = line
     }
 }

@@ -32,10 +32,18 @@ public struct SystemdNotifier: ServiceNotifier {
     /// The listening sockets systemd passed (socket activation): `LISTEN_FDS` for this process, starting at fd 3.
     ///
     /// Unsets the variables so that child processes do not inherit them.
-    public static func listenDescriptors() -> [Int32] {
-        let count = sd_listen_fds(1)
+    public static func listenDescriptors() -> [(descriptor: Int32, name: String)] {
+        var names: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
+        let count = sd_listen_fds_with_names(1, &names)
         guard count > 0 else { return [] }
-        return (0..<count).map { SD_LISTEN_FDS_START + $0 }
+        defer {
+            for index in 0..<Int(count) { free(names?[index]) }
+            free(names)
+        }
+        // `FileDescriptorName=`, or the socket unit's name when it sets none ("unknown" without LISTEN_FDNAMES).
+        return (0..<count).map { index in
+            (SD_LISTEN_FDS_START + index, names?[Int(index)].map { String(cString: $0) } ?? "unknown")
+        }
     }
 
     /// Seconds between watchdog pings (half of `WATCHDOG_USEC`), or nil when the watchdog is off.
