@@ -58,6 +58,25 @@ import Glibc
         }
     }
 
+    /// A reload that changes `[access] units` (the token request unchanged, so the instance keeps running) changes
+    /// who gets the credential.
+    @Test func aReloadChangesWhichUnitsGetTheToken() async throws {
+        try await DaemonHarness.with { harness in
+            try harness.writeInstance("alpha", extra: "[access]\nunits = [\"backup.service\"]\n")
+            try harness.start()
+            try await harness.waitUntilReady()
+            let credentials = Self.credentialsPath(harness)
+            #expect(try Self.load(credentials, unit: "report.service", id: "alpha") == "")
+            try harness.writeInstance("alpha", extra: "[access]\nunits = [\"report.service\"]\n")
+            harness.signal(SIGHUP)
+            try await harness.waitUntilReady(count: 2)
+            #expect(try Self.load(credentials, unit: "report.service", id: "alpha") == harness.endpoint.issuedTokens.first)
+            #expect(try Self.load(credentials, unit: "backup.service", id: "alpha") == "")
+            #expect(harness.endpoint.issuedTokens.count == 1, "the reload fetched again")
+            #expect(try await harness.stop() == 0)
+        }
+    }
+
     /// A unit that asks before the first token is there waits for it (systemd has shut its writing side by then).
     @Test func aRequestDuringStartUpWaitsForTheFirstToken() async throws {
         try await DaemonHarness.with { harness in
