@@ -74,8 +74,8 @@ def serving_section(s):
                    "| nginx p50 / p99 / p99.9 µs | **p99 tokend/nginx** | bare NIO req/s (p99 µs) | tokend/bare NIO "
                    "| NIO floor req/s (p99 µs) | tokend/NIO floor | ceiling req/s | client CPU: ceiling / tokend run "
                    "| server CPU per request, user + sys µs: tokend / nginx / Go / NIO floor | **server CPU tokend/Go** "
-                   "| errors t/n |\n"
-                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                   "| **server CPU tokend/NIO floor** | errors t/n |\n"
+                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for c in sorted({k[2] for k in runs if k[1] == mode}):
             t, n, z, b, f, g = (runs.get((label, mode, c)) for label in ("tokend", "nginx", "ceiling", "nio", "floor", "go"))
             if not (t and n):
@@ -88,8 +88,21 @@ def serving_section(s):
             out.append(f"| {c} | {t['rps']:.0f} | {n['rps']:.0f} | **{ratio(t['rps'], n['rps'])}** | {go} | **{versus_go}** | "
                        f"{lat(t)} | {lat(n)} | "
                        f"**{ratio(t['p99_us'], n['p99_us'])}** | {bare} | {versus_bare} | {floor} | {versus_floor} | {ceiling} | "
-                       f"{ceiling_cpu} / {t['client_cpu']:.2f} | {server_cpu(t, n, g, f)} | **{cpu_ratio(t, g)}** | "
+                       f"{ceiling_cpu} / {t['client_cpu']:.2f} | {server_cpu(t, n, g, f)} | **{cpu_ratio(t, g)}** | **{cpu_ratio(t, f)}** | "
                        f"{t['errors']} / {n['errors']} |")
+    if any(k[0] == "before" for k in runs):
+        out.append("\n**before / after** (`SERVING_BEFORE_BIN`: the other tokend binary, in the same interleaved rounds)\n\n"
+                   "| mode | connections | before req/s | after req/s | after/before | server CPU per request, user + sys µs: "
+                   "before / after / NIO floor / Go | **after/before CPU** | **CPU before/NIO floor** | "
+                   "**CPU after/NIO floor** | **CPU after/Go** | errors b/a |\n|---|---|---|---|---|---|---|---|---|---|---|")
+        for mode in ("keepalive", "close"):
+            for c in sorted({k[2] for k in runs if k[1] == mode and k[0] == "before"}):
+                a, t, f, g = (runs.get((label, mode, c)) for label in ("before", "tokend", "floor", "go"))
+                if not (a and t):
+                    continue
+                out.append(f"| {mode} | {c} | {a['rps']:.0f} | {t['rps']:.0f} | {ratio(t['rps'], a['rps'])} | "
+                           f"{server_cpu(a, t, f, g)} | **{cpu_ratio(t, a)}** | **{cpu_ratio(a, f)}** | **{cpu_ratio(t, f)}** | "
+                           f"**{cpu_ratio(t, g)}** | {a['errors']} / {t['errors']} |")
     return "\n".join(out) + "\n"
 
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TokendTestSupport
 
@@ -224,5 +225,44 @@ struct GuardedDirectory: InstanceDirectory {
         #expect(ask("PUT", "/v1/tokens/open", peer: nil).status == 405)
         #expect(ask("GET", "/nothing", peer: nil).status == 404)
         #expect(ask("GET", "/v1/health", peer: nil).status == 200)
+    }
+}
+
+/// The caller's supplementary groups are read only when a decision needs them (issue #21), and then once.
+@Suite struct LazyPeerGroupsTests {
+    /// A caller whose groups are looked up on demand, with a count of the lookups.
+    final class Lookups: Sendable {
+        let count = Mutex(0)
+
+        func peer(uid: UInt32, gid: UInt32 = 1000, groups: Set<UInt32> = [300]) -> PeerCredentials {
+            PeerCredentials(uid: uid, gid: gid, pid: 7) {
+                self.count.withLock { $0 += 1 }
+                return groups
+            }
+        }
+    }
+
+    @Test func decisionsTheUidOrThePrimaryGroupSettleReadNoGroups() {
+        let lookups = Lookups()
+        let named = lookups.peer(uid: 1001)
+        #expect(AccessPolicy(uids: [1001], gids: [300]).allows(named))
+        #expect(AccessPolicy(uids: [], gids: [1000]).allows(named))
+        #expect(!AccessPolicy(uids: [2002], gids: []).allows(named))
+        #expect(AdminPolicy(daemonUID: 1001, adminGID: 50).allows(named))
+        #expect(!AdminPolicy(daemonUID: 999, adminGID: nil).allows(named))
+        #expect(AdminPolicy(daemonUID: 999, adminGID: 50).allows(lookups.peer(uid: 0)))
+        #expect(!named.groupsWereRead)
+        #expect(lookups.count.withLock { $0 } == 0)
+    }
+
+    @Test func aGroupRuleReadsTheGroupsOnceAndDecidesByThem() {
+        let lookups = Lookups()
+        let member = lookups.peer(uid: 1001)
+        #expect(AccessPolicy(uids: [2002], gids: [300]).allows(member))
+        #expect(!AccessPolicy(uids: [2002], gids: [301]).allows(member))
+        #expect(!AdminPolicy(daemonUID: 999, adminGID: 50).allows(member))
+        #expect(member.groups == [300, 1000])
+        #expect(member.groupsWereRead)
+        #expect(lookups.count.withLock { $0 } == 1)
     }
 }
