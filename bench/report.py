@@ -109,12 +109,18 @@ def serving_section(s):
 def shell_section(s):
     runs = s["runs"]
     base = next((r for r in runs if r["label"].startswith("curl → nginx")), None)
+    direct = next((r for r in runs if r["label"].startswith("curl → tokend")), None)
+    rounds = runs[0].get("rounds", 1)
     out = [f"## What a shell script pays per token\n\n{machine_line(s['machine'])} {runs[0]['calls']} calls in a bash "
-           "loop, each answer checked for the token; nothing pinned.\n\n"
-           "| per call | ms | vs `curl` → nginx | answers with the token |\n|---|---|---|---|"]
+           "loop, each answer checked (for the token; `status` for the instance's name); nothing pinned."
+           + (f" {rounds} rounds of every command in turn, the median round's figure (the rounds in brackets)." if rounds > 1 else "")
+           + "\n\n| per call | ms | vs `curl` → tokend | vs `curl` → nginx | answers checked |\n|---|---|---|---|---|"]
     for r in runs:
-        out.append(f"| {r['label']} | {r['ms_per_call']:.2f} | {ratio(r['ms_per_call'], base['ms_per_call']) if base else '–'} "
-                   f"| {r['ok']} / {r['calls']} |")
+        spread = f" ({', '.join(f'{x:.2f}' for x in r['rounds_ms'])})" if r.get("rounds_ms") and rounds > 1 else ""
+        out.append(f"| {r['label']} | {r['ms_per_call']:.2f}{spread} "
+                   f"| {ratio(r['ms_per_call'], direct['ms_per_call']) if direct else '–'} "
+                   f"| {ratio(r['ms_per_call'], base['ms_per_call']) if base else '–'} "
+                   f"| {r['ok']} / {r['calls'] * rounds} |")
     return "\n".join(out) + "\n"
 
 

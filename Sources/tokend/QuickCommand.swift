@@ -15,13 +15,13 @@ enum QuickCommand: Equatable {
     case refresh(socket: String?, name: String)
 
     /// The command for `arguments` (without the program name), or nil when the parser must decide.
+    ///
+    /// Plain arrays and optionals only: a Set or a Dictionary here would cost a protocol conformance lookup (a scan
+    /// of the whole binary's conformance table) at the first use of each new generic type.
     init?(_ arguments: [String]) {
         guard let subcommand = arguments.first else { return nil }
-        var options = [String: String]()
-        var flags = Set<String>()
-        var positionals = [String]()
-        let valued: Set<String>
-        let flagNames: Set<String>
+        let valued: [String]
+        let flagNames: [String]
         switch subcommand {
         case "token":
             valued = ["--socket", "--format", "--min-valid"]
@@ -35,6 +35,9 @@ enum QuickCommand: Equatable {
         default:
             return nil
         }
+        var values: [String?] = [nil, nil, nil]
+        var flagged = false
+        var positionals: [String] = []
         var index = 1
         while index < arguments.count {
             let argument = arguments[index]
@@ -49,44 +52,44 @@ enum QuickCommand: Equatable {
             if let equals = argument.firstIndex(of: "=") {
                 name = String(argument[..<equals])
                 value = String(argument[argument.index(after: equals)...])
-                guard valued.contains(name) else { return nil }
-            } else if valued.contains(argument) {
+            } else if flagNames.contains(argument) {
+                // A repeated flag: the parser decides.
+                guard !flagged else { return nil }
+                flagged = true
+                continue
+            } else {
                 guard index < arguments.count else { return nil }
                 name = argument
                 value = arguments[index]
                 index += 1
-            } else if flagNames.contains(argument) {
-                guard flags.insert(argument).inserted else { return nil }
-                continue
-            } else {
-                return nil
             }
-            // A value the parser might read as a flag, an empty one, or a repeated option: the parser decides.
-            guard !value.isEmpty, !value.hasPrefix("-"), options.updateValue(value, forKey: name) == nil else { return nil }
+            // An unknown option, a value the parser might read as a flag, an empty one, or a repeated option: the
+            // parser decides.
+            guard let slot = valued.firstIndex(of: name), !value.isEmpty, !value.hasPrefix("-"), values[slot] == nil else { return nil }
+            values[slot] = value
         }
-        let socket = options["--socket"]
+        let socket = values[0]
         switch subcommand {
         case "token":
             guard positionals.count == 1 else { return nil }
             var format = Token.Format.raw
-            if let text = options["--format"] {
+            if let text = values[1] {
                 guard let parsed = Token.Format(rawValue: text) else { return nil }
                 format = parsed
             }
             var minValid: Int?
-            if let text = options["--min-valid"] {
+            if let text = values[2] {
                 guard text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }), let parsed = Int(text) else {
                     return nil
                 }
                 minValid = parsed
             }
-            let curlHeader = flags.contains("--curl-header")
             // --curl-header with another --format is a usage error: the parser says so.
-            guard !curlHeader || format == .raw else { return nil }
-            self = .token(socket: socket, name: positionals[0], format: format, curlHeader: curlHeader, minValid: minValid)
+            guard !flagged || format == .raw else { return nil }
+            self = .token(socket: socket, name: positionals[0], format: format, curlHeader: flagged, minValid: minValid)
         case "status":
             guard positionals.isEmpty else { return nil }
-            self = .status(socket: socket, json: flags.contains("--json"))
+            self = .status(socket: socket, json: flagged)
         default:
             guard positionals.count == 1 else { return nil }
             self = .refresh(socket: socket, name: positionals[0])

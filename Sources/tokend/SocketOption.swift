@@ -13,13 +13,7 @@ struct SocketOption: ParsableArguments {
 
     /// The client for `--socket` (nil: `TOKEND_SOCKET`, `RUNTIME_DIRECTORY`, the default path; SPEC §2).
     static func client(socket: String?) -> APIClient {
-        let path = DaemonPaths.resolve(
-            configDirectory: nil,
-            stateDirectory: nil,
-            socket: socket,
-            environment: ProcessInfo.processInfo.environment
-        ).socketPath
-        return APIClient(socketPath: path)
+        APIClient(socketPath: DaemonPaths.socketPath(flag: socket) { getenv($0).map { String(cString: $0) } })
     }
 }
 

@@ -19,23 +19,34 @@ public struct DaemonPaths: Sendable, Hashable {
         socket: String?,
         environment: [String: String]
     ) -> DaemonPaths {
-        func nonEmpty(_ key: String) -> String? {
-            guard let value = environment[key], !value.isEmpty else { return nil }
-            return value
-        }
-        // systemd may pass several colon-separated directories; the first is ours.
-        func firstSystemd(_ key: String) -> String? {
-            nonEmpty(key).flatMap { $0.split(separator: ":").first.map(String.init) }
-        }
-        let config = configDirectory ?? nonEmpty("TOKEND_CONFIG_DIR") ?? firstSystemd("CONFIGURATION_DIRECTORY") ?? "/etc/tokend"
-        let state = stateDirectory ?? nonEmpty("TOKEND_STATE_DIR") ?? firstSystemd("STATE_DIRECTORY") ?? "/var/lib/tokend"
-        let runtimeSocket = firstSystemd("RUNTIME_DIRECTORY").map { $0 + "/tokend.sock" }
-        let socketPath = socket ?? nonEmpty("TOKEND_SOCKET") ?? runtimeSocket ?? "/run/tokend/tokend.sock"
+        let lookup = { (key: String) in environment[key] }
+        let config =
+            configDirectory ?? nonEmpty("TOKEND_CONFIG_DIR", lookup) ?? firstSystemd("CONFIGURATION_DIRECTORY", lookup) ?? "/etc/tokend"
+        let state = stateDirectory ?? nonEmpty("TOKEND_STATE_DIR", lookup) ?? firstSystemd("STATE_DIRECTORY", lookup) ?? "/var/lib/tokend"
         return DaemonPaths(
             configDirectory: config,
             stateDirectory: state,
-            socketPath: socketPath,
-            credentialsDirectory: nonEmpty("CREDENTIALS_DIRECTORY")
+            socketPath: socketPath(flag: socket, lookup: lookup),
+            credentialsDirectory: nonEmpty("CREDENTIALS_DIRECTORY", lookup)
         )
+    }
+
+    /// The socket path alone, by the same order, reading the environment through `lookup`.
+    ///
+    /// The CLI passes `getenv`: building ProcessInfo's environment dictionary costs a short-lived command more than
+    /// its request (issue #21).
+    public static func socketPath(flag: String?, lookup: (String) -> String?) -> String {
+        let runtimeSocket = firstSystemd("RUNTIME_DIRECTORY", lookup).map { $0 + "/tokend.sock" }
+        return flag ?? nonEmpty("TOKEND_SOCKET", lookup) ?? runtimeSocket ?? "/run/tokend/tokend.sock"
+    }
+
+    private static func nonEmpty(_ key: String, _ lookup: (String) -> String?) -> String? {
+        guard let value = lookup(key), !value.isEmpty else { return nil }
+        return value
+    }
+
+    /// systemd may pass several colon-separated directories; the first is ours.
+    private static func firstSystemd(_ key: String, _ lookup: (String) -> String?) -> String? {
+        nonEmpty(key, lookup).flatMap { $0.split(separator: ":").first.map(String.init) }
     }
 }

@@ -175,22 +175,36 @@ public struct APIClient: Sendable {
         return nil
     }
 
+    /// The status line and the framing headers, read as bytes (no String splitting: generic wrappers such as
+    /// reversed or split views each cost a metadata lookup by mangled name at their first use in a process).
     private static func parseHead(_ bytes: [UInt8], bodyStart: Int) throws -> (status: Int, bodyStart: Int, length: Int?, chunked: Bool) {
-        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\r\n", omittingEmptySubsequences: false)
-        let statusLine = lines.first?.split(separator: " ", maxSplits: 2) ?? []
-        guard statusLine.count >= 2, statusLine[0].hasPrefix("HTTP/1."), let status = Int(statusLine[1]) else {
+        var lines: [ArraySlice<UInt8>] = []
+        var lineStart = 0
+        for index in 0..<bytes.count where index + 1 < bytes.count && bytes[index] == 13 && bytes[index + 1] == 10 {
+            lines.append(bytes[lineStart..<index])
+            lineStart = index + 2
+        }
+        lines.append(bytes[lineStart...])
+        let statusLine = lines[0]
+        let prefix = Array("HTTP/1.".utf8)
+        guard statusLine.count >= 12, statusLine.starts(with: prefix), statusLine[statusLine.startIndex + 8] == UInt8(ascii: " "),
+            let status = Int(String(decoding: statusLine.dropFirst(9).prefix(3), as: UTF8.self))
+        else {
             throw ExchangeProblem(reason: "not an HTTP/1 answer")
         }
         var length: Int?
         var chunked = false
         for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            let name = line[..<colon].lowercased()
-            let value = line[line.index(after: colon)...].trimmingSpaces
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { continue }
+            let name = String(decoding: line[..<colon], as: UTF8.self).lowercased()
+            var value = line[(colon + 1)...]
+            while let first = value.first, first == 32 || first == 9 { value = value.dropFirst() }
+            while let last = value.last, last == 32 || last == 9 { value = value.dropLast() }
+            let text = String(decoding: value, as: UTF8.self)
             if name == "content-length" {
-                guard let parsed = Int(value), parsed >= 0 else { throw ExchangeProblem(reason: "a malformed Content-Length") }
+                guard let parsed = Int(text), parsed >= 0 else { throw ExchangeProblem(reason: "a malformed Content-Length") }
                 length = parsed
-            } else if name == "transfer-encoding", value.lowercased().contains("chunked") {
+            } else if name == "transfer-encoding", text.lowercased().contains("chunked") {
                 chunked = true
             }
         }
@@ -205,19 +219,15 @@ public struct APIClient: Sendable {
             guard let lineEnd = (index..<max(index, bytes.count - 1)).first(where: { bytes[$0] == 13 && bytes[$0 + 1] == 10 }) else {
                 return nil
             }
-            let sizeText = String(decoding: bytes[index..<lineEnd], as: UTF8.self).split(separator: ";").first ?? ""
-            guard let size = Int(sizeText.trimmingSpaces, radix: 16), size >= 0 else { return nil }
+            var sizeBytes = bytes[index..<lineEnd]
+            if let extensionStart = sizeBytes.firstIndex(of: UInt8(ascii: ";")) { sizeBytes = sizeBytes[..<extensionStart] }
+            while let last = sizeBytes.last, last == 32 || last == 9 { sizeBytes = sizeBytes.dropLast() }
+            guard let size = Int(String(decoding: sizeBytes, as: UTF8.self), radix: 16), size >= 0 else { return nil }
             index = lineEnd + 2
             if size == 0 { return output }
             guard index + size + 2 <= bytes.count else { return nil }
             output += bytes[index..<index + size]
             index += size + 2
         }
-    }
-}
-
-extension Substring {
-    fileprivate var trimmingSpaces: String {
-        String(drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
     }
 }
